@@ -1,0 +1,16 @@
+"""`regrow demo [--out DIR]`: the main job, offline."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="run the offline continual pre-training demo")
+    parser.add_argument("--out", default="regrow-demo", help="output folder")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from regrow.study.demo import run_demo
+
+    run_demo(args.out)
+    return 0

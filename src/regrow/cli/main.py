@@ -1,0 +1,41 @@
+"""Entry point of the `regrow` command: parse, dispatch, turn user errors into exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from regrow import __version__
+from regrow.cli import data, demo, evaluate, schedule, tokenizer, train
+from regrow.errors import RegrowError
+
+COMMANDS = (tokenizer, data, train, schedule, evaluate, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regrow",
+        description="Compress a large language model, continue pre-training it cheaply, measure what it buys.",
+    )
+    parser.add_argument("--version", action="version", version=f"regrow {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RegrowError as err:
+        print(f"regrow: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regrow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""`regrow schedule RECIPE [--json] [--plot FILE.png]`: the learning rate at every step."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from regrow.atomic import write_bytes_atomic
+from regrow.config import apply_overrides, read_yaml
+from regrow.errors import RegrowError
+from regrow.train.schedules import build_schedule
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("schedule", help="print or plot a learning-rate schedule")
+    parser.add_argument("recipe", metavar="RECIPE", help="a training recipe, or a YAML file holding only a schedule")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    parser.add_argument("--steps", type=int, default=None, help="how many steps to show (default: total_steps)")
+    parser.add_argument("--json", action="store_true", help='print {"step": [...], "lr": [...]}')
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the schedule to a PNG file")
+    parser.set_defaults(func=run)
+
+
+def schedule_from_recipe(path: str, overrides: list[str]):
+    data = apply_overrides(read_yaml(path), overrides)
+    if "schedule" in data:
+        steps = (data.get("train") or {}).get("steps")
+        return build_schedule(data["schedule"], steps)
+    return build_schedule(data)
+
+
+def run(args) -> int:
+    schedule = schedule_from_recipe(args.recipe, args.set)
+    steps = args.steps or schedule.total
+    if steps < 1:
+        raise RegrowError(f"--steps {steps} must be >= 1")
+    xs = list(range(1, steps + 1))
+    lrs = [schedule(s) for s in xs]
+    if args.plot:
+        plot_schedule(xs, lrs, schedule.name, args.plot)
+    if args.json:
+        print(json.dumps({"step": xs, "lr": lrs}))
+    elif not args.plot:
+        for s in sorted({1, schedule.warmup_steps or 1, steps // 4, steps // 2, 3 * steps // 4, steps} - {0}):
+            print(f"step {s:>8}  lr {schedule(s):.6g}")
+    return 0
+
+
+def plot_schedule(xs: list[int], lrs: list[float], name: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, lrs)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"schedule: {name}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes_atomic(Path(path), buffer.getvalue())

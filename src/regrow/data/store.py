@@ -1,0 +1,81 @@
+"""The token store: one folder per domain with memory-mapped token arrays and a manifest.
+
+Layout of a DATA_DIR:
+
+    manifest.json             {"version": 1, "domains": {NAME: DomainInfo}}
+    NAME/train.bin            tokens of the training documents, EOS after each document
+    NAME/validation.bin       tokens of the validation documents, same format
+
+Tokens are uint16 when the vocabulary fits, else uint32. Readers memory-map the arrays, so a
+store larger than memory costs nothing to open.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from regrow.errors import RegrowError
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "validation")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One prepared domain: its name, manifest entry and memory-mapped splits."""
+
+    name: str
+    info: dict
+    root: Path
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.info["dtype"])
+
+    def tokens(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise RegrowError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        count = self.info["splits"][split]["tokens"]
+        if count == 0:
+            return np.zeros(0, dtype=self.dtype)
+        return np.memmap(self.root / self.name / f"{split}.bin", dtype=self.dtype, mode="r", shape=(count,))
+
+
+class TokenStore:
+    """Read access to a DATA_DIR: its manifest and its domains."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        if not manifest.is_file():
+            raise RegrowError(
+                f"data folder {str(self.path)!r} has no {MANIFEST} (make one with `regrow data prepare`)"
+            )
+        self.manifest = json.loads(manifest.read_text())
+
+    @property
+    def domain_names(self) -> list[str]:
+        return sorted(self.manifest["domains"])
+
+    def domain(self, name: str) -> Domain:
+        if name not in self.manifest["domains"]:
+            raise RegrowError(
+                f"domain {name!r} is not in data folder {str(self.path)!r}; it has: "
+                f"{', '.join(self.domain_names) or '(none)'}"
+            )
+        return Domain(name, self.manifest["domains"][name], self.path)
+
+    def tokenizer_fingerprints(self) -> dict[str, str]:
+        return {n: d["tokenizer"]["fingerprint"] for n, d in self.manifest["domains"].items()}
+
+    def vocab_size(self) -> int:
+        """The largest vocabulary among the domains' tokenizers."""
+        return max(d["tokenizer"]["vocab_size"] for d in self.manifest["domains"].values())

@@ -1,0 +1,84 @@
+"""Tokenizers: train a byte-level BPE with HF `tokenizers`, load any local HF tokenizer folder.
+
+Every tokenizer regrow writes is a plain HF folder that `AutoTokenizer.from_pretrained` loads,
+with `<|endoftext|>` as its end-of-sequence token (the separator between documents).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from regrow.atomic import atomic_dir
+from regrow.errors import RegrowError
+
+EOS_TOKEN = "<|endoftext|>"
+MIN_VOCAB = 256 + 1  # every byte, plus the end-of-sequence token
+
+
+def train_bpe(documents: Iterable[str], vocab_size: int, out_dir: str | Path, min_frequency: int = 2) -> Path:
+    """Train a byte-level BPE on `documents` and save it as an HF tokenizer folder (atomically)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < MIN_VOCAB:
+        raise RegrowError(f"--vocab-size {vocab_size} is too small; a byte-level BPE needs at least {MIN_VOCAB}")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    seen = {"docs": 0}
+
+    def counted() -> Iterable[str]:
+        for doc in documents:
+            seen["docs"] += 1
+            yield doc
+
+    tokenizer.train_from_iterator(counted(), trainer=trainer)
+    if seen["docs"] == 0:
+        raise RegrowError("the tokenizer inputs hold no text (every document was empty)")
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        wrapped.save_pretrained(tmp)
+    return out_dir
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """Load a local HF tokenizer folder; it must define an end-of-sequence token."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RegrowError(f"tokenizer {str(path)!r} is not a folder (train one with `regrow tokenizer train`)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise RegrowError(f"tokenizer {str(path)!r} could not be loaded: {str(err).splitlines()[0]}") from err
+    if tokenizer.eos_token_id is None:
+        raise RegrowError(f"tokenizer {str(path)!r} has no end-of-sequence token; regrow separates documents with it")
+    return tokenizer
+
+
+def vocab_size_of(tokenizer) -> int:
+    """Number of token ids the tokenizer can produce (added tokens included)."""
+    return len(tokenizer)
+
+
+def fingerprint(tokenizer) -> str:
+    """A stable hash of the tokenizer's vocabulary and merges, to tell data of two tokenizers apart."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        payload = json.dumps({"model": spec.get("model"), "added": spec.get("added_tokens")}, sort_keys=True)
+    else:
+        payload = json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

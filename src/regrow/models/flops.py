@@ -1,0 +1,45 @@
+"""FLOPs per token from a model's real shape (ALGORITHMS.md section 8).
+
+training FLOPs/token = 6 * N_nonembedding + 6 * lm_head_params + 12 * L * H * d_head * T
+(attention scores and values, no causal discount); a forward pass alone is a third of that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    nonembedding_params: int
+    lm_head_params: int
+
+
+def model_shape(model) -> ModelShape:
+    config = model.config
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    head_params = head.weight.numel() if head is not None else 0
+    counted = {id(embed)}
+    if head is not None:
+        counted.add(id(head.weight))
+    nonembedding = sum(p.numel() for p in model.parameters() if id(p) not in counted)
+    # learned absolute position tables (GPT-2 style) are embeddings too
+    for name, param in model.named_parameters():
+        if name.endswith(("wpe.weight", "embed_positions.weight")):
+            nonembedding -= param.numel()
+    layers = config.num_hidden_layers
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return ModelShape(layers, heads, head_dim, nonembedding, head_params)
+
+
+def training_flops_per_token(shape: ModelShape, seq_len: int) -> float:
+    return 6.0 * shape.nonembedding_params + 6.0 * shape.lm_head_params + 12.0 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
+
+
+def forward_flops_per_token(shape: ModelShape, seq_len: int) -> float:
+    return training_flops_per_token(shape, seq_len) / 3.0

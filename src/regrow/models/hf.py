@@ -1,0 +1,111 @@
+"""Hugging Face causal LMs: load from a local folder or build from config fields; save plainly.
+
+regrow never wraps or re-implements the model: training, pruning and evaluation work on the
+`AutoModelForCausalLM` instance itself, so every output is a folder that vanilla
+`transformers` loads. Remote code runs only when the user sets `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from regrow.atomic import atomic_dir
+from regrow.errors import RegrowError
+
+SAFETENSORS_GLOBS = ("model.safetensors", "model-*.safetensors")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def is_model_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.json").is_file() and any(any(path.glob(g)) for g in SAFETENSORS_GLOBS)
+
+
+def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
+    """Load weights from a local HF folder (safetensors only) with SDPA attention."""
+    from transformers import AutoModelForCausalLM
+
+    _quiet_transformers()
+    path = Path(path)
+    if not path.is_dir():
+        raise RegrowError(f"model {str(path)!r} is not a folder")
+    if not is_model_dir(path):
+        raise RegrowError(f"model folder {str(path)!r} needs config.json and *.safetensors weights")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(path),
+            trust_remote_code=trust_remote_code,
+            attn_implementation="sdpa",
+            dtype=dtype,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise RegrowError(f"model {str(path)!r} could not be loaded: {str(err).splitlines()[0]}") from err
+
+
+def build_model(fields: dict[str, Any], seed: int, trust_remote_code: bool = False):
+    """A freshly initialised model from config fields, e.g. {model_type: llama, hidden_size: 256}."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    _quiet_transformers()
+    fields = dict(fields)
+    model_type = fields.pop("model_type", None)
+    if not model_type:
+        raise RegrowError("model.config needs a model_type (e.g. llama, mistral, qwen2, gpt_neox, bloom, olmo2)")
+    try:
+        config = AutoConfig.for_model(model_type, **fields)
+    except (ValueError, TypeError) as err:
+        raise RegrowError(f"model.config is not a valid {model_type!r} config: {str(err).splitlines()[0]}") from err
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
+
+
+def max_positions(config) -> int | None:
+    """Longest sequence the model's position scheme allows (None: no limit, e.g. ALiBi)."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_compatible(model, vocab_size: int, seq_len: int, seq_len_name: str = "data.seq_len") -> None:
+    """The tokenizer must fit the embedding table and the sequences the position scheme."""
+    model_vocab = model.get_input_embeddings().weight.shape[0]
+    if vocab_size > model_vocab:
+        raise RegrowError(
+            f"the tokenizer has {vocab_size} tokens but the model's vocabulary holds {model_vocab}; "
+            "use the model's own tokenizer or a model with vocab_size >= the tokenizer's"
+        )
+    limit = max_positions(model.config)
+    if limit is not None and seq_len > limit:
+        raise RegrowError(f"{seq_len_name} {seq_len} exceeds the model's {limit} positions; allowed: <= {limit}")
+
+
+def save_model(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save an HF folder (safetensors + config + tokenizer) atomically."""
+    _quiet_transformers()
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return out_dir
+
+
+def shape_signature(config) -> dict[str, Any]:
+    """The fields that decide the parameter shapes (what resume must not change)."""
+    keys = (
+        "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "intermediate_size", "head_dim", "n_head", "n_layer", "tie_word_embeddings",
+    )
+    return {k: getattr(config, k) for k in keys if getattr(config, k, None) is not None}

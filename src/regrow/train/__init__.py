@@ -1,0 +1,1 @@
+"""Training: LR schedules, the continual pre-training loop, evaluation, checkpoints, metrics."""

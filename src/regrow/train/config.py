@@ -1,0 +1,95 @@
+"""The configuration of one training run (`regrow train RECIPE.yaml`), as typed dataclasses.
+
+Field names are the recipe keys (`train.steps`, `data.mixture`, ...). `validate` holds every
+check that needs no files; checks against the data and the model happen once they are loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from regrow.errors import RegrowError
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    """Where the model comes from: `init` (an HF folder or a regrow checkpoint) or `config`."""
+
+    init: str | None = None
+    config: dict[str, Any] | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    mixture: dict[str, float] = field(default_factory=dict)
+    seq_len: int = 256
+    new_domains: list[str] | None = None  # default: the domain(s) with the largest weight
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    eval_every: int = 0  # 0: evaluate only at the start and the end
+    eval_tokens: int = 65536  # validation tokens per domain and evaluation
+    eval_domains: list[str] | None = None  # default: every domain of the data folder
+    checkpoint_every: int = 0  # 0: only the final checkpoint
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    grad_clip: float = 1.0
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    precision: str = "fp32"
+    compile: bool = False
+    load_optimizer: bool = False  # continue with the optimizer state saved beside model.init
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/run"
+    seed: int = 0
+    tokenizer: str | None = None  # default: the tokenizer saved in model.init
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
+
+    def validate(self) -> None:
+        if (self.model.init is None) == (self.model.config is None):
+            raise RegrowError("set exactly one of model.init (a model folder) and model.config (config fields)")
+        if self.model.config is not None and self.tokenizer is None:
+            raise RegrowError("model.config builds a new model, which needs a tokenizer: set `tokenizer`")
+        if not self.data.path:
+            raise RegrowError("data.path is not set; point it at a folder made by `regrow data prepare`")
+        t = self.train
+        for key, value, low in (
+            ("train.steps", t.steps, 1), ("train.batch_size", t.batch_size, 1), ("train.grad_accum", t.grad_accum, 1),
+            ("data.seq_len", self.data.seq_len, 1), ("train.eval_every", t.eval_every, 0),
+            ("train.checkpoint_every", t.checkpoint_every, 0), ("train.keep_checkpoints", t.keep_checkpoints, 1),
+            ("train.log_every", t.log_every, 1), ("train.eval_tokens", t.eval_tokens, 1),
+        ):
+            if value < low:
+                raise RegrowError(f"{key} is {value}; it must be >= {low}")
+        if t.precision not in PRECISIONS:
+            raise RegrowError(f"train.precision {t.precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
+        if t.device not in DEVICES:
+            raise RegrowError(f"train.device {t.device!r} is not supported; allowed: {', '.join(DEVICES)}")
+        if t.grad_clip < 0 or t.weight_decay < 0:
+            raise RegrowError("train.grad_clip and train.weight_decay must be >= 0")
+
+
+# Keys that may differ between a run and its --resume (everything else must match).
+RESUMABLE_CHANGES = (
+    "train.steps", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.log_every", "train.compile", "train.device", "train.progress",
+)

@@ -1,0 +1,274 @@
+"""The continual pre-training loop: `regrow train RECIPE.yaml [--resume]`.
+
+Read it top to bottom: set up (model, data, schedule, optimizer), maybe restore a checkpoint,
+then for each step draw the batch of that step, accumulate gradients, clip, step; evaluate and
+checkpoint at the configured intervals; finally save a plain HF folder and a run summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from regrow.atomic import write_json_atomic
+from regrow.config import read_yaml, to_dict, write_yaml_atomic
+from regrow.data.sampler import MixtureSampler, validate_weights
+from regrow.data.store import TokenStore
+from regrow.data.tokenizer import fingerprint, load_tokenizer, vocab_size_of
+from regrow.errors import RegrowError
+from regrow.models.flops import model_shape, training_flops_per_token
+from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
+from regrow.train import checkpoint as ckpt
+from regrow.train.config import RESUMABLE_CHANGES, RunConfig
+from regrow.train.evaluate import causal_lm_loss, evaluate_domains
+from regrow.train.metrics import MetricsLogger
+from regrow.train.schedules import build_schedule
+from regrow.train.summary import forgetting_adaptation, new_domains_of
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RegrowError("train.device is 'cuda' but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "mixture":
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_resume_compatible(saved: dict, current: dict) -> None:
+    """A resume may extend or re-pace a run, never change its model, data or recipe."""
+    a, b = _flatten(saved), _flatten(current)  # includes "resolved.*": model shape, schedule
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise RegrowError(
+            f"--resume with a changed config: {', '.join(f'{k} ({a.get(k)!r} -> {b.get(k)!r})' for k in changed)}; "
+            f"only these may change on resume: {', '.join(RESUMABLE_CHANGES)}"
+        )
+
+
+def make_optimizer(model, cfg: RunConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases or gains)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.train.betas), eps=cfg.train.eps, fused=device.type in ("cpu", "cuda"))
+
+
+class Trainer:
+    """One run: everything is set up in __init__, `run()` trains to `train.steps`."""
+
+    def __init__(self, cfg: RunConfig, resume: bool = False):
+        cfg.validate()
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.resume_from = self._resume_point(resume)
+        self.device = resolve_device(cfg.train.device)
+
+        # data
+        self.store = TokenStore(cfg.data.path)
+        self.mixture = validate_weights(cfg.data.mixture, self.store.domain_names)
+        self.eval_domains = cfg.train.eval_domains or self.store.domain_names
+        for name in self.eval_domains:
+            self.store.domain(name)  # a clear error for an unknown domain
+        self.new_domains = new_domains_of(self.mixture, cfg.data.new_domains)
+
+        # tokenizer and model
+        init = Path(cfg.model.init) if cfg.model.init else None
+        self.tokenizer = load_tokenizer(cfg.tokenizer or init, cfg.model.trust_remote_code)
+        self._check_data_tokenizer()
+        if init is not None:
+            self.model = load_model(init, cfg.model.trust_remote_code)
+        else:
+            fields = dict(cfg.model.config)
+            fields.setdefault("vocab_size", vocab_size_of(self.tokenizer))
+            fields.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+            fields.setdefault("bos_token_id", self.tokenizer.eos_token_id)
+            self.model = build_model(fields, cfg.seed, cfg.model.trust_remote_code)
+        check_compatible(self.model, vocab_size_of(self.tokenizer), cfg.data.seq_len)
+        self.model.to(self.device)
+        self.model.train()
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.flops_per_token = training_flops_per_token(model_shape(self.model), cfg.data.seq_len)
+
+        # schedule, optimizer, sampler
+        self.schedule = build_schedule(cfg.schedule, cfg.train.steps)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.sampler = MixtureSampler(
+            self.store, self.mixture, cfg.data.seq_len, cfg.train.batch_size, cfg.train.grad_accum, cfg.seed
+        )
+        self.tokens_per_step = self.sampler.global_batch * cfg.data.seq_len
+        self.config_dict = to_dict(cfg)
+        # what the recipe resolved to; a resume must resolve to the same
+        self.config_dict["resolved"] = {
+            "model_shape": shape_signature(self.model.config),
+            "schedule": {"name": self.schedule.name, **dataclasses.asdict(self.schedule)},
+        }
+
+        self.step = 0
+        self.phase_start_eval: dict | None = None
+        self.elapsed = 0.0
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        elif cfg.train.load_optimizer:
+            ckpt.load_optimizer(self.optimizer, init)
+
+    # ---- setup helpers -------------------------------------------------------------------
+    def _resume_point(self, resume: bool) -> Path | None:
+        latest = ckpt.latest_checkpoint(self.ckpt_root)
+        if resume:
+            if latest is None:
+                raise RegrowError(f"--resume: {str(self.out)!r} has no checkpoint to resume from")
+            return latest
+        if latest is not None or (self.out / "model").exists():
+            raise RegrowError(f"out_dir {str(self.out)!r} already holds a run; pass --resume to continue it or choose another out_dir")
+        return None
+
+    def _check_data_tokenizer(self) -> None:
+        ours = fingerprint(self.tokenizer)
+        for name, theirs in self.store.tokenizer_fingerprints().items():
+            if theirs != ours:
+                raise RegrowError(
+                    f"domain {name!r} of {self.cfg.data.path!r} was tokenized with another tokenizer than "
+                    f"{self.cfg.tokenizer or self.cfg.model.init!r}; prepare the data with the model's tokenizer"
+                )
+
+    def _restore(self, folder: Path) -> None:
+        check_resume_compatible(read_yaml(folder / "config.yaml"), self.config_dict)
+        ckpt.load_weights(self.model, folder)
+        ckpt.load_optimizer(self.optimizer, folder)
+        ckpt.load_rng(folder)
+        state = ckpt.load_state(folder)
+        self.step = state["step"]
+        self.sampler.load_state(state["sampler"])
+        self.phase_start_eval = state["phase_start_eval"]
+        self.elapsed = state["elapsed_seconds"]
+
+    def _autocast(self):
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ---- the loop ------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        return evaluate_domains(
+            self.model, self.store, self.eval_domains, self.cfg.data.seq_len, self.cfg.train.batch_size,
+            self.cfg.train.eval_tokens, self.device, self._autocast,
+        )
+
+    def train_step(self, step: int) -> tuple[float, float]:
+        """One optimizer update (step is 0-based; the schedule sees the 1-based update number)."""
+        lr = self.schedule(step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        accum = self.cfg.train.grad_accum
+        total = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            inputs, targets = self.sampler.batch(step, micro)
+            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+            with self._autocast():
+                loss = causal_lm_loss(self.forward, inputs, targets)
+            (loss / accum).backward()
+            total += loss.detach()
+        if self.cfg.train.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
+        else:
+            grad_norm = float("nan")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(total) / accum, grad_norm
+
+    def run(self) -> dict:
+        t = self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_yaml_atomic(self.out / "config.yaml", self.config_dict)
+        logger = MetricsLogger(self.out, resume_step=self.step if self.resume_from else None)
+        try:
+            if self.phase_start_eval is None:
+                self.phase_start_eval = self.evaluate()
+                logger.log("eval", 0, {"tokens": 0, **_eval_values(self.phase_start_eval)})
+            last_eval = None
+            bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not t.progress, dynamic_ncols=True)
+            window_seconds, window_tokens = 0.0, 0  # train-step time only: eval and saves excluded
+            while self.step < t.steps:
+                started = time.perf_counter()
+                loss, grad_norm = self.train_step(self.step)
+                seconds = time.perf_counter() - started
+                self.elapsed += seconds
+                self.step += 1
+                window_seconds += seconds
+                window_tokens += self.tokens_per_step
+                tokens = self.step * self.tokens_per_step
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    tps = window_tokens / max(window_seconds, 1e-9)
+                    window_seconds, window_tokens = 0.0, 0
+                    lr = self.schedule(self.step)
+                    logger.log("train", self.step, {"tokens": tokens, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps})
+                    bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
+                bar.update(1)
+                if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
+                    last_eval = self.evaluate()
+                    logger.log("eval", self.step, {"tokens": tokens, **_eval_values(last_eval)})
+                if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.steps:
+                    self.save_checkpoint()
+            bar.close()
+            if last_eval is None:  # resumed a run that had already reached train.steps
+                last_eval = self.evaluate()
+        finally:
+            logger.close()
+        save_model(self.model, self.tokenizer, self.out / "model")
+        summary = self.summary(last_eval)
+        write_json_atomic(self.out / "summary.json", summary)
+        return summary
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "step": self.step,
+            "tokens": self.step * self.tokens_per_step,
+            "sampler": self.sampler.state().to_dict(),
+            "schedule": {"name": self.schedule.name, "step": self.step, "lr": self.schedule(max(self.step, 1))},
+            "phase_start_eval": self.phase_start_eval,
+            "elapsed_seconds": self.elapsed,
+        }
+        return ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, self.optimizer, state, self.config_dict, self.cfg.train.keep_checkpoints)
+
+    def summary(self, final_eval: dict) -> dict:
+        tokens = self.step * self.tokens_per_step
+        return {
+            "out_dir": str(self.out),
+            "steps": self.step,
+            "tokens": tokens,
+            "train_seconds": round(self.elapsed, 3),
+            "tokens_per_second": tokens / self.elapsed if self.elapsed else None,
+            "flops": self.flops_per_token * tokens,
+            "flops_per_token": self.flops_per_token,
+            "mixture": self.mixture,
+            "eval_start": self.phase_start_eval,
+            "eval_end": final_eval,
+            **forgetting_adaptation(self.phase_start_eval, final_eval, self.new_domains),
+        }
+
+
+def _eval_values(results: dict) -> dict:
+    return {f"eval/{name}/loss": r["loss"] for name, r in results.items()}
+
+
+def train(cfg: RunConfig, resume: bool = False) -> dict:
+    return Trainer(cfg, resume=resume).run()

@@ -1,0 +1,30 @@
+"""Every recipe in examples/ is a valid recipe (keys, types, schedule)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from regrow.config import load_config
+from regrow.train.config import RunConfig
+from regrow.train.schedules import build_schedule
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+RECIPES = sorted(p for p in EXAMPLES.rglob("*.yaml") if "schedule" in yaml.safe_load(p.read_text()))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(EXAMPLES)))
+def test_example_recipe_is_valid(path):
+    cfg = load_config(RunConfig, path)
+    cfg.validate()
+    schedule = build_schedule(cfg.schedule, cfg.train.steps)
+    assert schedule(cfg.train.steps) >= schedule.lr_min
+
+
+def test_schedule_file_is_valid():
+    schedule = build_schedule(yaml.safe_load((EXAMPLES / "schedules.yaml").read_text()))
+    assert schedule.name == "wsd"
+
+
+def test_examples_exist():
+    assert len(RECIPES) >= 5
