@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
+from regrow.cli.inputs import add_input_arguments, documents_from_args
 from regrow.data.prepare import prepare_domain
-from regrow.data.sources import (
-    BUILTIN_DOMAINS,
-    DOCUMENT_UNITS,
-    SourceRecord,
-    iter_builtin,
-    iter_documents,
-)
+from regrow.data.sources import SourceRecord
 from regrow.data.tokenizer import load_tokenizer
 from regrow.errors import RegrowError
 
@@ -18,13 +13,10 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="prepare token stores")
     commands = parser.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     prep = commands.add_parser("prepare", help="tokenize inputs into one domain of a data folder")
-    prep.add_argument("inputs", nargs="*", metavar="INPUT", help="text / JSONL / Parquet files or folders")
-    prep.add_argument("--builtin", choices=BUILTIN_DOMAINS, help="use a builtin corpus instead of INPUT")
+    add_input_arguments(prep, several_builtins=False)
     prep.add_argument("--domain", help="domain name (default: the builtin's name)")
     prep.add_argument("--tokenizer", required=True, help="an HF tokenizer folder")
     prep.add_argument("--out", required=True, help="the data folder (created or extended)")
-    prep.add_argument("--text-field", default="text", help="JSONL field / Parquet column with the text")
-    prep.add_argument("--documents", choices=DOCUMENT_UNITS, default="file", help="a text file is one document, or one per paragraph")
     prep.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents held out for validation")
     prep.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
     prep.add_argument("--trust-remote-code", action="store_true")
@@ -35,17 +27,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.builtin and args.inputs:
         raise RegrowError("give either INPUT files or --builtin, not both")
-    if not args.builtin and not args.inputs:
-        raise RegrowError("no input given; pass files or folders, or --builtin NAME")
     domain = args.domain or args.builtin
-    if not domain:
+    if not domain and args.inputs:
         raise RegrowError("--domain NAME is required with INPUT files")
-    tokenizer = load_tokenizer(args.tokenizer, args.trust_remote_code)
     record = SourceRecord()
-    if args.builtin:
-        documents = iter_builtin(args.builtin, record)
-    else:
-        documents = iter_documents(args.inputs, record, args.text_field, args.documents)
+    documents = documents_from_args(args, record)
+    tokenizer = load_tokenizer(args.tokenizer, args.trust_remote_code)
     info = prepare_domain(
         documents, record, tokenizer, args.tokenizer, args.out, domain, args.val_fraction, args.workers, not args.no_progress
     )

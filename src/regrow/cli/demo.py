@@ -6,11 +6,12 @@ from __future__ import annotations
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="run the offline continual pre-training demo")
     parser.add_argument("--out", default="regrow-demo", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="a much smaller version (for smoke tests)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from regrow.study.demo import run_demo
+    from regrow.study.demo import FULL, QUICK, run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, QUICK if args.quick else FULL)
     return 0

@@ -44,7 +44,7 @@ def _init_worker(tokenizer_json: str) -> None:
 
 def _encode_chunk(args: tuple[list[str], float, int, str]) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     docs, val_fraction, eos_id, dtype = args
-    encodings = _worker_tokenizer.encode_batch(docs, add_special_tokens=False)
+    encodings = _worker_tokenizer.encode_batch_fast(docs, add_special_tokens=False)  # no offsets
     return _split_encoded(docs, [e.ids for e in encodings], val_fraction, eos_id, dtype)
 
 
@@ -164,7 +164,7 @@ def _encode_all(tokenizer, documents, val_fraction, eos_id, dtype, workers):
         return
     if workers == 1:
         for docs in _chunks(documents):
-            ids = [e.ids for e in backend.encode_batch(docs, add_special_tokens=False)]
+            ids = [e.ids for e in backend.encode_batch_fast(docs, add_special_tokens=False)]
             yield _split_encoded(docs, ids, val_fraction, eos_id, dtype)
         return
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")

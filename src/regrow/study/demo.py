@@ -34,10 +34,21 @@ BASE_MODEL = {
     "num_key_value_heads": 2, "intermediate_size": 352, "max_position_embeddings": SEQ_LEN,
     "tie_word_embeddings": True,
 }
-BASE_STEPS = 300
-CONTINUE_STEPS = 150
 TRAIN = {"batch_size": 16, "eval_tokens": 16384, "log_every": 25, "keep_checkpoints": 1}
 LR_MAX = 3e-3
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How much work the demo does; `QUICK` is for tests and smoke checks."""
+
+    base_steps: int = 300
+    continue_steps: int = 150
+    max_documents: int | None = None  # per domain; None: the whole standard library
+
+
+FULL = DemoSize()
+QUICK = DemoSize(base_steps=30, continue_steps=12, max_documents=400)
 
 
 @dataclass(frozen=True)
@@ -47,18 +58,21 @@ class Continuation:
     replay: float
 
 
-CONTINUATIONS = (
-    Continuation("no-replay", {"name": "cosine", "warmup_steps": 3}, 0.0),
-    Continuation("cosine-replay5", {"name": "cosine", "warmup_steps": 3}, 0.05),
-    Continuation(
-        "infinite-replay5",
-        {"name": "infinite", "warmup_steps": 3, "cooldown_steps": 50, "lr_const": LR_MAX * 0.55, "anneal_steps": 30},
-        0.05,
-    ),
-)
+def continuations(steps: int) -> tuple[Continuation, ...]:
+    """The three ways to continue; the infinite schedule's phases scale with the run length."""
+    cosine = {"name": "cosine", "warmup_steps": 3}
+    infinite = {
+        "name": "infinite", "warmup_steps": 3, "cooldown_steps": steps // 3,
+        "lr_const": LR_MAX * 0.55, "anneal_steps": steps // 5,
+    }
+    return (
+        Continuation("no-replay", cosine, 0.0),
+        Continuation("cosine-replay5", cosine, 0.05),
+        Continuation("infinite-replay5", infinite, 0.05),
+    )
 
 
-def prepare_demo_data(out: Path) -> tuple[Path, Path]:
+def prepare_demo_data(out: Path, max_documents: int | None = None) -> tuple[Path, Path]:
     tokenizer_dir, data_dir = out / "tokenizer", out / "data"
     if not (tokenizer_dir / "tokenizer.json").is_file():
         print("[demo] training a byte-level BPE tokenizer on the standard library")
@@ -74,7 +88,8 @@ def prepare_demo_data(out: Path) -> tuple[Path, Path]:
         if domain not in have:
             print(f"[demo] building domain {domain!r} from {builtin}")
             record = SourceRecord()
-            prepare_domain(iter_builtin(builtin, record), record, tokenizer, str(tokenizer_dir), data_dir, domain, 0.02, progress=False)
+            docs = itertools.islice(iter_builtin(builtin, record), max_documents)
+            prepare_domain(docs, record, tokenizer, str(tokenizer_dir), data_dir, domain, 0.02, progress=False)
     return tokenizer_dir, data_dir
 
 
@@ -88,28 +103,28 @@ def run_once(recipe: dict) -> dict:
     return train(from_dict(RunConfig, recipe))
 
 
-def run_demo(out: str | Path, progress: bool = True) -> list[dict]:
+def run_demo(out: str | Path, size: DemoSize = FULL, progress: bool = True) -> list[dict]:
     out = Path(out)
     started = time.perf_counter()
-    tokenizer_dir, data_dir = prepare_demo_data(out)
+    tokenizer_dir, data_dir = prepare_demo_data(out, size.max_documents)
     train_keys = {**TRAIN, "progress": progress}
-    print(f"[demo] pre-training the base model on prose ({BASE_STEPS} steps)")
+    print(f"[demo] pre-training the base model on prose ({size.base_steps} steps)")
     run_once({
         "out_dir": str(out / "runs" / "base"), "seed": 0, "tokenizer": str(tokenizer_dir),
         "model": {"config": BASE_MODEL},
         "data": {"path": str(data_dir), "mixture": {"prose": 1.0}, "seq_len": SEQ_LEN},
-        "train": {**train_keys, "steps": BASE_STEPS},
+        "train": {**train_keys, "steps": size.base_steps},
         "schedule": {"name": "cosine", "lr_max": LR_MAX, "lr_min": LR_MAX / 10, "warmup_steps": 10},
     })
     rows = []
-    for cont in CONTINUATIONS:
-        print(f"[demo] continuing on code: {cont.name} ({CONTINUE_STEPS} steps)")
+    for cont in continuations(size.continue_steps):
+        print(f"[demo] continuing on code: {cont.name} ({size.continue_steps} steps)")
         mixture = {"code": 1.0 - cont.replay, "prose": cont.replay} if cont.replay else {"code": 1.0}
         summary = run_once({
             "out_dir": str(out / "runs" / cont.name), "seed": 0,
             "model": {"init": str(out / "runs" / "base" / "model")},
             "data": {"path": str(data_dir), "mixture": mixture, "seq_len": SEQ_LEN, "new_domains": ["code"]},
-            "train": {**train_keys, "steps": CONTINUE_STEPS},
+            "train": {**train_keys, "steps": size.continue_steps},
             "schedule": {"lr_max": LR_MAX, "lr_min": LR_MAX / 10, **cont.schedule},
         })
         rows.append({"run": cont.name, "schedule": cont.schedule["name"], "replay": cont.replay, **_losses(summary)})

@@ -10,7 +10,6 @@ Adding a schedule = one class with `@register("name")`; its dataclass fields are
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -250,6 +249,3 @@ def build_schedule(spec: dict[str, Any], default_total_steps: int | None = None)
     schedule.validate()
     return schedule
 
-
-def schedule_keys(name: str) -> list[str]:
-    return ["name"] + [f.name for f in dataclasses.fields(SCHEDULES[name])]
