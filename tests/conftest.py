@@ -85,3 +85,60 @@ def recipe(tokenizer_dir: Path, data_dir: Path, out_dir: Path, **overrides) -> d
     }
     base.update(overrides)
     return base
+
+
+# Tiny random models of every family regrow prunes (vocabulary of the session tokenizer).
+FAMILY_CONFIGS = {
+    "llama": {"model_type": "llama", "num_key_value_heads": 4, "intermediate_size": 96},
+    "mistral": {"model_type": "mistral", "num_key_value_heads": 2, "intermediate_size": 96, "sliding_window": None},
+    "qwen2": {"model_type": "qwen2", "num_key_value_heads": 2, "intermediate_size": 96, "tie_word_embeddings": True},
+    "olmo2": {"model_type": "olmo2", "num_key_value_heads": 4, "intermediate_size": 96},
+    "gpt_neox": {"model_type": "gpt_neox", "intermediate_size": 96, "rotary_pct": 0.25, "use_parallel_residual": True},
+    "bloom": {"model_type": "bloom", "n_layer": 4, "n_head": 8},
+}
+# A target per family that prunes every kind of unit (and keeps each family's rules).
+FAMILY_TARGETS = {
+    "llama": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64},
+    "mistral": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1, "intermediate_size": 64},
+    "qwen2": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48},
+    "olmo2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 3, "intermediate_size": 64},
+    "gpt_neox": {"num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 48},
+    "bloom": {"num_hidden_layers": 3, "num_attention_heads": 4},
+}
+
+
+def make_family_model(family: str, vocab_size: int, seed: int = 0):
+    """A randomly initialised tiny model of `family` with non-trivial norm weights and biases."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = dict(FAMILY_CONFIGS[family])
+    model_type = fields.pop("model_type")
+    base = {"vocab_size": vocab_size, "hidden_size": 64, "initializer_range": 0.1}
+    if model_type != "bloom":
+        base.update(num_hidden_layers=4, num_attention_heads=8, max_position_embeddings=128)
+    config = AutoConfig.for_model(model_type, **{**base, **fields})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 1:  # norms start at 1 / 0: perturb them so masked norms are really tested
+                param.add_(torch.randn_like(param) * 0.2)
+    return model
+
+
+@pytest.fixture(scope="session")
+def family_models(tokenizer_dir, tmp_path_factory) -> dict[str, Path]:
+    """One HF folder (weights + the session tokenizer) per family."""
+    from regrow.data.tokenizer import load_tokenizer, vocab_size_of
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    root = tmp_path_factory.mktemp("families")
+    folders = {}
+    for family in FAMILY_CONFIGS:
+        model = make_family_model(family, vocab_size_of(tokenizer))
+        folder = root / family
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[family] = folder
+    return folders

@@ -78,7 +78,12 @@ def fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         spec = json.loads(backend.to_str())
-        payload = json.dumps({"model": spec.get("model"), "added": spec.get("added_tokens")}, sort_keys=True)
+        model = spec.get("model") or {}
+        added = [(t.get("id"), t.get("content")) for t in spec.get("added_tokens") or []]
+        # only what decides the token ids: options that a tokenizer class re-spells (e.g. a
+        # continuing_subword_prefix of None vs "") must not make the same vocabulary look different
+        payload = json.dumps({"type": model.get("type"), "vocab": model.get("vocab"), "merges": model.get("merges"),
+                              "added": added}, sort_keys=True)
     else:
         payload = json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

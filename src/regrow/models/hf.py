@@ -31,7 +31,8 @@ def is_model_dir(path: str | Path) -> bool:
 
 
 def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
-    """Load weights from a local HF folder (safetensors only) with SDPA attention."""
+    """Load weights from a local HF folder (safetensors only); HF picks SDPA attention where the
+    family supports it (Bloom falls back to eager)."""
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
@@ -44,7 +45,6 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
         return AutoModelForCausalLM.from_pretrained(
             str(path),
             trust_remote_code=trust_remote_code,
-            attn_implementation="sdpa",
             dtype=dtype,
             use_safetensors=True,
         )
@@ -66,7 +66,7 @@ def build_model(fields: dict[str, Any], seed: int, trust_remote_code: bool = Fal
     except (ValueError, TypeError) as err:
         raise RegrowError(f"model.config is not a valid {model_type!r} config: {str(err).splitlines()[0]}") from err
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
 def max_positions(config) -> int | None:
@@ -109,3 +109,14 @@ def shape_signature(config) -> dict[str, Any]:
         "num_key_value_heads", "intermediate_size", "head_dim", "n_head", "n_layer", "tie_word_embeddings",
     )
     return {k: getattr(config, k) for k in keys if getattr(config, k, None) is not None}
+
+
+def fresh_like(model, seed: int):
+    """A newly initialised model of the same config (HF's own init), on the same device and dtype."""
+    from transformers import AutoModelForCausalLM
+
+    _quiet_transformers()
+    torch.manual_seed(seed)
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    param = next(model.parameters())
+    return fresh.to(device=param.device, dtype=param.dtype)

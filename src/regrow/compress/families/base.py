@@ -1,0 +1,180 @@
+"""The family-adapter interface: where a decoder's prunable units live and how they are cut.
+
+An adapter is declarative: module paths for each role (query projection, key/value
+projections, attention output, MLP in/out, norms, the modules that write into the residual
+stream). From those roles the shared code derives the masking hooks, the slicing and folding
+of every parameter, magnitude scores and the target config, so a new family is one small file.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from torch import nn
+
+from regrow.compress.shape import ArchShape
+from regrow.errors import RegrowError
+
+UNITS = ("layer", "head", "kv", "mlp", "hidden")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One tensor dimension indexed by a unit: `block` elements per unit (e.g. head_dim per head).
+
+    fold: None (slice only), "unit" (multiply by the unit's mask value) or "writer" (multiply by
+    the layer gate times the hidden mask: the module writes this dimension into the residual).
+    """
+
+    dim: int
+    unit: str
+    block: int = 1
+    fold: str | None = None
+
+
+@dataclass(frozen=True)
+class LayerRoles:
+    """Module paths inside one decoder layer, by role."""
+
+    q: tuple[str, ...] = ()  # output rows = query heads x head_dim
+    qkv_fused: str | None = None  # output rows = heads x (q, k, v) x head_dim, interleaved per head
+    kv: tuple[str, ...] = ()  # output rows = kv heads x head_dim
+    attn_out: str = ""  # input = concatenated head contexts; output = hidden
+    mlp_in: tuple[str, ...] = ()  # output rows = MLP channels
+    mlp_out: str = ""  # input = MLP channels; output = hidden
+    norms: tuple[str, ...] = ()  # norms over hidden whose output feeds a sublayer
+    writers: tuple[str, ...] = ()  # modules whose output is added to the residual stream
+    q_norm: str | None = None  # norm over the whole query projection (OLMo-2)
+    k_norm: str | None = None  # norm over the whole key projection (OLMo-2)
+
+
+class FamilyAdapter:
+    """Base class; a family sets the class attributes and overrides the few hooks it needs."""
+
+    name: str = ""
+    model_types: tuple[str, ...] = ()
+    layers_path: str = ""
+    embedding: str = ""
+    embedding_norm: str | None = None
+    final_norm: str = ""
+    lm_head: str = ""
+    roles: LayerRoles = LayerRoles()
+    head_dim_from_hidden: bool = False  # the HF class derives head_dim = hidden_size / heads
+    grouped_attention: bool = True  # the HF class has num_key_value_heads
+    mlp_ratio_fixed: int | None = None  # the HF class fixes intermediate = ratio * hidden (Bloom)
+
+    # ---- reading the model -------------------------------------------------------------------
+    def shape(self, config) -> ArchShape:
+        heads = config.num_attention_heads
+        kv = getattr(config, "num_key_value_heads", None) if self.grouped_attention else None
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        intermediate = getattr(config, "intermediate_size", None) or (self.mlp_ratio_fixed or 4) * config.hidden_size
+        return ArchShape(config.num_hidden_layers, config.hidden_size, heads, kv or heads, intermediate, head_dim)
+
+    def check_model(self, model) -> None:
+        """Refuse configurations of the family that the adapter does not handle."""
+
+    def layers(self, model) -> nn.ModuleList:
+        return model.get_submodule(self.layers_path)
+
+    def layer_module(self, layer: nn.Module, path: str) -> nn.Module:
+        return layer.get_submodule(path)
+
+    # ---- the target -----------------------------------------------------------------------------
+    def complete_spec(self, spec: dict, source: ArchShape) -> dict:
+        """Fill sizes the family derives from others when the user did not name them: with
+        head_dim = hidden / heads, naming only the heads implies the hidden size; a fixed MLP
+        ratio implies the intermediate size."""
+        spec = dict(spec)
+        if self.head_dim_from_hidden:
+            if "num_attention_heads" in spec and "hidden_size" not in spec:
+                spec["hidden_size"] = spec["num_attention_heads"] * source.head_dim
+            if not self.grouped_attention and "num_attention_heads" in spec:
+                spec.setdefault("num_key_value_heads", spec["num_attention_heads"])
+        if self.mlp_ratio_fixed and "intermediate_size" not in spec and "hidden_size" in spec:
+            spec["intermediate_size"] = self.mlp_ratio_fixed * spec["hidden_size"]
+        return spec
+
+    def check_target(self, source: ArchShape, target: ArchShape) -> None:
+        """Family rules on top of the shared ones (shape.check_target)."""
+        if not self.grouped_attention and target.num_key_value_heads != target.num_attention_heads:
+            raise RegrowError(f"{self.name} has no grouped-query attention: target num_key_value_heads must equal "
+                              f"num_attention_heads ({target.num_attention_heads})")
+        if self.head_dim_from_hidden and target.hidden_size != target.num_attention_heads * source.head_dim:
+            raise RegrowError(
+                f"{self.name} derives head_dim = hidden_size / num_attention_heads, so a model with hidden_size "
+                f"{target.hidden_size} and {target.num_attention_heads} heads would not load with the pruned "
+                f"head_dim {source.head_dim}; allowed: hidden_size = num_attention_heads x {source.head_dim} "
+                f"(= {target.num_attention_heads * source.head_dim})"
+            )
+        if self.mlp_ratio_fixed and target.intermediate_size != self.mlp_ratio_fixed * target.hidden_size:
+            raise RegrowError(f"{self.name} fixes intermediate_size = {self.mlp_ratio_fixed} x hidden_size; allowed: "
+                              f"intermediate_size {self.mlp_ratio_fixed * target.hidden_size} for hidden_size {target.hidden_size}")
+
+    def target_config(self, config, target: ArchShape, kept_layers: list[int]):
+        """The source config with the target sizes; per-layer lists follow the kept layers."""
+        new = copy.deepcopy(config)
+        new.num_hidden_layers = target.num_hidden_layers
+        new.hidden_size = target.hidden_size
+        new.num_attention_heads = target.num_attention_heads
+        if self.grouped_attention:
+            new.num_key_value_heads = target.num_key_value_heads
+        if not self.mlp_ratio_fixed:
+            new.intermediate_size = target.intermediate_size
+        if not self.head_dim_from_hidden:
+            new.head_dim = target.head_dim  # stated explicitly: hidden_size / heads may no longer give it
+        layer_types = getattr(new, "layer_types", None)
+        if isinstance(layer_types, list) and len(layer_types) == config.num_hidden_layers:
+            new.layer_types = [layer_types[i] for i in kept_layers]
+        return new
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def layer_axes(self, head_dim: int) -> dict[str, tuple[Axis, ...]]:
+        """Every parameter of one decoder layer (relative name) -> the unit axes of its dims."""
+        r = self.roles
+        hidden_in = Axis(1, "hidden")
+        axes: dict[str, tuple[Axis, ...]] = {}
+
+        def out_rows(name: str, unit: str, block: int) -> None:
+            axes[f"{name}.weight"] = (Axis(0, unit, block), hidden_in)
+            axes[f"{name}.bias"] = (Axis(0, unit, block),)
+
+        for name in r.q:
+            out_rows(name, "head", head_dim)
+        if r.qkv_fused:
+            out_rows(r.qkv_fused, "head", 3 * head_dim)
+        for name in r.kv:
+            out_rows(name, "kv", head_dim)
+        for name in r.mlp_in:
+            out_rows(name, "mlp", 1)
+        for name, unit, block in ((r.attn_out, "head", head_dim), (r.mlp_out, "mlp", 1)):
+            writer = "writer" if name in r.writers else None
+            axes[f"{name}.weight"] = (Axis(0, "hidden", 1, writer), Axis(1, unit, block, "unit"))
+            axes[f"{name}.bias"] = (Axis(0, "hidden", 1, writer),)
+        for name in r.norms:
+            axes[f"{name}.weight"] = axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "unit"),)
+        for name in r.writers:
+            if name not in (r.attn_out, r.mlp_out):  # a norm that writes into the residual (OLMo-2)
+                axes[f"{name}.weight"] = axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "writer"),)
+        if r.q_norm:
+            axes[f"{r.q_norm}.weight"] = (Axis(0, "head", head_dim),)
+        if r.k_norm:
+            axes[f"{r.k_norm}.weight"] = (Axis(0, "kv", head_dim),)
+        return axes
+
+    def model_axes(self, tied: bool) -> dict[str, tuple[Axis, ...]]:
+        """Parameters outside the decoder layers. The final norm's mask value is folded into the
+        LM head (untied) or is already in the tied embedding, so the final norm is only sliced."""
+        axes = {f"{self.embedding}.weight": (Axis(1, "hidden", 1, "unit"),)}
+        if self.embedding_norm:
+            axes[f"{self.embedding_norm}.weight"] = axes[f"{self.embedding_norm}.bias"] = (Axis(0, "hidden", 1, "unit"),)
+        axes[f"{self.final_norm}.weight"] = axes[f"{self.final_norm}.bias"] = (Axis(0, "hidden"),)
+        if not tied:
+            axes[f"{self.lm_head}.weight"] = (Axis(1, "hidden", 1, "unit"),)
+        return axes
+
+    # ---- masking extras -------------------------------------------------------------------------
+    def extra_mask_hooks(self, model, hooks) -> list:
+        """Family-specific hooks for the masked model (Bloom: ALiBi slopes); returns handles."""
+        return []

@@ -1,0 +1,172 @@
+"""Masks over a model's prunable units, applied to the unmodified HF model with forward hooks.
+
+Semantics (Sheared-LLaMA, ALGORITHMS.md §1): the layer gate scales what a layer writes into the
+residual stream; head masks scale each head's context before the output projection; MLP masks
+scale the intermediate activation before the down projection; the hidden mask scales the
+embeddings, every write into the residual stream and every norm output, and norms then average
+over the kept hidden dimensions only. A zero entry removes the unit: slicing the model with
+the same (deterministic) masks gives the same logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from regrow.compress.families.base import FamilyAdapter
+
+
+@dataclass
+class Masks:
+    """One value per unit; None = that kind of unit is not pruned (all ones).
+
+    layer [L], head [L, H] (query heads), mlp [L, m], hidden [d].
+    """
+
+    layer: torch.Tensor | None = None
+    head: torch.Tensor | None = None
+    mlp: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+
+    def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
+        """Which key/value heads of layer `index` serve at least one kept query head."""
+        if self.head is None:
+            return None
+        return self.head[index].view(kv_heads, -1).ne(0).any(dim=-1)
+
+    def detached(self) -> Masks:
+        return Masks(*(None if t is None else t.detach().clone() for t in (self.layer, self.head, self.mlp, self.hidden)))
+
+
+def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The module's RMSNorm / LayerNorm computed over the kept last-dim entries only."""
+    k = keep.to(torch.float32)
+    n = k.sum()
+    xf = x.float()
+    if isinstance(module, nn.LayerNorm):
+        mean = (xf * k).sum(-1, keepdim=True) / n
+        centred = (xf - mean) * k
+        var = (centred * centred).sum(-1, keepdim=True) / n
+        y = (centred * torch.rsqrt(var + module.eps)).to(x.dtype)
+        if module.weight is not None:
+            y = y * module.weight
+        if module.bias is not None:
+            y = y + module.bias
+        return y
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+    var = (xf * xf * k).sum(-1, keepdim=True) / n
+    y = xf * torch.rsqrt(var + eps) * k
+    weight = getattr(module, "weight", None)
+    return (y * weight).to(x.dtype) if weight is not None else y.to(x.dtype)
+
+
+def _times(x: torch.Tensor, *factors: torch.Tensor | None) -> torch.Tensor:
+    for f in factors:
+        if f is not None:
+            x = x * f.to(x.dtype)
+    return x
+
+
+class MaskHooks:
+    """Attach to a model; set `.masks` before each forward (None = unmasked). `final` marks a
+    deterministic mask (families may then switch to the pruned model's behaviour, e.g. ALiBi)."""
+
+    def __init__(self, model: nn.Module, adapter: FamilyAdapter):
+        self.model, self.adapter = model, adapter
+        self.masks: Masks | None = None
+        self.final = False
+        config = model.config
+        shape = adapter.shape(config)
+        self.head_dim, self.kv_heads = shape.head_dim, shape.num_key_value_heads
+        self.handles: list = []
+        r = adapter.roles
+        for index, layer in enumerate(adapter.layers(model)):
+            get = layer.get_submodule
+            self.handles.append(get(r.attn_out).register_forward_pre_hook(self._head_pre_hook(index)))
+            self.handles.append(get(r.mlp_out).register_forward_pre_hook(self._mlp_pre_hook(index)))
+            for name in r.norms:
+                self.handles.append(get(name).register_forward_hook(self._norm_hook(None)))
+            for name in r.writers:
+                module = get(name)
+                hook = self._linear_writer_hook(index) if isinstance(module, nn.Linear) else self._norm_hook(index)
+                self.handles.append(module.register_forward_hook(hook))
+            if r.q_norm:
+                self.handles.append(get(r.q_norm).register_forward_hook(self._head_norm_hook(index, "head")))
+            if r.k_norm:
+                self.handles.append(get(r.k_norm).register_forward_hook(self._head_norm_hook(index, "kv")))
+        self.handles.append(model.get_submodule(adapter.embedding).register_forward_hook(self._embedding_hook))
+        for name in (adapter.embedding_norm, adapter.final_norm):
+            if name:
+                self.handles.append(model.get_submodule(name).register_forward_hook(self._norm_hook(None)))
+        self.handles += adapter.extra_mask_hooks(model, self)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    # ---- hooks ------------------------------------------------------------------------------------
+    def _head_pre_hook(self, index: int):
+        def hook(module, args):
+            m = self.masks
+            if m is None or m.head is None:
+                return None
+            (x, *rest) = args
+            return (_times(x, m.head[index].repeat_interleave(self.head_dim)), *rest)
+
+        return hook
+
+    def _mlp_pre_hook(self, index: int):
+        def hook(module, args):
+            m = self.masks
+            if m is None or m.mlp is None:
+                return None
+            (x, *rest) = args
+            return (_times(x, m.mlp[index]), *rest)
+
+        return hook
+
+    def _norm_hook(self, index: int | None):
+        """A norm over hidden: average over kept dims, scale by the hidden mask (and the layer
+        gate when the norm writes into the residual stream)."""
+
+        def hook(module, args, output):
+            m = self.masks
+            if m is None:
+                return None
+            gate = m.layer[index] if (index is not None and m.layer is not None) else None
+            if m.hidden is None:
+                return None if gate is None else _times(output, gate)
+            return _times(masked_norm(module, args[0], m.hidden.ne(0)), m.hidden, gate)
+
+        return hook
+
+    def _linear_writer_hook(self, index: int):
+        def hook(module, args, output):
+            m = self.masks
+            if m is None:
+                return None
+            gate = m.layer[index] if m.layer is not None else None
+            if gate is None and m.hidden is None:
+                return None
+            return _times(output, gate, m.hidden)
+
+        return hook
+
+    def _head_norm_hook(self, index: int, unit: str):
+        def hook(module, args, output):
+            m = self.masks
+            if m is None or m.head is None:
+                return None
+            keep = m.head[index].ne(0) if unit == "head" else m.kv_keep(index, self.kv_heads)
+            return masked_norm(module, args[0], keep.repeat_interleave(self.head_dim))
+
+        return hook
+
+    def _embedding_hook(self, module, args, output):
+        m = self.masks
+        if m is None or m.hidden is None:
+            return None
+        return _times(output, m.hidden)

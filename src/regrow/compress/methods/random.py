@@ -1,0 +1,24 @@
+"""`random`: uniform random scores, the baseline every importance measure must beat."""
+
+import torch
+
+from regrow.compress.masks import Masks
+from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
+
+
+@register("random")
+class RandomPruning(PruningMethod):
+    needs_data = False
+    summary = "keep units uniformly at random (seeded): the baseline"
+
+    def run(self, ctx: PruneContext) -> MethodResult:
+        s = ctx.source
+        g = torch.Generator().manual_seed(ctx.cfg.seed)
+        L = s.num_hidden_layers
+        scores = Masks(
+            layer=torch.rand(L, generator=g),
+            head=torch.rand(L, s.num_attention_heads, generator=g),
+            mlp=torch.rand(L, s.intermediate_size, generator=g),
+            hidden=torch.rand(s.hidden_size, generator=g),
+        )
+        return MethodResult(scores, details={"seed": ctx.cfg.seed})

@@ -1,0 +1,161 @@
+"""`sheared` (Sheared-LLaMA, ALGORITHMS.md §1): learn hard-concrete L0 masks on layers, heads,
+MLP channels and hidden channels together with the weights, under a Lagrangian constraint that
+pulls the expected sparsity of each kind of mask to the target's; then the deterministic mask
+(exactly the target shape) with its soft values folded into the weights.
+
+The masks act on the unmodified HF model through forward hooks (compress/masks.py), so any
+family with an adapter can be sheared, grouped-query attention included.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from regrow.compress.masks import MaskHooks, Masks
+from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
+from regrow.compress.shape import ArchShape
+from regrow.train.evaluate import causal_lm_loss
+
+LIMIT_L, LIMIT_R, EPS = -0.1, 1.1, 1e-6
+LOG_ALPHA_RANGE = (math.log(0.01), math.log(100.0))
+
+
+class HardConcrete(nn.Module):
+    """Hard-concrete gates (Louizos et al. 2018), one per unit; rows = independent constraints."""
+
+    def __init__(self, rows: int, size: int, temperature: float, init_mean: float, generator: torch.Generator):
+        super().__init__()
+        self.temperature = temperature
+        self.log_alpha = nn.Parameter(torch.randn(rows, size, generator=generator) * 0.01 + init_mean)
+
+    def clamp_(self) -> None:
+        with torch.no_grad():
+            self.log_alpha.clamp_(*LOG_ALPHA_RANGE)
+
+    def sample(self, generator: torch.Generator) -> torch.Tensor:
+        u = torch.rand(self.log_alpha.shape, generator=generator).clamp(EPS, 1 - EPS).to(self.log_alpha.device)
+        s = torch.sigmoid((torch.log(u) - torch.log(1 - u) + self.log_alpha) / self.temperature)
+        return (s * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0.0, 1.0)
+
+    def kept_probability(self) -> torch.Tensor:
+        """P(z > 0) per unit."""
+        return 1 - torch.sigmoid(self.temperature * math.log(-LIMIT_L / LIMIT_R) - self.log_alpha)
+
+    def expected_sparsity(self) -> torch.Tensor:
+        """Per row: 1 - expected fraction of kept units."""
+        return 1 - self.kept_probability().mean(-1)
+
+    def deterministic(self) -> torch.Tensor:
+        """The soft score used to rank units and to fold into the kept weights."""
+        return torch.sigmoid(self.log_alpha / self.temperature * 0.8).detach()
+
+
+def mask_layout(source: ArchShape, target: ArchShape) -> dict[str, tuple[int, int, float]]:
+    """Which kinds of mask are learned: kind -> (rows, units per row, target sparsity)."""
+    L = source.num_hidden_layers
+    layout = {}
+    if target.num_hidden_layers < L:
+        layout["layer"] = (1, L, 1 - target.num_hidden_layers / L)
+    if (target.num_attention_heads, target.num_key_value_heads) != (source.num_attention_heads, source.num_key_value_heads):
+        layout["head"] = (L, source.num_attention_heads, 1 - target.num_attention_heads / source.num_attention_heads)
+    if target.intermediate_size < source.intermediate_size:
+        layout["mlp"] = (L, source.intermediate_size, 1 - target.intermediate_size / source.intermediate_size)
+    if target.hidden_size < source.hidden_size:
+        layout["hidden"] = (1, source.hidden_size, 1 - target.hidden_size / source.hidden_size)
+    return layout
+
+
+def _as_masks(values: dict[str, torch.Tensor]) -> Masks:
+    """Per-kind [rows, size] tensors -> Masks (layer and hidden are single rows)."""
+    get = values.get
+    return Masks(
+        layer=None if get("layer") is None else values["layer"][0],
+        head=get("head"),
+        mlp=get("mlp"),
+        hidden=None if get("hidden") is None else values["hidden"][0],
+    )
+
+
+def lr_factor(step: int, total: int, warmup_fraction: float, min_fraction: float) -> float:
+    """Linear warmup, then cosine down to `min_fraction` of the peak (1-based step)."""
+    warmup = int(round(warmup_fraction * total))
+    if warmup and step <= warmup:
+        return step / warmup
+    x = min(1.0, (step - warmup) / max(total - warmup, 1))
+    return min_fraction + 0.5 * (1 - min_fraction) * (1 + math.cos(math.pi * x))
+
+
+@register("sheared")
+class ShearedPruning(PruningMethod):
+    summary = "learned hard-concrete masks with a Lagrangian constraint, trained on the data mixture (Sheared-LLaMA)"
+
+    def run(self, ctx: PruneContext) -> MethodResult:
+        opts, model, device = ctx.cfg.sheared, ctx.model, ctx.device
+        layout = mask_layout(ctx.source, ctx.target)
+        init_gen = torch.Generator().manual_seed(ctx.cfg.seed)
+        noise_gen = torch.Generator().manual_seed(ctx.cfg.seed + 1)
+        gates = nn.ModuleDict({kind: HardConcrete(rows, size, opts.temperature, opts.init_log_alpha, init_gen)
+                               for kind, (rows, size, _) in layout.items()}).to(device)
+        lambdas = nn.ParameterDict({kind: nn.Parameter(torch.zeros(2, device=device)) for kind in layout})
+        weights = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": weights, "lr": opts.lr_weights, "base_lr": opts.lr_weights},
+                {"params": list(gates.parameters()), "lr": opts.lr_masks, "base_lr": opts.lr_masks},
+                {"params": list(lambdas.parameters()), "lr": opts.lr_lambdas, "base_lr": opts.lr_lambdas, "maximize": True},
+            ],
+            betas=(0.9, 0.95), weight_decay=0.0,
+        )
+        hooks = MaskHooks(model, ctx.adapter)
+        model.train()
+        history = []
+        started = time.perf_counter()
+        bar = tqdm(range(opts.steps), desc="sheared", unit="step", disable=not ctx.cfg.progress, dynamic_ncols=True)
+        try:
+            for step in bar:
+                factor = lr_factor(step + 1, opts.steps, opts.warmup_fraction, opts.min_lr_fraction)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                ramp = min(1.0, (step + 1) / max(opts.target_ramp_fraction * opts.steps, 1e-9))
+                for gate in gates.values():
+                    gate.clamp_()
+                hooks.masks = _as_masks({kind: gate.sample(noise_gen) for kind, gate in gates.items()})
+                inputs, targets = ctx.sampler.batch(step)
+                inputs, targets = inputs.to(device), targets.to(device)
+                with ctx.autocast():
+                    lm_loss = causal_lm_loss(model, inputs, targets)
+                constraint = torch.zeros((), device=device)
+                sparsity = {}
+                for kind, gate in gates.items():
+                    expected = gate.expected_sparsity()
+                    gap = expected - layout[kind][2] * ramp
+                    lam = lambdas[kind]
+                    constraint = constraint + (lam[0] * gap + lam[1] * gap * gap).mean()
+                    sparsity[kind] = float(expected.detach().mean())
+                (lm_loss.float() + constraint).backward()
+                if opts.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(weights, opts.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
+                    record = {"step": step + 1, "lm_loss": float(lm_loss.detach()), "constraint": float(constraint.detach()),
+                              "expected_sparsity": sparsity,
+                              "target_sparsity": {k: layout[k][2] * ramp for k in layout},
+                              "lambdas": {k: lambdas[k].detach().tolist() for k in layout}}
+                    history.append(record)
+                    bar.set_postfix_str(f"loss {record['lm_loss']:.3f} " + " ".join(f"{k} {v:.2f}" for k, v in sparsity.items()))
+        finally:
+            hooks.remove()
+        soft = _as_masks({kind: gate.deterministic().cpu() for kind, gate in gates.items()})
+        details = {
+            "steps": opts.steps, "tokens": opts.steps * ctx.cfg.batch_size * ctx.cfg.seq_len,
+            "seconds_per_step": (time.perf_counter() - started) / opts.steps,
+            "learned": {k: {"rows": r, "units": n, "target_sparsity": t} for k, (r, n, t) in layout.items()},
+            "temperature": opts.temperature, "fold": opts.fold, "history": history,
+        }
+        return MethodResult(scores=soft, values=soft if opts.fold else None, details=details)

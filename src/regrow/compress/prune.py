@@ -1,0 +1,156 @@
+"""One pruning run, top to bottom: load the model, resolve and check the target, score the units
+with the chosen method, select exactly the target shape, check that the sliced model matches
+the masked one, re-initialise if asked, and write a plain HF folder with pruning_report.json.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from regrow.atomic import atomic_dir, write_json_atomic
+from regrow.compress.config import PruneConfig
+from regrow.compress.families import adapter_for
+from regrow.compress.masks import MaskHooks, Masks
+from regrow.compress.methods import METHODS, PruneContext
+from regrow.compress.reinit import REINITS
+from regrow.compress.select import select
+from regrow.compress.shape import check_target
+from regrow.compress.slicing import KeptUnits, slice_model
+from regrow.compress.targets import count_parameters, resolve_target
+from regrow.config import to_dict, write_yaml_atomic
+from regrow.data.sampler import MixtureSampler, validate_weights
+from regrow.data.store import TokenStore
+from regrow.data.tokenizer import fingerprint, load_tokenizer
+from regrow.errors import RegrowError
+from regrow.models.hf import check_compatible, load_model
+from regrow.train.trainer import resolve_device
+
+REPORT = "pruning_report.json"
+CONFIG = "prune_config.yaml"
+
+
+def _scores_for_report(scores: Masks) -> dict:
+    return {kind: [round(float(v), 6) for v in t.flatten()] if t.dim() == 1 else [[round(float(v), 6) for v in row] for row in t]
+            for kind in ("layer", "head", "mlp", "hidden") if (t := getattr(scores, kind)) is not None}
+
+
+def kept_report(masks: Masks, source) -> dict:
+    kept = KeptUnits(masks, source)
+    per_layer = {}
+    for layer in kept.layers:
+        per_layer[str(layer)] = {
+            "heads": kept.units("head", layer)[0].tolist(),
+            "kv_heads": kept.units("kv", layer)[0].tolist(),
+            "mlp": kept.units("mlp", layer)[0].tolist(),
+        }
+    return {"layers": kept.layers, "per_layer": per_layer, "hidden": kept.hidden.tolist()}
+
+
+@torch.no_grad()
+def exactness_check(model, pruned, adapter, masks: Masks, vocab_size: int, seed: int, device) -> float:
+    """Max |logit difference| between the masked source model and the sliced model."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (2, 32), generator=g).to(device)
+    hooks = MaskHooks(model, adapter)
+    hooks.masks, hooks.final = masks, True
+    modes = model.training, pruned.training
+    model.eval()
+    pruned.eval()
+    try:
+        masked = model(input_ids=ids, use_cache=False).logits.float()
+    finally:
+        hooks.remove()
+    sliced = pruned(input_ids=ids, use_cache=False).logits.float()
+    model.train(modes[0])
+    pruned.train(modes[1])
+    return float((masked - sliced).abs().max())
+
+
+def _check_data(cfg: PruneConfig, store: TokenStore, tokenizer, model) -> dict[str, float]:
+    mixture = validate_weights(cfg.mixture or {name: 1.0 for name in store.domain_names}, store.domain_names)
+    if tokenizer is not None:
+        ours = fingerprint(tokenizer)
+        for name in mixture:
+            if store.domain(name).info["tokenizer"]["fingerprint"] != ours:
+                raise RegrowError(f"domain {name!r} of {cfg.data!r} was tokenized with another vocabulary than the "
+                                  f"model's tokenizer ({cfg.model}); prepare the calibration data with the model's tokenizer")
+    check_compatible(model, store.vocab_size(), cfg.seq_len, "--seq-len")
+    return mixture
+
+
+def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
+    """Run one pruning job; returns the report (also written to OUT/pruning_report.json)."""
+    cfg.validate(list(METHODS), list(REINITS))
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RegrowError(f"--out {str(out)!r} already exists and is not empty; choose another folder")
+    method = METHODS[cfg.method]()
+    if method.needs_data and not cfg.data:
+        raise RegrowError(f"method {cfg.method!r} needs calibration data: pass --data DATA_DIR (made by `regrow data prepare`)")
+    started = time.perf_counter()
+
+    model = load_model(cfg.model, cfg.trust_remote_code)
+    adapter = adapter_for(model.config)
+    adapter.check_model(model)
+    source = adapter.shape(model.config)
+    target = resolve_target(model, adapter, cfg.target, cfg.target_ratio, depth_only=cfg.method == "depth")
+    check_target(source, target)
+    adapter.check_target(source, target)
+    method.check_target(source, target)
+    n_source, n_target = count_parameters(model, adapter, source), count_parameters(model, adapter, target)
+    echo(f"source: {source.describe()}; {n_source:,} parameters")
+    echo(f"target: {target.describe()}; {n_target:,} parameters ({n_target / n_source:.1%})")
+
+    try:
+        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    except RegrowError:
+        tokenizer = None  # a folder without a tokenizer: only the vocabulary size can be checked
+    sampler, mixture = None, {}
+    if method.needs_data:
+        store = TokenStore(cfg.data)
+        mixture = _check_data(cfg, store, tokenizer, model)
+        sampler = MixtureSampler(store, mixture, cfg.seq_len, cfg.batch_size, 1, cfg.seed)
+
+    device = resolve_device(cfg.device)
+    model.to(device)
+    ctx = PruneContext(model, adapter, source, target, cfg, device, sampler)
+    scoring_started = time.perf_counter()
+    result = method.run(ctx)
+    scoring_seconds = time.perf_counter() - scoring_started
+
+    masks = select(result.scores, source, target, result.values)
+    pruned = slice_model(model, adapter, masks, target, fold=result.values is not None)
+    max_diff = exactness_check(model, pruned, adapter, masks, model.config.vocab_size, cfg.seed, device)
+    del model, ctx
+    pruned = REINITS[cfg.reinit](pruned, adapter, cfg.seed, cfg.shrink_perturb.shrink, cfg.shrink_perturb.perturb)
+    n_written = sum(p.numel() for p in pruned.parameters())
+    assert n_written == n_target, (n_written, n_target)
+
+    report = {
+        "model": str(cfg.model),
+        "method": cfg.method,
+        "reinit": cfg.reinit,
+        "source": {"shape": source.as_dict(), "parameters": n_source},
+        "target": {"shape": target.as_dict(), "parameters": n_target, "fraction_kept": n_target / n_source},
+        "mixture": mixture,
+        "calibration_tokens": result.details.get("calibration_tokens", result.details.get("tokens", 0)),
+        "kept": kept_report(masks, source),
+        "scores": _scores_for_report(result.scores),
+        "method_details": result.details,
+        "exactness": {"max_abs_logit_diff": max_diff, "checked_before_reinit": True},
+        "wall_seconds": {"scoring": scoring_seconds, "total": time.perf_counter() - started},
+    }
+    pruned.to("cpu")
+    with atomic_dir(out) as tmp:
+        pruned.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_yaml_atomic(tmp / CONFIG, to_dict(cfg))
+        write_json_atomic(tmp / REPORT, report)
+    echo(f"kept layers {report['kept']['layers']}; max |logit diff| masked vs sliced {max_diff:.2e}")
+    echo(f"wrote {out} ({n_target:,} parameters) in {report['wall_seconds']['total']:.1f} s")
+    return report

@@ -1,0 +1,86 @@
+"""Re-initialisation after pruning (ALGORITHMS.md §5), chosen with `--reinit`.
+
+- none: keep the pruned weights.
+- shrink-perturb (Ash & Adams 2020): theta <- lambda * theta + sigma * eps for every parameter,
+  eps = the parameter of a freshly initialised model of the same shape (HF's own init, so
+  matrices get the family's init distribution, norm gains 1 and biases 0).
+- fire: every weight matrix inside the decoder layers is replaced by its Newton-Schulz
+  orthogonalisation (5 steps of X <- 1.5 X - 0.5 X X^T X from X = W / ||W||_F) scaled by
+  sqrt(d_out / d_in); query, key and value separately, also when the family fuses them.
+  Embeddings, LM head, norms and biases are kept.
+- random: a freshly initialised model of the pruned shape: the from-scratch control.
+The pruned folder holds no optimizer state, so training always starts with a fresh optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from regrow.compress.families.base import FamilyAdapter
+from regrow.models.hf import fresh_like
+
+REINITS: dict[str, Callable] = {}
+
+
+def register(name: str):
+    def add(fn):
+        REINITS[name] = fn
+        return fn
+
+    return add
+
+
+@register("none")
+def keep(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    return model
+
+
+@register("shrink-perturb")
+@torch.no_grad()
+def shrink_perturb(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    fresh = dict(fresh_like(model, seed).named_parameters())
+    for name, param in model.named_parameters():
+        param.mul_(shrink).add_(fresh[name], alpha=perturb)
+    return model
+
+
+def newton_schulz(weight: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately orthogonalise a matrix, then scale to preserve sqrt(d_out / d_in) gain."""
+    x = weight.double()
+    x = x / x.norm().clamp_min(1e-12)
+    for _ in range(steps):
+        x = 1.5 * x - 0.5 * x @ (x.T @ x)
+    d_out, d_in = weight.shape
+    return (x * math.sqrt(d_out / d_in)).to(weight.dtype)
+
+
+@register("fire")
+@torch.no_grad()
+def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    r = adapter.roles
+    head_dim = adapter.shape(model.config).head_dim
+    plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out)
+    for layer in adapter.layers(model):
+        for name in plain:
+            weight = layer.get_submodule(name).weight
+            weight.copy_(newton_schulz(weight))
+        if r.qkv_fused:
+            weight = layer.get_submodule(r.qkv_fused).weight  # rows: [head, q|k|v, head_dim]
+            parts = weight.view(-1, 3, head_dim, weight.shape[1])
+            for p in range(3):
+                part = parts[:, p].reshape(-1, weight.shape[1])
+                parts[:, p] = newton_schulz(part).view_as(parts[:, p])
+    return model
+
+
+@register("random")
+@torch.no_grad()
+def random_init(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    fresh = dict(fresh_like(model, seed).named_parameters())
+    for name, param in model.named_parameters():
+        param.copy_(fresh[name])
+    return model

@@ -1,0 +1,92 @@
+"""Architecture shapes: the five prunable sizes of a decoder, and the target a user asks for.
+
+A target is a YAML/JSON file with any of the five keys (others kept), an existing HF
+`config.json` to match, or a fraction of parameters to keep (`--target-ratio`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from regrow.errors import RegrowError
+
+SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+
+
+@dataclass(frozen=True)
+class ArchShape:
+    """The sizes pruning can change; head_dim is never pruned (heads are kept or dropped whole)."""
+
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    head_dim: int
+
+    @property
+    def group_size(self) -> int:
+        return self.num_attention_heads // self.num_key_value_heads
+
+    def replace(self, **changes) -> ArchShape:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        return (f"layers {self.num_hidden_layers}, hidden {self.hidden_size}, heads {self.num_attention_heads} "
+                f"(kv {self.num_key_value_heads}, head_dim {self.head_dim}), mlp {self.intermediate_size}")
+
+
+def read_target_spec(path: str | Path) -> dict:
+    """The raw mapping of a target file (YAML or JSON)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RegrowError(f"--target {str(path)!r} is not a file; give a YAML/JSON shape or an HF config.json")
+    try:
+        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise RegrowError(f"--target {str(path)!r} is not valid YAML/JSON: {str(err).splitlines()[0]}") from err
+    if not isinstance(data, dict) or not data:
+        raise RegrowError(f"--target {str(path)!r} must be a mapping with any of: {', '.join(SHAPE_KEYS)}")
+    return data
+
+
+def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
+    """Apply a shape spec (any of SHAPE_KEYS) to the source shape; everything unnamed is kept."""
+    unknown = sorted(set(spec) - set(SHAPE_KEYS))
+    if unknown:
+        raise RegrowError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SHAPE_KEYS)} "
+                          "(or pass a full HF config.json)")
+    values = {}
+    for key, value in spec.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RegrowError(f"{where}: {key} is {value!r}; it must be a whole number")
+        values[key] = value
+    return source.replace(**values)
+
+
+def check_target(source: ArchShape, target: ArchShape) -> None:
+    """Rules every family shares: positive, no larger than the source, legal grouped attention."""
+    for key in SHAPE_KEYS:
+        value, limit = getattr(target, key), getattr(source, key)
+        if value < 1:
+            raise RegrowError(f"target {key} is {value}; it must be >= 1")
+        if value > limit:
+            raise RegrowError(f"target {key} {value} is larger than the source's {limit}; pruning can only shrink "
+                              f"(allowed: 1..{limit})")
+    heads, groups = target.num_attention_heads, target.num_key_value_heads
+    if heads % groups:
+        raise RegrowError(f"target num_attention_heads {heads} is not divisible by num_key_value_heads {groups}; "
+                          "every key/value head must serve the same number of query heads")
+    if heads // groups > source.group_size:
+        raise RegrowError(
+            f"target has {heads // groups} query heads per key/value head but the source only {source.group_size}; "
+            f"with {groups} kv heads allowed num_attention_heads: multiples of {groups} up to {groups * source.group_size}"
+        )

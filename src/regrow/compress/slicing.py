@@ -1,0 +1,144 @@
+"""Fold the deterministic mask into the weights and slice out the kept units -> a plain HF model.
+
+The new model is built from the target config (so layer indices, the KV cache and every
+size attribute are HF's own) and receives the sliced tensors; nothing of regrow stays in it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from regrow.compress.families.base import Axis, FamilyAdapter
+from regrow.compress.masks import Masks
+from regrow.compress.shape import ArchShape
+from regrow.errors import RegrowError
+
+
+def element_index(units: torch.Tensor, block: int) -> torch.Tensor:
+    """Kept units -> kept tensor rows/columns when every unit spans `block` consecutive entries."""
+    return (units.view(-1, 1) * block + torch.arange(block)).flatten()
+
+
+class KeptUnits:
+    """Kept indices and fold values of every unit, per source layer."""
+
+    def __init__(self, masks: Masks, source: ArchShape):
+        self.masks, self.source = masks, source
+        L = source.num_hidden_layers
+        self.layers = list(range(L)) if masks.layer is None else torch.nonzero(masks.layer).flatten().tolist()
+        self.hidden = self._kept(masks.hidden, source.hidden_size)
+
+    @staticmethod
+    def _kept(values: torch.Tensor | None, size: int) -> torch.Tensor:
+        return torch.arange(size) if values is None else torch.nonzero(values).flatten()
+
+    def units(self, unit: str, layer: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(kept indices, their mask values or None) of a unit kind in a layer."""
+        m, s = self.masks, self.source
+        if unit == "hidden":
+            return self.hidden, None if m.hidden is None else m.hidden[self.hidden]
+        if unit == "head":
+            kept = self._kept(None if m.head is None else m.head[layer], s.num_attention_heads)
+            return kept, None if m.head is None else m.head[layer][kept]
+        if unit == "kv":
+            keep = m.kv_keep(layer, s.num_key_value_heads)
+            return (torch.arange(s.num_key_value_heads) if keep is None else torch.nonzero(keep).flatten()), None
+        if unit == "mlp":
+            kept = self._kept(None if m.mlp is None else m.mlp[layer], s.intermediate_size)
+            return kept, None if m.mlp is None else m.mlp[layer][kept]
+        raise ValueError(unit)
+
+    def gate(self, layer: int) -> float:
+        return 1.0 if self.masks.layer is None else float(self.masks.layer[layer])
+
+
+def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, layer: int | None, fold: bool) -> torch.Tensor:
+    out = tensor.detach()
+    for axis in axes:
+        units, values = kept.units(axis.unit, layer)
+        out = out.index_select(axis.dim, element_index(units, axis.block))
+        if not fold or axis.fold is None:
+            continue
+        if axis.fold == "unit":
+            factor = values
+        else:  # "writer": the layer gate times the hidden mask
+            _, hidden = kept.units("hidden", None)
+            factor = torch.full((len(units),), kept.gate(layer)) if hidden is None else hidden * kept.gate(layer)
+        if factor is None:
+            continue
+        factor = factor.repeat_interleave(axis.block).to(out.dtype)
+        shape = [1] * out.dim()
+        shape[axis.dim] = -1
+        out = out * factor.view(shape)
+    return out.contiguous()
+
+
+def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, source: ArchShape, fold: bool = True) -> dict:
+    """Every parameter of the pruned model (layers renumbered), folded and sliced."""
+    kept = KeptUnits(masks, source)
+    new_index = {old: new for new, old in enumerate(kept.layers)}
+    tied = tied_embeddings(model)
+    layer_axes = adapter.layer_axes(source.head_dim)
+    model_axes = adapter.model_axes(tied)
+    prefix = adapter.layers_path + "."
+    state = {}
+    for name, param in model.named_parameters():
+        if name.startswith(prefix):
+            index_text, rel = name[len(prefix):].split(".", 1)
+            index = int(index_text)
+            if index not in new_index:
+                continue
+            axes = layer_axes.get(rel)
+            if axes is None:
+                raise RegrowError(f"parameter {name!r} is not described by the {adapter.name} adapter; pruning it is unsupported")
+            state[f"{prefix}{new_index[index]}.{rel}"] = prune_tensor(param, axes, kept, index, fold)
+        else:
+            axes = model_axes.get(name)
+            if axes is None:
+                raise RegrowError(f"parameter {name!r} is not described by the {adapter.name} adapter; pruning it is unsupported")
+            state[name] = prune_tensor(param, axes, kept, None, fold)
+    return state
+
+
+def tied_embeddings(model: nn.Module) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight
+
+
+def empty_model(config, dtype: torch.dtype, attn_implementation: str | None = None):
+    """An HF model of `config` whose weights are left uninitialised (they are assigned next)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+
+
+def slice_model(model: nn.Module, adapter: FamilyAdapter, masks: Masks, target: ArchShape, fold: bool = True):
+    """The pruned HF model: target config, sliced (and folded) weights, tied weights re-tied."""
+    source = adapter.shape(model.config)
+    state = pruned_state_dict(model, adapter, masks, source, fold)
+    kept_layers = KeptUnits(masks, source).layers
+    config = adapter.target_config(model.config, target, kept_layers)
+    dtype = next(model.parameters()).dtype
+    new = empty_model(config, dtype, getattr(model.config, "_attn_implementation", None))
+    missing, unexpected = new.load_state_dict(state, strict=False, assign=True)
+    tied = tied_embeddings(model)
+    allowed_missing = {f"{adapter.lm_head}.weight"} if tied else set()
+    if unexpected or set(missing) - allowed_missing:
+        raise RuntimeError(f"pruned weights do not fit the target model: missing {missing}, unexpected {unexpected}")
+    if tied:
+        new.tie_weights()
+    new.to(next(model.parameters()).device)
+    new.train(model.training)
+    return new
+
+
+def parameter_count(config) -> int:
+    """Exact parameter count of an HF config (built on the meta device: no memory, no init)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,88 @@
+"""Exactness of masking and slicing on every family: the masked model with a deterministic mask
+and the sliced model give the same logits, with folded soft values and without."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAMILY_CONFIGS, FAMILY_TARGETS, make_family_model
+
+from regrow.compress.families import adapter_for
+from regrow.compress.masks import MaskHooks, Masks
+from regrow.compress.select import head_mask, select
+from regrow.compress.shape import check_target
+from regrow.compress.slicing import parameter_count, slice_model
+from regrow.compress.targets import count_parameters, resolve_target
+
+
+def random_masks(source, seed: int) -> tuple[Masks, Masks]:
+    g = torch.Generator().manual_seed(seed)
+    L, H, m, d = source.num_hidden_layers, source.num_attention_heads, source.intermediate_size, source.hidden_size
+    scores = Masks(torch.rand(L, generator=g), torch.rand(L, H, generator=g), torch.rand(L, m, generator=g), torch.rand(d, generator=g))
+    values = Masks(*(0.9 + 0.1 * torch.rand(t.shape, generator=g) for t in (scores.layer, scores.head, scores.mlp, scores.hidden)))
+    return scores, values
+
+
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
+def test_masked_model_equals_sliced_model(family, fold, tmp_path):
+    model = make_family_model(family, vocab_size=97).eval()
+    adapter = adapter_for(model.config)
+    source = adapter.shape(model.config)
+    target = source.replace(**adapter.complete_spec(FAMILY_TARGETS[family], source))
+    check_target(source, target)
+    adapter.check_target(source, target)
+    scores, values = random_masks(source, seed=1)
+    masks = select(scores, source, target, values if fold else None)
+
+    ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(2))
+    hooks = MaskHooks(model, adapter)
+    hooks.masks, hooks.final = masks, True
+    with torch.no_grad():
+        masked = model(ids).logits
+    hooks.remove()
+    with torch.no_grad():
+        unmasked = model(ids).logits
+    pruned = slice_model(model, adapter, masks, target, fold=fold).eval()
+    with torch.no_grad():
+        sliced = pruned(ids).logits
+
+    scale = masked.abs().max()
+    assert (masked - sliced).abs().max() <= 1e-5 * max(1.0, float(scale))
+    assert (masked - unmasked).abs().max() > 1e-3  # the mask really changed the model
+    assert adapter.shape(pruned.config) == target
+    n = sum(p.numel() for p in pruned.parameters())
+    assert n == parameter_count(pruned.config) == count_parameters(model, adapter, target)
+    layer_ids = [m.layer_idx for m in pruned.modules() if getattr(m, "layer_idx", None) is not None]
+    assert layer_ids == sorted(set(layer_ids)) == list(range(target.num_hidden_layers))
+    if model.config.tie_word_embeddings:
+        assert pruned.get_output_embeddings().weight is pruned.get_input_embeddings().weight
+
+
+def test_grouped_attention_selection_is_legal():
+    """Whole kv groups by summed score, then the best heads within each kept group."""
+    from regrow.compress.shape import ArchShape
+
+    source = ArchShape(1, 64, 8, 4, 96, 8)  # groups of 2 query heads
+    scores = torch.tensor([[9.0, 0.0, 1.0, 1.0, 5.0, 6.0, 0.0, 0.5]])
+    both = head_mask(scores, source, source.replace(num_attention_heads=4, num_key_value_heads=2))
+    assert both.tolist() == [[1, 1, 0, 0, 1, 1, 0, 0]]  # groups 0 (9.0) and 2 (11.0)
+    within = head_mask(scores, source, source.replace(num_attention_heads=4, num_key_value_heads=4))
+    assert within.tolist() == [[1, 0, 1, 0, 0, 1, 0, 1]]  # one head per group, the better one
+
+
+def test_target_ratio_picks_a_close_homogeneous_shape(family_models):
+    from regrow.models.hf import load_model
+
+    for family in ("llama", "gpt_neox", "bloom"):
+        model = load_model(family_models[family])
+        adapter = adapter_for(model.config)
+        source = adapter.shape(model.config)
+        total = count_parameters(model, adapter, source)
+        target = resolve_target(model, adapter, None, 0.5, depth_only=False)
+        adapter.check_target(source, target)
+        assert target.num_hidden_layers == source.num_hidden_layers
+        assert abs(count_parameters(model, adapter, target) / total - 0.5) < 0.08
+        depth = resolve_target(model, adapter, None, 0.5, depth_only=True)
+        assert depth.replace(num_hidden_layers=source.num_hidden_layers) == source
+        assert depth.num_hidden_layers < source.num_hidden_layers
