@@ -98,8 +98,8 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     adapter.check_model(model)
     source = adapter.shape(model.config)
     target = resolve_target(model, adapter, cfg.target, cfg.target_ratio, depth_only=cfg.method == "depth")
-    check_target(source, target)
-    adapter.check_target(source, target)
+    source_config = model.config
+    check_target(source, target, adapter.check_target, lambda shape: adapter.config_error(source_config, shape))
     method.check_target(source, target)
     n_source, n_target = count_parameters(model, adapter, source), count_parameters(model, adapter, target)
     echo(f"source: {source.describe()}; {n_source:,} parameters")

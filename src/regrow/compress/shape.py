@@ -72,8 +72,10 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
     return source.replace(**values)
 
 
-def check_target(source: ArchShape, target: ArchShape) -> None:
-    """Rules every family shares: positive, no larger than the source, legal grouped attention."""
+def check_target(source: ArchShape, target: ArchShape, family_rules=None, config_error=None) -> None:
+    """Rules every family shares: positive, no larger than the source, legal grouped attention;
+    `family_rules(source, target)` runs between the size and the grouping checks; last,
+    `config_error(target)` gives the HF config class's own objection, if any."""
     for key in SHAPE_KEYS:
         value, limit = getattr(target, key), getattr(source, key)
         if value < 1:
@@ -81,6 +83,8 @@ def check_target(source: ArchShape, target: ArchShape) -> None:
         if value > limit:
             raise RegrowError(f"target {key} {value} is larger than the source's {limit}; pruning can only shrink "
                               f"(allowed: 1..{limit})")
+    if family_rules is not None:
+        family_rules(source, target)
     heads, groups = target.num_attention_heads, target.num_key_value_heads
     if heads % groups:
         raise RegrowError(f"target num_attention_heads {heads} is not divisible by num_key_value_heads {groups}; "
@@ -90,3 +94,6 @@ def check_target(source: ArchShape, target: ArchShape) -> None:
             f"target has {heads // groups} query heads per key/value head but the source only {source.group_size}; "
             f"with {groups} kv heads allowed num_attention_heads: multiples of {groups} up to {groups * source.group_size}"
         )
+    problem = config_error(target) if config_error is not None else None
+    if problem:
+        raise RegrowError(f"the HF config class rejects the target shape ({target.describe()}): {problem}")

@@ -70,7 +70,11 @@ def shape_for_ratio(model: nn.Module, adapter: FamilyAdapter, ratio: float, dept
         candidates = [source.replace(num_hidden_layers=n) for n in range(1, source.num_hidden_layers + 1)]
     else:
         candidates = list({width_shape(source, adapter, k / 1000): None for k in range(1, 1001)})
-    return min(candidates, key=lambda s: (abs(count_parameters(model, adapter, s) - goal), -s.hidden_size))
+    ranked = sorted(candidates, key=lambda s: (abs(count_parameters(model, adapter, s) - goal), -s.hidden_size))
+    for shape in ranked:
+        if adapter.config_error(model.config, shape) is None:
+            return shape
+    raise RegrowError(f"no {adapter.name} shape with about {ratio:.0%} of the parameters passes the HF config checks")
 
 
 def resolve_target(model: nn.Module, adapter: FamilyAdapter, spec_path: str | None, ratio: float | None,

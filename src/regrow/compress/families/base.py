@@ -112,6 +112,17 @@ class FamilyAdapter:
             raise RegrowError(f"{self.name} fixes intermediate_size = {self.mlp_ratio_fixed} x hidden_size; allowed: "
                               f"intermediate_size {self.mlp_ratio_fixed * target.hidden_size} for hidden_size {target.hidden_size}")
 
+    def config_error(self, config, target: ArchShape) -> str | None:
+        """Why the HF config class would refuse the target shape (its own validators), or None."""
+        try:
+            new = self.target_config(config, target, list(range(target.num_hidden_layers)))
+            validate = getattr(new, "validate", None)
+            if validate is not None:
+                validate()
+        except Exception as err:  # noqa: BLE001  (HF raises its own validation error types)
+            return str(err).strip().splitlines()[-1].strip()
+        return None
+
     def target_config(self, config, target: ArchShape, kept_layers: list[int]):
         """The source config with the target sizes; per-layer lists follow the kept layers."""
         new = copy.deepcopy(config)

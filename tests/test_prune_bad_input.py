@@ -1,0 +1,111 @@
+"""Bad input to `regrow prune`: one line naming the problem, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from regrow.cli.main import main
+
+
+def run_error(capsys, argv, out):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("regrow: error: ") and "\n" not in err, err
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []
+    return err
+
+
+def spec(tmp_path, data: dict) -> str:
+    path = tmp_path / "target.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "family,target,message",
+    [
+        ("llama", {"intermediate_size": 200}, r"target intermediate_size 200 is larger than the source's 96; pruning can only shrink \(allowed: 1..96\)"),
+        ("llama", {"num_attention_heads": 6, "num_key_value_heads": 4}, r"num_attention_heads 6 is not divisible by num_key_value_heads 4"),
+        ("llama", {"num_attention_heads": 8, "num_key_value_heads": 2}, r"4 query heads per key/value head but the source only 2"),
+        ("gpt_neox", {"hidden_size": 48}, r"gpt_neox derives head_dim = hidden_size / num_attention_heads, .* allowed: hidden_size = num_attention_heads x 8 \(= 64\)"),
+        ("bloom", {"num_attention_heads": 4, "intermediate_size": 100}, r"bloom fixes intermediate_size = 4 x hidden_size; allowed: intermediate_size 128"),
+        ("gpt_neox", {"num_attention_heads": 4, "num_key_value_heads": 2}, r"gpt_neox has no grouped-query attention"),
+        ("llama", {"hidden_size": 44}, r"the HF config class rejects the target shape .*: The hidden size \(44\) is not a multiple of the number of attention heads \(8\)"),
+        ("llama", {"num_hidden_layers": 0}, r"target num_hidden_layers is 0; it must be >= 1"),
+        ("qwen2", {"num_attention_heads": 0}, r"target num_attention_heads is 0; it must be >= 1"),
+        ("llama", {"num_layers": 2}, r"unknown key\(s\) num_layers; allowed: num_hidden_layers, hidden_size"),
+        ("llama", {"hidden_size": 40.5}, r"hidden_size is 40.5; it must be a whole number"),
+    ],
+)
+def test_bad_targets(family, target, message, family_models, data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    err = run_error(capsys, ["prune", "--model", str(family_models[family]), "--target", spec(tmp_path, target),
+                             "--method", "magnitude", "--out", str(out)], out)
+    assert re.search(message, err), err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--method", "wanda"], r"unknown method 'wanda'; allowed: activation, depth, magnitude, random, sheared"),
+        (["--method", "magnitude", "--reinit", "lottery"], r"unknown reinit 'lottery'; allowed: none, shrink-perturb, fire, random"),
+        (["--method", "depth"], r"method 'depth' removes whole layers only, but the target changes hidden_size"),
+        (["--method", "activation", "--no-data"], r"method 'activation' needs calibration data: pass --data DATA_DIR"),
+        (["--method", "magnitude", "--set", "batch_reduction=max"], r"batch_reduction 'max' is not supported; allowed: l2, mean"),
+        (["--method", "activation", "--mixture", "prose=1", "german=1"], r"names domain 'german', which the data folder lacks"),
+        (["--method", "activation", "--seq-len", "512"], r"--seq-len 512 exceeds the model's 128 positions"),
+        (["--method", "magnitude", "--set", "sheared.temprature=1"], r"sheared.temprature"),
+    ],
+)
+def test_bad_options(extra, message, family_models, data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    data = [] if "--no-data" in extra else ["--data", str(data_dir)]
+    extra = [e for e in extra if e != "--no-data"]
+    argv = ["prune", "--model", str(family_models["llama"]), "--target", spec(tmp_path, {"hidden_size": 32}),
+            *data, "--out", str(out), *extra]
+    err = run_error(capsys, argv, out)
+    assert re.search(message, err), err
+
+
+def test_target_ratio_out_of_range_and_both_targets(family_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    model = str(family_models["llama"])
+    err = run_error(capsys, ["prune", "--model", model, "--target-ratio", "1.5", "--method", "random", "--out", str(out)], out)
+    assert "--target-ratio is 1.5; allowed: 0 < R <= 1" in err
+    err = run_error(capsys, ["prune", "--model", model, "--method", "random", "--out", str(out)], out)
+    assert "give exactly one of --target SPEC and --target-ratio R" in err
+
+
+def test_unsupported_family(tokenizer_dir, tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=512, n_embd=32, n_layer=2, n_head=4)).save_pretrained(folder)
+    out = tmp_path / "out"
+    err = run_error(capsys, ["prune", "--model", str(folder), "--target-ratio", "0.5", "--method", "random", "--out", str(out)], out)
+    assert "model_type 'gpt2' is not supported for pruning; supported: bloom, gpt_neox, llama, mistral, olmo2, qwen2" in err
+
+
+def test_calibration_data_of_another_vocabulary(family_models, corpus, tmp_path, capsys):
+    other_tok, other_data = tmp_path / "tok", tmp_path / "data"
+    assert main(["tokenizer", "train", str(corpus["code"]), "--vocab-size", "300", "--out", str(other_tok)]) == 0
+    assert main(["data", "prepare", str(corpus["code"]), "--domain", "code", "--tokenizer", str(other_tok),
+                 "--out", str(other_data), "--val-fraction", "0.1", "--no-progress"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    err = run_error(capsys, ["prune", "--model", str(family_models["llama"]), "--target-ratio", "0.5", "--method", "activation",
+                             "--data", str(other_data), "--out", str(out)], out)
+    assert "domain 'code'" in err and "another vocabulary than the model's tokenizer" in err
+
+
+def test_out_folder_must_be_new(family_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["prune", "--model", str(family_models["llama"]), "--target-ratio", "0.5", "--method", "random", "--out", str(out)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
