@@ -93,6 +93,9 @@ class ActivationStats:
         def hook(module, args, output):
             out = _hidden_of(output)
             self.influence[index] += float(_cos_distance(self._inputs[index], out))
+            if self.block_size == 0:
+                self._inputs[index] = None  # only runs of layers need the hidden states kept
+                return
             self._inputs[index + 1] = out.detach()
             L = self.shape.num_hidden_layers
             if index == L - 1:
@@ -137,20 +140,21 @@ def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
     layer = torch.zeros(L, dtype=torch.float64)
 
     def per_unit(tensor: torch.Tensor, dim: int, block: int) -> torch.Tensor:
-        sq = tensor.detach().double().pow(2)
+        """Sum of squares per unit along `dim` (float32 work, one tensor-sized temporary)."""
+        sq = tensor.detach().float().square()
         other = [d for d in range(sq.dim()) if d != dim]
         flat = sq.sum(dim=other) if other else sq
-        return flat.view(-1, block).sum(-1)
+        return flat.double().view(-1, block).sum(-1)
 
     layer_axes = adapter.layer_axes(shape.head_dim)
     prefix = adapter.layers_path + "."
-    tied = adapter.model_axes(tied=False)
+    outer_axes = adapter.model_axes(tied=False)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.startswith(prefix):
                 index_text, rel = name[len(prefix):].split(".", 1)
                 index = int(index_text)
-                layer[index] += float(param.detach().double().pow(2).sum())
+                layer[index] += float(param.detach().float().square().sum())
                 for axis in layer_axes.get(rel, ()):
                     values = per_unit(param, axis.dim, axis.block)
                     if axis.unit == "hidden":
@@ -158,7 +162,7 @@ def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
                     else:
                         sums[axis.unit][index] += values
             else:
-                for axis in tied.get(name, ()):
+                for axis in outer_axes.get(name, ()):
                     hidden += per_unit(param, axis.dim, axis.block)
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
     return Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())

@@ -50,24 +50,27 @@ def kept_report(masks: Masks, source) -> dict:
     return {"layers": kept.layers, "per_layer": per_layer, "hidden": kept.hidden.tolist()}
 
 
-@torch.no_grad()
-def exactness_check(model, pruned, adapter, masks: Masks, vocab_size: int, seed: int, device) -> float:
-    """Max |logit difference| between the masked source model and the sliced model."""
+def probe_ids(vocab_size: int, seed: int, device) -> torch.Tensor:
+    """A fixed small batch of token ids for the exactness check."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (2, 32), generator=g).to(device)
-    hooks = MaskHooks(model, adapter)
-    hooks.masks, hooks.final = masks, True
-    modes = model.training, pruned.training
+    return torch.randint(0, vocab_size, (2, 32), generator=g).to(device)
+
+
+@torch.no_grad()
+def logits_of(model, ids: torch.Tensor, adapter=None, masks: Masks | None = None) -> torch.Tensor:
+    """Logits in eval mode; with `masks`, of the masked model (deterministic mask)."""
+    hooks = None
+    if masks is not None:
+        hooks = MaskHooks(model, adapter)
+        hooks.masks, hooks.final = masks, True
+    mode = model.training
     model.eval()
-    pruned.eval()
     try:
-        masked = model(input_ids=ids, use_cache=False).logits.float()
+        return model(input_ids=ids, use_cache=False).logits.float()
     finally:
-        hooks.remove()
-    sliced = pruned(input_ids=ids, use_cache=False).logits.float()
-    model.train(modes[0])
-    pruned.train(modes[1])
-    return float((masked - sliced).abs().max())
+        model.train(mode)
+        if hooks is not None:
+            hooks.remove()
 
 
 def _check_data(cfg: PruneConfig, store: TokenStore, tokenizer, model) -> dict[str, float]:
@@ -123,9 +126,11 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     scoring_seconds = time.perf_counter() - scoring_started
 
     masks = select(result.scores, source, target, result.values)
-    pruned = slice_model(model, adapter, masks, target, fold=result.values is not None)
-    max_diff = exactness_check(model, pruned, adapter, masks, model.config.vocab_size, cfg.seed, device)
+    ids = probe_ids(model.config.vocab_size, cfg.seed, device)
+    masked = logits_of(model, ids, adapter, masks)
+    pruned = slice_model(model, adapter, masks, target, fold=result.values is not None, consume=True)
     del model, ctx
+    max_diff = float((masked - logits_of(pruned, ids)).abs().max())
     pruned = REINITS[cfg.reinit](pruned, adapter, cfg.seed, cfg.shrink_perturb.shrink, cfg.shrink_perturb.perturb)
     n_written = sum(p.numel() for p in pruned.parameters())
     assert n_written == n_target, (n_written, n_target)

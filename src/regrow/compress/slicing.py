@@ -57,7 +57,8 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
     out = tensor.detach()
     for axis in axes:
         units, values = kept.units(axis.unit, layer)
-        out = out.index_select(axis.dim, element_index(units, axis.block))
+        if len(units) * axis.block != out.shape[axis.dim]:  # all kept: no copy
+            out = out.index_select(axis.dim, element_index(units, axis.block))
         if not fold or axis.fold is None:
             continue
         if axis.fold == "unit":
@@ -71,11 +72,14 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
         shape = [1] * out.dim()
         shape[axis.dim] = -1
         out = out * factor.view(shape)
-    return out.contiguous()
+    return out
 
 
-def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, source: ArchShape, fold: bool = True) -> dict:
-    """Every parameter of the pruned model (layers renumbered), folded and sliced."""
+def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, source: ArchShape, fold: bool = True,
+                      consume: bool = False) -> dict:
+    """Every parameter of the pruned model (layers renumbered), folded and sliced. Tensors that
+    lose nothing are shared, not copied; with `consume`, each source parameter is released as
+    soon as it is sliced, so peak memory stays near the source model's size."""
     kept = KeptUnits(masks, source)
     new_index = {old: new for new, old in enumerate(kept.layers)}
     tied = tied_embeddings(model)
@@ -87,18 +91,20 @@ def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, so
         if name.startswith(prefix):
             index_text, rel = name[len(prefix):].split(".", 1)
             index = int(index_text)
-            if index not in new_index:
-                continue
-            axes = layer_axes.get(rel)
-            if axes is None:
-                raise RegrowError(f"parameter {name!r} is not described by the {adapter.name} adapter; pruning it is unsupported")
-            state[f"{prefix}{new_index[index]}.{rel}"] = prune_tensor(param, axes, kept, index, fold)
+            if index in new_index:
+                state[f"{prefix}{new_index[index]}.{rel}"] = prune_tensor(param, _axes(layer_axes, rel, name, adapter), kept, index, fold)
         else:
-            axes = model_axes.get(name)
-            if axes is None:
-                raise RegrowError(f"parameter {name!r} is not described by the {adapter.name} adapter; pruning it is unsupported")
-            state[name] = prune_tensor(param, axes, kept, None, fold)
+            state[name] = prune_tensor(param, _axes(model_axes, name, name, adapter), kept, None, fold)
+        if consume:
+            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
     return state
+
+
+def _axes(table: dict, key: str, name: str, adapter: FamilyAdapter) -> tuple[Axis, ...]:
+    axes = table.get(key)
+    if axes is None:
+        raise RegrowError(f"parameter {name!r} is not described by the {adapter.name} adapter; pruning it is unsupported")
+    return axes
 
 
 def tied_embeddings(model: nn.Module) -> bool:
@@ -115,22 +121,24 @@ def empty_model(config, dtype: torch.dtype, attn_implementation: str | None = No
         return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
 
 
-def slice_model(model: nn.Module, adapter: FamilyAdapter, masks: Masks, target: ArchShape, fold: bool = True):
-    """The pruned HF model: target config, sliced (and folded) weights, tied weights re-tied."""
+def slice_model(model: nn.Module, adapter: FamilyAdapter, masks: Masks, target: ArchShape, fold: bool = True,
+                consume: bool = False):
+    """The pruned HF model: target config, sliced (and folded) weights, tied weights re-tied.
+    `consume` empties the source model's parameters along the way (it is unusable afterwards)."""
     source = adapter.shape(model.config)
-    state = pruned_state_dict(model, adapter, masks, source, fold)
+    tied = tied_embeddings(model)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    state = pruned_state_dict(model, adapter, masks, source, fold, consume)
     kept_layers = KeptUnits(masks, source).layers
     config = adapter.target_config(model.config, target, kept_layers)
-    dtype = next(model.parameters()).dtype
     new = empty_model(config, dtype, getattr(model.config, "_attn_implementation", None))
     missing, unexpected = new.load_state_dict(state, strict=False, assign=True)
-    tied = tied_embeddings(model)
     allowed_missing = {f"{adapter.lm_head}.weight"} if tied else set()
     if unexpected or set(missing) - allowed_missing:
         raise RuntimeError(f"pruned weights do not fit the target model: missing {missing}, unexpected {unexpected}")
     if tied:
         new.tie_weights()
-    new.to(next(model.parameters()).device)
+    new.to(device)
     new.train(model.training)
     return new
 

@@ -20,7 +20,7 @@ def calibrate(ctx: PruneContext, block_size: int = 0) -> ActivationStats:
         with torch.inference_mode(), ctx.autocast():
             for inputs in tqdm(ctx.calibration(), total=ctx.calibration_batches, desc="calibrate", unit="batch",
                                disable=not ctx.cfg.progress, dynamic_ncols=True):
-                ctx.model(input_ids=inputs, use_cache=False)
+                ctx.model.base_model(input_ids=inputs, use_cache=False)  # no LM head: logits are not needed
     finally:
         stats.remove()
         ctx.model.train(was_training)

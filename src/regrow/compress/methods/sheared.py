@@ -10,6 +10,7 @@ family with an adapter can be sheared, grouped-query attention included.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import torch
@@ -113,11 +114,12 @@ class ShearedPruning(PruningMethod):
         )
         hooks = MaskHooks(model, ctx.adapter)
         model.train()
-        history = []
+        history, step_seconds = [], []
         started = time.perf_counter()
         bar = tqdm(range(opts.steps), desc="sheared", unit="step", disable=not ctx.cfg.progress, dynamic_ncols=True)
         try:
             for step in bar:
+                step_started = time.perf_counter()
                 factor = lr_factor(step + 1, opts.steps, opts.warmup_fraction, opts.min_lr_fraction)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
@@ -142,6 +144,7 @@ class ShearedPruning(PruningMethod):
                     torch.nn.utils.clip_grad_norm_(weights, opts.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                step_seconds.append(time.perf_counter() - step_started)
                 if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
                     record = {"step": step + 1, "lm_loss": float(lm_loss.detach()), "constraint": float(constraint.detach()),
                               "expected_sparsity": sparsity,
@@ -155,6 +158,7 @@ class ShearedPruning(PruningMethod):
         details = {
             "steps": opts.steps, "tokens": opts.steps * ctx.cfg.batch_size * ctx.cfg.seq_len,
             "seconds_per_step": (time.perf_counter() - started) / opts.steps,
+            "step_seconds_median": statistics.median(step_seconds),
             "learned": {k: {"rows": r, "units": n, "target_sparsity": t} for k, (r, n, t) in layout.items()},
             "temperature": opts.temperature, "fold": opts.fold, "history": history,
         }

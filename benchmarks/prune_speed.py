@@ -1,0 +1,180 @@
+"""Pruning cost against the baselines the issue sets, measured in the same run.
+
+- activation / depth / magnitude: wall time of the whole `regrow prune` job (load, score,
+  slice, check, save) over one forward pass across the same calibration tokens; peak RSS
+  above the interpreter's baseline over the model's size in memory. Each job runs in a fresh
+  process so peaks do not mix.
+- sheared: median time of a mask-training step over a plain training step (forward, backward,
+  AdamW) of the source model on the same batch.
+
+Usage: python benchmarks/prune_speed.py [--work DIR] [--hidden 768] [--layers 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import make_data, median  # noqa: E402
+
+from regrow.models.hf import build_model  # noqa: E402
+
+
+def rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def model_fields(args, vocab_size: int) -> dict:
+    return {"model_type": "llama", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
+            "num_attention_heads": args.heads, "num_key_value_heads": args.heads // 4,
+            "intermediate_size": args.mlp, "vocab_size": vocab_size, "max_position_embeddings": 512,
+            "tie_word_embeddings": False}
+
+
+def child(args) -> None:
+    """Run inside a fresh process: one forward pass or one prune job; print JSON."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (library memory is not model memory)
+    from transformers.models.llama import modeling_llama  # noqa: F401
+
+    from regrow.compress.config import PruneConfig
+    from regrow.compress.prune import prune
+    from regrow.config import from_dict
+    from regrow.data.sampler import MixtureSampler
+    from regrow.data.store import TokenStore
+    from regrow.models.hf import load_model
+
+    torch.set_num_threads(os.cpu_count())
+    baseline = rss_kib("VmRSS")
+    work = Path(args.work)
+    if args.child == "forward":
+        model = load_model(work / "source").eval()
+        sampler = MixtureSampler(TokenStore(work / "data"), {"code": 1.0}, args.seq_len, args.batch_size, 1, 0)
+        batches = [sampler.batch(i)[0] for i in range(args.calibration_samples // args.batch_size)]
+        with torch.inference_mode():
+            model(input_ids=batches[0], use_cache=False)  # warm-up
+            start = time.perf_counter()
+            for ids in batches:
+                model(input_ids=ids, use_cache=False)
+            seconds = time.perf_counter() - start
+        result = {"seconds": seconds, "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
+    else:
+        method, target = args.child.split(":")
+        out = work / f"pruned-{method}"
+        cfg = from_dict(PruneConfig, {
+            "model": str(work / "source"), "out": str(out), "method": method, "data": str(work / "data"),
+            "target": str(work / f"{target}.yaml"), "seq_len": args.seq_len, "batch_size": args.batch_size,
+            "calibration_samples": args.calibration_samples, "progress": False,
+        })
+        start = time.perf_counter()
+        report = prune(cfg, echo=lambda _: None)
+        seconds = time.perf_counter() - start
+        result = {"seconds": seconds, "scoring_seconds": report["wall_seconds"]["scoring"],
+                  "peak_above_baseline_bytes": (rss_kib("VmHWM") - baseline) * 1024,
+                  "fraction_kept": report["target"]["fraction_kept"]}
+    print("RESULT " + json.dumps(result))
+
+
+def run_child(args, name: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--work", args.work, "--seq-len", str(args.seq_len),
+           "--batch-size", str(args.batch_size), "--calibration-samples", str(args.calibration_samples)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def sheared_step_ratio(args, data_dir: Path, vocab_size: int) -> tuple[float, float]:
+    """(median sheared step, median plain step) in seconds, same model, batch and optimizer."""
+    from regrow.compress.config import PruneConfig
+    from regrow.compress.families import adapter_for
+    from regrow.compress.methods import PruneContext
+    from regrow.compress.methods.sheared import ShearedPruning
+    from regrow.config import from_dict
+    from regrow.data.sampler import MixtureSampler
+    from regrow.data.store import TokenStore
+    from regrow.train.evaluate import causal_lm_loss
+
+    fields = model_fields(args, vocab_size) | {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 8,
+                                               "num_key_value_heads": 2, "intermediate_size": 1024}
+    sampler = MixtureSampler(TokenStore(data_dir), {"code": 1.0}, args.seq_len, args.batch_size, 1, 0)
+    model = build_model(fields, 0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    plain = []
+    for step in range(args.steps):
+        start = time.perf_counter()
+        inputs, targets = sampler.batch(step)
+        causal_lm_loss(model, inputs, targets).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        plain.append(time.perf_counter() - start)
+    adapter = adapter_for(model.config)
+    source = adapter.shape(model.config)
+    target = source.replace(hidden_size=256, num_attention_heads=4, num_key_value_heads=1, intermediate_size=512,
+                            num_hidden_layers=4)
+    cfg = from_dict(PruneConfig, {"model": "-", "out": "-", "method": "sheared", "progress": False,
+                                  "sheared": {"steps": args.steps}})
+    ctx = PruneContext(model, adapter, source, target, cfg, torch.device("cpu"), sampler)
+    details = ShearedPruning().run(ctx).details
+    return details["step_seconds_median"], median(plain[2:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", default="/tmp/regrow-bench-prune")
+    parser.add_argument("--child")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--mlp", type=int, default=2048)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--calibration-samples", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=12, help="sheared / plain training steps to time")
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tok_dir, data_dir = make_data(work)
+    from regrow.data.tokenizer import load_tokenizer, vocab_size_of
+
+    tokenizer = load_tokenizer(tok_dir)
+    vocab = vocab_size_of(tokenizer)
+    if not (work / "source" / "config.json").is_file():
+        model = build_model(model_fields(args, vocab), 0)
+        model.save_pretrained(work / "source")
+        tokenizer.save_pretrained(work / "source")
+    (work / "width.yaml").write_text(f"hidden_size: {args.hidden // 2}\nintermediate_size: {args.mlp // 2}\n"
+                                     f"num_attention_heads: {args.heads // 2}\nnum_key_value_heads: {args.heads // 4}\n")
+    (work / "depth.yaml").write_text(f"num_hidden_layers: {args.layers // 2}\n")
+    for name in ("pruned-activation", "pruned-depth", "pruned-magnitude"):
+        subprocess.run(["rm", "-rf", str(work / name)], check=True)
+
+    forward = run_child(args, "forward")
+    tokens = args.calibration_samples * args.seq_len
+    print(f"model: {forward['model_bytes'] / 2**20:,.0f} MiB fp32; one forward over {tokens:,} calibration tokens: "
+          f"{forward['seconds']:.2f} s")
+    print(f"{'method':<12}{'kept':>7}{'wall s':>9}{'x forward':>11}{'scoring x':>11}{'peak RSS MiB':>14}{'x model':>9}")
+    for method, target in (("activation", "width"), ("depth", "depth"), ("magnitude", "width")):
+        r = run_child(args, f"{method}:{target}")
+        print(f"{method:<12}{r['fraction_kept']:>7.1%}{r['seconds']:>9.2f}{r['seconds'] / forward['seconds']:>11.2f}"
+              f"{r['scoring_seconds'] / forward['seconds']:>11.2f}{r['peak_above_baseline_bytes'] / 2**20:>14,.0f}"
+              f"{r['peak_above_baseline_bytes'] / forward['model_bytes']:>9.2f}")
+    sheared, plain = sheared_step_ratio(args, data_dir, vocab)
+    print(f"sheared mask-training step {sheared * 1000:.0f} ms vs plain training step {plain * 1000:.0f} ms: "
+          f"{sheared / plain:.2f}x (target <= 2x; Sheared-LLaMA reports about 5x)")
+
+
+if __name__ == "__main__":
+    main()
