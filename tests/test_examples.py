@@ -28,3 +28,20 @@ def test_schedule_file_is_valid():
 
 def test_examples_exist():
     assert len(RECIPES) >= 5
+
+
+PRUNE_CONFIGS = sorted((EXAMPLES / "prune").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in PRUNE_CONFIGS if "method" in yaml.safe_load(p.read_text())],
+                         ids=lambda p: p.name)
+def test_example_prune_config_is_valid(path):
+    from regrow.compress.config import PruneConfig
+    from regrow.compress.methods import METHODS
+    from regrow.compress.reinit import REINITS
+    from regrow.compress.shape import SHAPE_KEYS
+
+    cfg = load_config(PruneConfig, path)
+    cfg.validate(list(METHODS), list(REINITS))
+    target = yaml.safe_load((EXAMPLES.parent / cfg.target).read_text())
+    assert set(target) <= set(SHAPE_KEYS)

@@ -13,6 +13,7 @@ from regrow.errors import RegrowError
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 DEPTH_MODES = ("individual", "contiguous")
+BATCH_REDUCTIONS = ("l2", "mean")
 
 
 @dataclass
@@ -80,7 +81,7 @@ class PruneConfig:
                            ("sheared.log_every", self.sheared.log_every)):
             if value < 1:
                 raise RegrowError(f"{key} is {value}; it must be >= 1")
-        for key, value, allowed in (("batch_reduction", self.batch_reduction, ("l2", "mean")),
+        for key, value, allowed in (("batch_reduction", self.batch_reduction, BATCH_REDUCTIONS),
                                     ("depth_mode", self.depth_mode, DEPTH_MODES),
                                     ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
             if value not in allowed:

@@ -14,8 +14,6 @@ from torch import nn
 from regrow.compress.families.base import FamilyAdapter
 from regrow.compress.masks import Masks
 
-BATCH_REDUCTIONS = ("l2", "mean")
-
 
 def _hidden_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
@@ -30,8 +28,6 @@ class ActivationStats:
     """Hooks that accumulate importance statistics over calibration forwards."""
 
     def __init__(self, model: nn.Module, adapter: FamilyAdapter, batch_reduction: str = "l2", block_size: int = 0):
-        if batch_reduction not in BATCH_REDUCTIONS:
-            raise ValueError(batch_reduction)
         self.reduction = batch_reduction
         self.block_size = block_size  # > 0: also score every run of `block_size` consecutive layers
         shape = adapter.shape(model.config)

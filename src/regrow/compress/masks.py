@@ -36,9 +36,6 @@ class Masks:
             return None
         return self.head[index].view(kv_heads, -1).ne(0).any(dim=-1)
 
-    def detached(self) -> Masks:
-        return Masks(*(None if t is None else t.detach().clone() for t in (self.layer, self.head, self.mlp, self.hidden)))
-
 
 def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """The module's RMSNorm / LayerNorm computed over the kept last-dim entries only."""
@@ -84,8 +81,8 @@ class MaskHooks:
         r = adapter.roles
         for index, layer in enumerate(adapter.layers(model)):
             get = layer.get_submodule
-            self.handles.append(get(r.attn_out).register_forward_pre_hook(self._head_pre_hook(index)))
-            self.handles.append(get(r.mlp_out).register_forward_pre_hook(self._mlp_pre_hook(index)))
+            self.handles.append(get(r.attn_out).register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
+            self.handles.append(get(r.mlp_out).register_forward_pre_hook(self._input_scale_hook(index, "mlp", 1)))
             for name in r.norms:
                 self.handles.append(get(name).register_forward_hook(self._norm_hook(None)))
             for name in r.writers:
@@ -108,23 +105,15 @@ class MaskHooks:
         self.handles = []
 
     # ---- hooks ------------------------------------------------------------------------------------
-    def _head_pre_hook(self, index: int):
+    def _input_scale_hook(self, index: int, kind: str, repeat: int):
+        """Scale a module's input by the layer's `kind` mask (each value repeated `repeat` times)."""
+
         def hook(module, args):
-            m = self.masks
-            if m is None or m.head is None:
+            values = getattr(self.masks, kind) if self.masks is not None else None
+            if values is None:
                 return None
             (x, *rest) = args
-            return (_times(x, m.head[index].repeat_interleave(self.head_dim)), *rest)
-
-        return hook
-
-    def _mlp_pre_hook(self, index: int):
-        def hook(module, args):
-            m = self.masks
-            if m is None or m.mlp is None:
-                return None
-            (x, *rest) = args
-            return (_times(x, m.mlp[index]), *rest)
+            return (_times(x, values[index].repeat_interleave(repeat)), *rest)
 
         return hook
 

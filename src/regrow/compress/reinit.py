@@ -22,16 +22,10 @@ from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
 from regrow.models.hf import fresh_like
+from regrow.registry import registrar
 
 REINITS: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def add(fn):
-        REINITS[name] = fn
-        return fn
-
-    return add
+register = registrar(REINITS)
 
 
 @register("none")
@@ -39,13 +33,18 @@ def keep(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
     return model
 
 
-@register("shrink-perturb")
 @torch.no_grad()
-def shrink_perturb(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
-    fresh = dict(fresh_like(model, seed).named_parameters())
+def blend_with_fresh_init(model: nn.Module, seed: int, keep: float, fresh: float) -> nn.Module:
+    """theta <- keep * theta + fresh * theta_init, theta_init from HF's init of the same config."""
+    init = dict(fresh_like(model, seed).named_parameters())
     for name, param in model.named_parameters():
-        param.mul_(shrink).add_(fresh[name], alpha=perturb)
+        param.mul_(keep).add_(init[name], alpha=fresh)
     return model
+
+
+@register("shrink-perturb")
+def shrink_perturb(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    return blend_with_fresh_init(model, seed, shrink, perturb)
 
 
 def newton_schulz(weight: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -78,9 +77,5 @@ def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
 
 
 @register("random")
-@torch.no_grad()
 def random_init(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
-    fresh = dict(fresh_like(model, seed).named_parameters())
-    for name, param in model.named_parameters():
-        param.copy_(fresh[name])
-    return model
+    return blend_with_fresh_init(model, seed, 0.0, 1.0)

@@ -142,11 +142,3 @@ def slice_model(model: nn.Module, adapter: FamilyAdapter, masks: Masks, target: 
     new.train(model.training)
     return new
 
-
-def parameter_count(config) -> int:
-    """Exact parameter count of an HF config (built on the meta device: no memory, no init)."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())

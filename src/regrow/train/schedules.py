@@ -16,17 +16,10 @@ from typing import Any, ClassVar
 
 from regrow.config import from_dict
 from regrow.errors import RegrowError
+from regrow.registry import registrar
 
 SCHEDULES: dict[str, type[Schedule]] = {}
-
-
-def register(name: str):
-    def add(cls):
-        cls.name = name
-        SCHEDULES[name] = cls
-        return cls
-
-    return add
+register = registrar(SCHEDULES)
 
 
 def _check_shape(kind: str, value: str, allowed: tuple[str, ...]) -> None:

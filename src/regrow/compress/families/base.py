@@ -16,8 +16,6 @@ from torch import nn
 from regrow.compress.shape import ArchShape
 from regrow.errors import RegrowError
 
-UNITS = ("layer", "head", "kv", "mlp", "hidden")
-
 
 @dataclass(frozen=True)
 class Axis:
@@ -77,9 +75,6 @@ class FamilyAdapter:
 
     def layers(self, model) -> nn.ModuleList:
         return model.get_submodule(self.layers_path)
-
-    def layer_module(self, layer: nn.Module, path: str) -> nn.Module:
-        return layer.get_submodule(path)
 
     # ---- the target -----------------------------------------------------------------------------
     def complete_spec(self, spec: dict, source: ArchShape) -> dict:

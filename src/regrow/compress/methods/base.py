@@ -19,17 +19,10 @@ from regrow.compress.masks import Masks
 from regrow.compress.shape import ArchShape
 from regrow.data.sampler import MixtureSampler
 from regrow.errors import RegrowError
+from regrow.registry import registrar
 
 METHODS: dict[str, type[PruningMethod]] = {}
-
-
-def register(name: str):
-    def add(cls):
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return add
+register = registrar(METHODS)
 
 
 @dataclass
