@@ -55,7 +55,7 @@ class ActivationStats:
 
     def _add(self, acc: torch.Tensor, stat: torch.Tensor) -> None:
         """stat: [batch, units] per-sample statistic."""
-        stat = stat.double()
+        stat = stat.to(acc.device, torch.float64)
         acc += (stat * stat).sum(0) if self.reduction == "l2" else stat.sum(0)
 
     def _head_hook(self, index: int):
@@ -140,7 +140,7 @@ def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
         sq = tensor.detach().float().square()
         other = [d for d in range(sq.dim()) if d != dim]
         flat = sq.sum(dim=other) if other else sq
-        return flat.double().view(-1, block).sum(-1)
+        return flat.double().view(-1, block).sum(-1).cpu()
 
     layer_axes = adapter.layer_axes(shape.head_dim)
     prefix = adapter.layers_path + "."

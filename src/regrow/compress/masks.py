@@ -39,7 +39,7 @@ class Masks:
 
 def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """The module's RMSNorm / LayerNorm computed over the kept last-dim entries only."""
-    k = keep.to(torch.float32)
+    k = keep.to(x.device, torch.float32)
     n = k.sum()
     xf = x.float()
     if isinstance(module, nn.LayerNorm):
@@ -62,7 +62,7 @@ def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch
 def _times(x: torch.Tensor, *factors: torch.Tensor | None) -> torch.Tensor:
     for f in factors:
         if f is not None:
-            x = x * f.to(x.dtype)
+            x = x * f.to(x.device, x.dtype)
     return x
 
 

@@ -58,7 +58,7 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
     for axis in axes:
         units, values = kept.units(axis.unit, layer)
         if len(units) * axis.block != out.shape[axis.dim]:  # all kept: no copy
-            out = out.index_select(axis.dim, element_index(units, axis.block))
+            out = out.index_select(axis.dim, element_index(units, axis.block).to(out.device))
         if not fold or axis.fold is None:
             continue
         if axis.fold == "unit":
@@ -68,7 +68,7 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
             factor = torch.full((len(units),), kept.gate(layer)) if hidden is None else hidden * kept.gate(layer)
         if factor is None:
             continue
-        factor = factor.repeat_interleave(axis.block).to(out.dtype)
+        factor = factor.repeat_interleave(axis.block).to(out.device, out.dtype)
         shape = [1] * out.dim()
         shape[axis.dim] = -1
         out = out * factor.view(shape)
