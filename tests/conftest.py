@@ -93,6 +93,7 @@ FAMILY_CONFIGS = {
     "mistral": {"model_type": "mistral", "num_key_value_heads": 2, "intermediate_size": 96, "sliding_window": None},
     "qwen2": {"model_type": "qwen2", "num_key_value_heads": 2, "intermediate_size": 96, "tie_word_embeddings": True},
     "olmo2": {"model_type": "olmo2", "num_key_value_heads": 4, "intermediate_size": 96},
+    "olmo": {"model_type": "olmo", "num_key_value_heads": 4, "intermediate_size": 96, "clip_qkv": 0.3},
     "gpt_neox": {"model_type": "gpt_neox", "intermediate_size": 96, "rotary_pct": 0.25, "use_parallel_residual": True},
     "bloom": {"model_type": "bloom", "n_layer": 4, "n_head": 8},
 }
@@ -102,6 +103,7 @@ FAMILY_TARGETS = {
     "mistral": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1, "intermediate_size": 64},
     "qwen2": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48},
     "olmo2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 3, "intermediate_size": 64},
+    "olmo": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64},
     "gpt_neox": {"num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 48},
     "bloom": {"num_hidden_layers": 3, "num_attention_heads": 4},
 }

@@ -87,7 +87,7 @@ def test_unsupported_family(tokenizer_dir, tmp_path, capsys):
     GPT2LMHeadModel(GPT2Config(vocab_size=512, n_embd=32, n_layer=2, n_head=4)).save_pretrained(folder)
     out = tmp_path / "out"
     err = run_error(capsys, ["prune", "--model", str(folder), "--target-ratio", "0.5", "--method", "random", "--out", str(out)], out)
-    assert "model_type 'gpt2' is not supported for pruning; supported: bloom, gpt_neox, llama, mistral, olmo2, qwen2" in err
+    assert "model_type 'gpt2' is not supported for pruning; supported: bloom, gpt_neox, llama, mistral, olmo, olmo2, qwen2" in err
 
 
 def test_calibration_data_of_another_vocabulary(family_models, corpus, tmp_path, capsys):

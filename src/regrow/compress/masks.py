@@ -42,20 +42,20 @@ def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch
     k = keep.to(x.device, torch.float32)
     n = k.sum()
     xf = x.float()
-    if isinstance(module, nn.LayerNorm):
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    if isinstance(module, nn.LayerNorm) or hasattr(module, "normalized_shape"):  # LayerNorm, with or without affine
         mean = (xf * k).sum(-1, keepdim=True) / n
         centred = (xf - mean) * k
         var = (centred * centred).sum(-1, keepdim=True) / n
-        y = (centred * torch.rsqrt(var + module.eps)).to(x.dtype)
-        if module.weight is not None:
-            y = y * module.weight
-        if module.bias is not None:
-            y = y + module.bias
+        y = (centred * torch.rsqrt(var + getattr(module, "eps", 1e-5))).to(x.dtype)
+        if weight is not None:
+            y = y * weight
+        if bias is not None:
+            y = y + bias
         return y
     eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
     var = (xf * xf * k).sum(-1, keepdim=True) / n
     y = xf * torch.rsqrt(var + eps) * k
-    weight = getattr(module, "weight", None)
     return (y * weight).to(x.dtype) if weight is not None else y.to(x.dtype)
 
 

@@ -9,10 +9,11 @@ from regrow.compress.families.base import Axis, FamilyAdapter, LayerRoles
 from regrow.compress.families.bloom import BloomAdapter
 from regrow.compress.families.gpt_neox import GPTNeoXAdapter
 from regrow.compress.families.llama import LlamaAdapter
+from regrow.compress.families.olmo import OlmoAdapter
 from regrow.compress.families.olmo2 import Olmo2Adapter
 from regrow.errors import RegrowError
 
-FAMILIES: tuple[FamilyAdapter, ...] = (LlamaAdapter(), GPTNeoXAdapter(), BloomAdapter(), Olmo2Adapter())
+FAMILIES: tuple[FamilyAdapter, ...] = (LlamaAdapter(), GPTNeoXAdapter(), BloomAdapter(), OlmoAdapter(), Olmo2Adapter())
 
 
 def supported_model_types() -> list[str]:

@@ -61,6 +61,7 @@ class FamilyAdapter:
     head_dim_from_hidden: bool = False  # the HF class derives head_dim = hidden_size / heads
     grouped_attention: bool = True  # the HF class has num_key_value_heads
     mlp_ratio_fixed: int | None = None  # the HF class fixes intermediate = ratio * hidden (Bloom)
+    norm_weights: bool = True  # False: norms have no gain (OLMo-1), so the hidden mask folds into their consumers
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -139,7 +140,7 @@ class FamilyAdapter:
     def layer_axes(self, head_dim: int) -> dict[str, tuple[Axis, ...]]:
         """Every parameter of one decoder layer (relative name) -> the unit axes of its dims."""
         r = self.roles
-        hidden_in = Axis(1, "hidden")
+        hidden_in = Axis(1, "hidden", 1, None if self.norm_weights else "unit")
         axes: dict[str, tuple[Axis, ...]] = {}
 
         def out_rows(name: str, unit: str, block: int) -> None:
