@@ -57,7 +57,9 @@ def test_every_method_and_reinit_runs_on_every_family(pruned_folders):
         assert report["target"]["parameters"] < report["source"]["parameters"]
         assert report["wall_seconds"]["total"] > 0
         if METHODS[method].needs_data:
-            assert report["calibration_tokens"] > 0
+            assert report["calibration_tokens"] > 0 and report["flops"] > 0
+        else:
+            assert report["flops"] == 0
         saved = yaml.safe_load((out / "prune_config.yaml").read_text())
         assert saved["method"] == method
         seen.setdefault(family, set()).add(reinit)

@@ -26,6 +26,7 @@ from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint, load_tokenizer
 from regrow.errors import RegrowError
+from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import check_compatible, load_model
 from regrow.train.trainer import resolve_device
 
@@ -71,6 +72,17 @@ def logits_of(model, ids: torch.Tensor, adapter=None, masks: Masks | None = None
         model.train(mode)
         if hooks is not None:
             hooks.remove()
+
+
+def pruning_flops(model, cfg: PruneConfig, details: dict) -> float:
+    """FLOPs the method spent on the source model (ALGORITHMS.md §8): forward passes over the
+    calibration tokens, or training steps over the mask-training tokens; 0 for weight-only methods."""
+    shape = model_shape(model)
+    if "calibration_tokens" in details:
+        return forward_flops_per_token(shape, cfg.seq_len) * details["calibration_tokens"]
+    if cfg.method == "sheared":
+        return training_flops_per_token(shape, cfg.seq_len) * details["tokens"]
+    return 0.0
 
 
 def _check_data(cfg: PruneConfig, store: TokenStore, tokenizer, model) -> dict[str, float]:
@@ -125,6 +137,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     result = method.run(ctx)
     scoring_seconds = time.perf_counter() - scoring_started
 
+    flops = pruning_flops(model, cfg, result.details)
     masks = select(result.scores, source, target, result.values)
     ids = probe_ids(model.config.vocab_size, cfg.seed, device)
     masked = logits_of(model, ids, adapter, masks)
@@ -143,6 +156,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
         "target": {"shape": target.as_dict(), "parameters": n_target, "fraction_kept": n_target / n_source},
         "mixture": mixture,
         "calibration_tokens": result.details.get("calibration_tokens", result.details.get("tokens", 0)),
+        "flops": flops,
         "kept": kept_report(masks, source),
         "scores": _scores_for_report(result.scores),
         "method_details": result.details,
