@@ -25,11 +25,33 @@ class ModelConfig:
 
 
 @dataclass
+class DynamicConfig:
+    """Dynamic batch loading (Sheared-LLaMA, ALGORITHMS.md §4); defaults = the paper's rule."""
+
+    reference: Any = "source"  # "source" | {domain: loss} | {fit: [{params: N, losses: {domain: loss}}, ...]}
+    interval: int = 400  # steps between updates (the paper: 50 while pruning, 400 in continued training)
+    eta: float = 1.0
+    clamp: bool = True  # delta = max(loss - reference, 0) as in the paper; false = the released code
+    smoothing: float = 0.0  # w <- (1 - c) w + c / k after each update (the released code: 1e-4)
+    eval_tokens: int | None = None  # validation tokens per domain per update (default: train.eval_tokens)
+
+
+@dataclass
 class DataConfig:
     path: str = ""
     mixture: dict[str, float] = field(default_factory=dict)
     seq_len: int = 256
     new_domains: list[str] | None = None  # default: the domain(s) with the largest weight
+    dynamic: DynamicConfig | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a teacher: loss = (1 - weight) CE + weight T^2 KL(teacher_T || student_T)."""
+
+    teacher: str = ""  # an HF folder, usually the unpruned source model
+    weight: float = 0.5
+    temperature: float = 1.0
 
 
 @dataclass
@@ -52,6 +74,7 @@ class TrainSettings:
     load_optimizer: bool = False  # continue with the optimizer state saved beside model.init
     device: str = "auto"
     progress: bool = True
+    distill: DistillConfig | None = None
 
 
 @dataclass
@@ -86,6 +109,24 @@ class RunConfig:
             raise RegrowError(f"train.device {t.device!r} is not supported; allowed: {', '.join(DEVICES)}")
         if t.grad_clip < 0 or t.weight_decay < 0:
             raise RegrowError("train.grad_clip and train.weight_decay must be >= 0")
+        d = self.data.dynamic
+        if d is not None:
+            if d.interval < 1:
+                raise RegrowError(f"data.dynamic.interval is {d.interval}; it must be >= 1")
+            if d.eta <= 0:
+                raise RegrowError(f"data.dynamic.eta is {d.eta}; it must be > 0")
+            if not 0 <= d.smoothing < 1:
+                raise RegrowError(f"data.dynamic.smoothing is {d.smoothing}; allowed: 0 <= c < 1")
+            if d.eval_tokens is not None and d.eval_tokens < 1:
+                raise RegrowError(f"data.dynamic.eval_tokens is {d.eval_tokens}; it must be >= 1")
+        k = t.distill
+        if k is not None:
+            if not k.teacher:
+                raise RegrowError("train.distill.teacher is not set; give an HF model folder (usually the unpruned source)")
+            if not 0 <= k.weight <= 1:
+                raise RegrowError(f"train.distill.weight is {k.weight}; allowed: 0..1")
+            if k.temperature <= 0:
+                raise RegrowError(f"train.distill.temperature is {k.temperature}; it must be > 0")
 
 
 # Keys that may differ between a run and its --resume (everything else must match).

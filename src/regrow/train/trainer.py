@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -21,10 +24,12 @@ from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint, load_tokenizer, vocab_size_of
 from regrow.errors import RegrowError
-from regrow.models.flops import model_shape, training_flops_per_token
+from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
 from regrow.train import checkpoint as ckpt
 from regrow.train.config import RESUMABLE_CHANGES, RunConfig
+from regrow.train.distill import Teacher, distillation_loss
+from regrow.train.dynamic import reference_losses, update_weights
 from regrow.train.evaluate import causal_lm_loss, evaluate_domains
 from regrow.train.metrics import MetricsLogger
 from regrow.train.schedules import build_schedule
@@ -106,7 +111,13 @@ class Trainer:
         self.model.to(self.device)
         self.model.train()
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
-        self.flops_per_token = training_flops_per_token(model_shape(self.model), cfg.data.seq_len)
+        shape = model_shape(self.model)
+        self.flops_per_token = training_flops_per_token(shape, cfg.data.seq_len)
+        self.forward_flops_per_token = forward_flops_per_token(shape, cfg.data.seq_len)
+        self.pruning_flops = _pruning_flops(init)
+        distill = cfg.train.distill
+        self.teacher = None if distill is None else Teacher(
+            distill.teacher, self.model, cfg.data.seq_len, self.device, cfg.model.trust_remote_code)
 
         # schedule, optimizer, sampler
         self.schedule = build_schedule(cfg.schedule, cfg.train.steps)
@@ -125,6 +136,15 @@ class Trainer:
         self.step = 0
         self.phase_start_eval: dict | None = None
         self.elapsed = 0.0
+        # compute accounting, restored on resume
+        self.domain_tokens = {name: 0 for name in self.mixture}
+        self.eval_tokens_seen = 0
+        self.dynamic_reference: dict[str, float] | None = None
+        self.last_parts: dict[str, float] = {}
+        dyn = cfg.data.dynamic
+        if dyn is not None and dyn.reference != "source":  # given or fitted: resolved (and checked) up front
+            n_params = sum(p.numel() for p in self.model.parameters())
+            self.dynamic_reference = reference_losses(dyn.reference, list(self.mixture), None, n_params)
         if self.resume_from is not None:
             self._restore(self.resume_from)
         elif cfg.train.load_optimizer:
@@ -160,6 +180,9 @@ class Trainer:
         self.sampler.load_state(state["sampler"])
         self.phase_start_eval = state["phase_start_eval"]
         self.elapsed = state["elapsed_seconds"]
+        self.domain_tokens = state["domain_tokens"]
+        self.eval_tokens_seen = state["eval_tokens"]
+        self.dynamic_reference = state["dynamic_reference"]
 
     def _autocast(self):
         if self.cfg.train.precision == "bf16":
@@ -167,11 +190,33 @@ class Trainer:
         return contextlib.nullcontext()
 
     # ---- the loop ------------------------------------------------------------------------
-    def evaluate(self) -> dict:
-        return evaluate_domains(
-            self.model, self.store, self.eval_domains, self.cfg.data.seq_len, self.cfg.train.batch_size,
-            self.cfg.train.eval_tokens, self.device, self._autocast,
+    def evaluate(self, domains: list[str] | None = None, max_tokens: int | None = None) -> dict:
+        results = evaluate_domains(
+            self.model, self.store, domains or self.eval_domains, self.cfg.data.seq_len, self.cfg.train.batch_size,
+            max_tokens or self.cfg.train.eval_tokens, self.device, self._autocast,
         )
+        self.eval_tokens_seen += sum(r["tokens"] for r in results.values())
+        return results
+
+    def update_mixture(self) -> dict[str, float]:
+        """Dynamic batch loading: re-weight the mixture from current validation losses."""
+        dyn = self.cfg.data.dynamic
+        domains = list(self.mixture)
+        losses = self.evaluate(domains, dyn.eval_tokens)
+        weights = update_weights(self.sampler.weights, {d: losses[d]["loss"] for d in domains},
+                                 self.dynamic_reference, dyn.eta, dyn.clamp, dyn.smoothing)
+        self.sampler.set_weights(weights)
+        return weights
+
+    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training objective of one micro-batch (with distillation parts when a teacher is set)."""
+        if self.teacher is None:
+            return causal_lm_loss(self.forward, inputs, targets), {}
+        distill = self.cfg.train.distill
+        logits = self.forward(input_ids=inputs, use_cache=False).logits
+        teacher_logits = self.teacher.logits(inputs)
+        loss, ce, kl = distillation_loss(logits, teacher_logits, targets, distill.weight, distill.temperature)
+        return loss, {"ce": ce.detach(), "kl": kl.detach()}
 
     def train_step(self, step: int) -> tuple[float, float]:
         """One optimizer update (step is 0-based; the schedule sees the 1-based update number)."""
@@ -180,13 +225,21 @@ class Trainer:
             group["lr"] = lr
         accum = self.cfg.train.grad_accum
         total = torch.zeros((), device=self.device)
+        parts_total: dict[str, torch.Tensor] = {}
+        names = list(self.sampler.weights)
         for micro in range(accum):
+            counts = np.bincount(self.sampler.domains_of(self.sampler.indices(step, micro)), minlength=len(names))
+            for name, count in zip(names, counts.tolist()):
+                self.domain_tokens[name] = self.domain_tokens.get(name, 0) + count * self.cfg.data.seq_len
             inputs, targets = self.sampler.batch(step, micro)
             inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
             with self._autocast():
-                loss = causal_lm_loss(self.forward, inputs, targets)
+                loss, parts = self._loss(inputs, targets)
             (loss / accum).backward()
             total += loss.detach()
+            for key, value in parts.items():
+                parts_total[key] = parts_total.get(key, 0) + value / accum
+        self.last_parts = {key: float(value) for key, value in parts_total.items()}
         if self.cfg.train.grad_clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
         else:
@@ -204,6 +257,8 @@ class Trainer:
             if self.phase_start_eval is None:
                 self.phase_start_eval = self.evaluate()
                 logger.log("eval", 0, {"tokens": 0, **_eval_values(self.phase_start_eval)})
+                if self.cfg.data.dynamic is not None:
+                    self._start_dynamic(logger)
             last_eval = None
             bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not t.progress, dynamic_ncols=True)
             window_seconds, window_tokens = 0.0, 0  # train-step time only: eval and saves excluded
@@ -220,12 +275,16 @@ class Trainer:
                     tps = window_tokens / max(window_seconds, 1e-9)
                     window_seconds, window_tokens = 0.0, 0
                     lr = self.schedule(self.step)
-                    logger.log("train", self.step, {"tokens": tokens, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps})
+                    logger.log("train", self.step, {"tokens": tokens, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                                                    "tokens_per_s": tps, **self.last_parts})
                     bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
                 bar.update(1)
                 if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
                     last_eval = self.evaluate()
                     logger.log("eval", self.step, {"tokens": tokens, **_eval_values(last_eval)})
+                dyn = self.cfg.data.dynamic
+                if dyn is not None and self.step % dyn.interval == 0:  # also at the end: a resumed, longer run matches
+                    logger.log("mixture", self.step, {"tokens": tokens, **_mixture_values(self.update_mixture())})
                 if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.steps:
                     self.save_checkpoint()
             bar.close()
@@ -246,8 +305,42 @@ class Trainer:
             "schedule": {"name": self.schedule.name, "step": self.step, "lr": self.schedule(max(self.step, 1))},
             "phase_start_eval": self.phase_start_eval,
             "elapsed_seconds": self.elapsed,
+            "domain_tokens": self.domain_tokens,
+            "eval_tokens": self.eval_tokens_seen,
+            "dynamic_reference": self.dynamic_reference,
         }
         return ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, self.optimizer, state, self.config_dict, self.cfg.train.keep_checkpoints)
+
+    def _start_dynamic(self, logger: MetricsLogger) -> None:
+        """Measure the `source` reference losses at the phase start; log the first weights."""
+        dyn = self.cfg.data.dynamic
+        if dyn.reference == "source":
+            domains = list(self.mixture)
+            start = self.evaluate(domains, dyn.eval_tokens)
+            self.dynamic_reference = reference_losses("source", domains, {d: start[d]["loss"] for d in domains}, 0)
+        logger.log("mixture", 0, {"tokens": 0, **_mixture_values(self.sampler.weights)})
+
+    def compute(self) -> dict:
+        """What this run cost (ALGORITHMS.md §8): FLOPs by kind, tokens by domain, time, memory."""
+        tokens = self.step * self.tokens_per_step
+        flops = {
+            "train": self.flops_per_token * tokens,
+            "teacher": self.teacher.flops_per_token * tokens if self.teacher else 0.0,
+            "eval": self.forward_flops_per_token * self.eval_tokens_seen,
+            "pruning": self.pruning_flops,
+        }
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        return {
+            "flops": {**flops, "total": sum(flops.values())},
+            "tokens_per_domain": dict(self.domain_tokens),
+            "eval_tokens": self.eval_tokens_seen,
+            "train_seconds": round(self.elapsed, 3),
+            "peak_memory_bytes": int(peak),
+            "peak_memory_kind": "cuda_allocated" if self.device.type == "cuda" else "process_rss",
+        }
 
     def summary(self, final_eval: dict) -> dict:
         tokens = self.step * self.tokens_per_step
@@ -259,7 +352,9 @@ class Trainer:
             "tokens_per_second": tokens / self.elapsed if self.elapsed else None,
             "flops": self.flops_per_token * tokens,
             "flops_per_token": self.flops_per_token,
+            "compute": self.compute(),
             "mixture": self.mixture,
+            "mixture_end": self.sampler.weights,
             "eval_start": self.phase_start_eval,
             "eval_end": final_eval,
             **forgetting_adaptation(self.phase_start_eval, final_eval, self.new_domains),
@@ -268,6 +363,18 @@ class Trainer:
 
 def _eval_values(results: dict) -> dict:
     return {f"eval/{name}/loss": r["loss"] for name, r in results.items()}
+
+
+def _mixture_values(weights: dict[str, float]) -> dict:
+    return {f"mixture/{name}": w for name, w in weights.items()}
+
+
+def _pruning_flops(init: Path | None) -> float:
+    """FLOPs a pruning run spent to make model.init (from its pruning_report.json), else 0."""
+    report = init / "pruning_report.json" if init is not None else None
+    if report is None or not report.is_file():
+        return 0.0
+    return float(json.loads(report.read_text()).get("flops", 0.0))
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict:
