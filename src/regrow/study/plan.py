@@ -1,0 +1,119 @@
+"""A study's grid -> the runs it needs, each with a stable key, its full config and a hash.
+
+Runs: the base pre-training (when the study makes its own source), one pruning run per
+(method, target, reinit, seed), the from-scratch control per (target, seed), and one continued
+training run per starting model x schedule x replay x token budget (seeded), the unpruned
+source included as a control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regrow.errors import RegrowError
+from regrow.study.config import StudyConfig
+
+
+@dataclass
+class Job:
+    key: str
+    kind: str  # pretrain | prune | train
+    config: dict  # a RunConfig (pretrain, train) or PruneConfig (prune) mapping
+    needs: list[str] = field(default_factory=list)
+    labels: dict = field(default_factory=dict)
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def target_label(index: int, ratio: float | None = None) -> str:
+    return f"r{ratio:g}" if ratio is not None else f"t{index}"
+
+
+def target_file(out_dir: Path, index: int) -> Path:
+    return out_dir / "targets" / f"t{index}.yaml"
+
+
+def mixture_for(cfg: StudyConfig, replay: float) -> dict[str, float]:
+    """New domains share 1 - replay, old domains share replay."""
+    mixture = {d: (1 - replay) / len(cfg.data.new) for d in cfg.data.new}
+    if replay > 0:
+        mixture.update({d: replay / len(cfg.data.old) for d in cfg.data.old})
+    return mixture
+
+
+def steps_for(cfg: StudyConfig, tokens: int) -> int:
+    per_step = int(cfg.train.get("batch_size", 8)) * int(cfg.train.get("grad_accum", 1)) * cfg.data.seq_len
+    if tokens < per_step:
+        raise RegrowError(f"grid.tokens {tokens} is smaller than one step ({per_step} tokens = train.batch_size x "
+                          f"train.grad_accum x data.seq_len); allowed: >= {per_step}")
+    return tokens // per_step
+
+
+def make_plan(cfg: StudyConfig) -> list[Job]:
+    out = Path(cfg.out_dir)
+    runs = out / "runs"
+    jobs: list[Job] = []
+    source = cfg.source.model
+    needs_source: list[str] = []
+    eval_domains = list(dict.fromkeys([*cfg.data.old, *cfg.data.new]))
+    if cfg.source.pretrain is not None:
+        p = dict(cfg.source.pretrain)
+        base = {
+            "out_dir": str(runs / "base"), "seed": 0, "tokenizer": cfg.tokenizer,
+            "model": {"config": p.get("config", {})},
+            "data": {"path": cfg.data.path, "mixture": p.get("mixture") or {d: 1.0 for d in cfg.data.old or cfg.data.new},
+                     "seq_len": cfg.data.seq_len},
+            "train": {**cfg.train, **p.get("train", {}), "steps": p.get("steps", 100), "eval_domains": eval_domains,
+                      "progress": False},
+            "schedule": p.get("schedule", {"name": "cosine"}),
+        }
+        jobs.append(Job("base", "pretrain", base, labels={"role": "base"}))
+        source, needs_source = str(runs / "base" / "model"), ["base"]
+
+    targets = [(target_label(i), str(target_file(out, i)), None) for i in range(len(cfg.grid.target))]
+    targets += [(target_label(0, r), None, r) for r in cfg.grid.target_ratio]
+    starts = []  # (key, model folder, needs, labels)
+    for seed in cfg.grid.seed:
+        for label, spec, ratio in targets:
+            combos = [(m, r) for m in cfg.grid.method for r in cfg.grid.reinit]
+            if cfg.controls.scratch:
+                combos.append(("scratch", "random"))
+            for method, reinit in combos:
+                scratch = method == "scratch"
+                key = f"scratch-{label}-seed{seed}" if scratch else f"prune-{method}-{label}-{reinit}-seed{seed}"
+                prune = {
+                    **cfg.prune, "model": source, "out": str(runs / key), "method": "magnitude" if scratch else method,
+                    "target": spec, "target_ratio": ratio, "data": cfg.data.path,
+                    "mixture": {d: 1.0 for d in cfg.data.old or cfg.data.new}, "reinit": reinit, "seed": seed,
+                    "seq_len": cfg.data.seq_len, "progress": False,
+                }
+                labels = {"role": "scratch" if scratch else "pruned", "method": "scratch" if scratch else method,
+                          "target": label, "reinit": reinit, "seed": seed}
+                jobs.append(Job(key, "prune", prune, list(needs_source), labels))
+                starts.append((key.removeprefix("prune-"), str(runs / key), [key], labels))
+        if cfg.controls.source:
+            starts.append((f"source-seed{seed}", source, list(needs_source),
+                           {"role": "source", "method": "source", "target": "source", "reinit": "none", "seed": seed}))
+
+    for start_key, model, needs, labels in starts:
+        for s_index, schedule in enumerate(cfg.grid.schedule):
+            schedule_label = f"{schedule.get('name', 'cosine')}{s_index}"
+            for replay in cfg.grid.replay:
+                for tokens in cfg.grid.tokens:
+                    key = f"train-{start_key}-{schedule_label}-replay{replay:g}-tok{tokens}"
+                    run = {
+                        "out_dir": str(runs / key), "seed": labels["seed"], "tokenizer": cfg.tokenizer,
+                        "model": {"init": model},
+                        "data": {"path": cfg.data.path, "mixture": mixture_for(cfg, replay), "seq_len": cfg.data.seq_len,
+                                 "new_domains": list(cfg.data.new)},
+                        "train": {**cfg.train, "steps": steps_for(cfg, tokens), "eval_domains": eval_domains, "progress": False},
+                        "schedule": dict(schedule),
+                    }
+                    jobs.append(Job(key, "train", run, needs, {**labels, "schedule": schedule_label, "replay": replay,
+                                                               "tokens": tokens}))
+    return jobs

@@ -1,0 +1,237 @@
+"""Run a study: plan its runs, record them in the SQLite index, execute what is not done.
+
+Re-running skips finished runs, retries failed ones and resumes killed training runs from
+their last checkpoint. A failing run is recorded and the others go on; runs that need it are
+marked failed with the reason. Ctrl-C returns running rows to 'pending' before exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+from regrow.atomic import write_text_atomic
+from regrow.config import from_dict, read_yaml, to_dict, write_yaml_atomic
+from regrow.errors import RegrowError
+from regrow.study.config import StudyConfig
+from regrow.study.index import StudyIndex
+from regrow.study.plan import Job, make_plan, target_file
+
+STUDY_FILE = "study.yaml"
+INDEX_FILE = "index.sqlite"
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): data}
+
+
+def check_compatible(out: Path, resolved: dict) -> None:
+    """A study folder belongs to one study file: refuse another one, naming the keys that differ."""
+    saved_path = out / STUDY_FILE
+    if not saved_path.is_file():
+        return
+    saved, current = _flatten(read_yaml(saved_path)), _flatten(resolved)
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ:
+        raise RegrowError(f"study folder {str(out)!r} was created by another study file; keys that differ: "
+                          f"{', '.join(differ)}; use a new out_dir or restore those values")
+
+
+def validate_against_data(cfg: StudyConfig, jobs: list[Job]) -> None:
+    """Every run's config must be valid and name domains the data folder has (before any work)."""
+    from regrow.compress.config import PruneConfig
+    from regrow.compress.methods import METHODS
+    from regrow.compress.reinit import REINITS
+    from regrow.data.store import TokenStore
+    from regrow.train.config import RunConfig
+
+    store = TokenStore(cfg.data.path)
+    missing = [d for d in [*cfg.data.old, *cfg.data.new] if d not in store.domain_names]
+    if missing:
+        raise RegrowError(f"data.old/new name domain(s) {', '.join(missing)} that {cfg.data.path!r} lacks; "
+                          f"it has: {', '.join(store.domain_names)}")
+    for job in jobs:
+        if job.kind == "prune":
+            from_dict(PruneConfig, job.config).validate(list(METHODS), list(REINITS))
+        else:
+            from_dict(RunConfig, job.config).validate()
+
+
+def check_targets(cfg: StudyConfig) -> None:
+    """Every target shape must fit the source (checked on a meta-device copy of its config)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from regrow.compress.families import adapter_for
+    from regrow.compress.shape import check_target
+    from regrow.compress.targets import resolve_target
+
+    if cfg.source.model is not None:
+        from regrow.models.hf import is_model_dir
+
+        if not is_model_dir(cfg.source.model):
+            raise RegrowError(f"source.model {cfg.source.model!r} is not an HF model folder (config.json + safetensors)")
+        config = AutoConfig.from_pretrained(cfg.source.model)
+    else:
+        fields = dict(cfg.source.pretrain.get("config", {}))
+        try:
+            config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        except (KeyError, ValueError, TypeError) as err:
+            raise RegrowError(f"source.pretrain.config is not a valid model config: {err}") from err
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    adapter = adapter_for(model.config)
+    source = adapter.shape(model.config)
+    for i in range(len(cfg.grid.target)):
+        path = target_file(Path(cfg.out_dir), i)
+        for depth_only in sorted({m == "depth" for m in cfg.grid.method}):
+            target = resolve_target(model, adapter, str(path), None, depth_only)
+            check_target(source, target, adapter.check_target, lambda s: adapter.config_error(model.config, s))
+
+
+def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, float]:
+    """Run one job to completion (resuming a killed training run); returns (result, FLOPs)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if kind == "prune":
+        from regrow.compress.config import PruneConfig
+        from regrow.compress.prune import REPORT, prune
+
+        out = Path(config["out"])
+        report_path = out / REPORT
+        if not report_path.is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            prune(from_dict(PruneConfig, config), echo=lambda _: None)
+        report = json.loads(report_path.read_text())
+        result = {k: report[k] for k in ("source", "target", "flops", "exactness", "wall_seconds", "calibration_tokens")}
+        return result, float(report["flops"])
+
+    from regrow.train import checkpoint as ckpt
+    from regrow.train.config import RunConfig
+    from regrow.train.trainer import train
+
+    out = Path(config["out_dir"])
+    summary_path = out / "summary.json"
+    if not (summary_path.is_file() and (out / "model").is_dir()):
+        resume = ckpt.latest_checkpoint(out / "checkpoints") is not None
+        if not resume:
+            shutil.rmtree(out, ignore_errors=True)  # killed before its first checkpoint: start again
+        train(from_dict(RunConfig, config), resume=resume)
+    summary = json.loads(summary_path.read_text())
+    return summary, float(summary["compute"]["flops"]["total"])
+
+
+def _waves(jobs: list[Job]) -> list[list[Job]]:
+    order = {"pretrain": 0, "prune": 1, "train": 2}
+    return [[j for j in jobs if order[j.kind] == level] for level in range(3)]
+
+
+def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str], None] = print) -> dict[str, int]:
+    from regrow.compress.methods import METHODS
+    from regrow.compress.reinit import REINITS
+
+    cfg.validate(list(METHODS), list(REINITS))
+    if jobs_in_parallel < 1:
+        raise RegrowError(f"--jobs is {jobs_in_parallel}; it must be >= 1")
+    out = Path(cfg.out_dir)
+    resolved = to_dict(cfg)
+    check_compatible(out, resolved)
+    plan = make_plan(cfg)
+    validate_against_data(cfg, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, spec in enumerate(cfg.grid.target):
+        write_text_atomic(target_file(out, i), json.dumps(spec) + "\n")
+    check_targets(cfg)
+    write_yaml_atomic(out / STUDY_FILE, resolved)
+
+    index = StudyIndex(out / INDEX_FILE)
+    try:
+        released = index.release_running()
+        if released:
+            echo(f"{released} run(s) interrupted earlier will run again")
+        for job in plan:
+            index.add(job.key, job.kind, job.config_hash)
+        failed: set[str] = set()
+        threads = max(1, (os.cpu_count() or 1) // jobs_in_parallel)
+        for wave in _waves(plan):
+            todo = []
+            for job in wave:
+                if index.status(job.key) == "done":
+                    continue
+                blocked = [n for n in job.needs if n in failed or index.status(n) != "done"]
+                if blocked:
+                    index.fail(job.key, f"needs {', '.join(blocked)}, which did not finish")
+                    failed.add(job.key)
+                    continue
+                todo.append(job)
+            _run_wave(index, todo, jobs_in_parallel, threads, failed, echo)
+        counts = index.counts()
+    finally:
+        index.close()
+    echo(f"study {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return counts
+
+
+def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, failed: set[str],
+              echo: Callable[[str], None]) -> None:
+    def record(job: Job, outcome: tuple[dict, float] | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            message = str(outcome).strip().splitlines()[-1] if str(outcome).strip() else type(outcome).__name__
+            index.fail(job.key, f"{type(outcome).__name__}: {message}")
+            failed.add(job.key)
+            echo(f"  failed {job.key}: {message}")
+        else:
+            index.finish(job.key, *outcome)
+            echo(f"  done   {job.key}")
+
+    try:
+        if parallel == 1:
+            for job in todo:
+                index.start(job.key)
+                echo(f"  run    {job.key}")
+                try:
+                    outcome = execute(job.kind, job.config)
+                except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
+                    traceback.print_exc()
+                    outcome = err
+                record(job, outcome)
+            return
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn")) as pool:
+            futures = {}
+            for job in todo:
+                index.start(job.key)
+                echo(f"  run    {job.key}")
+                futures[pool.submit(execute, job.kind, job.config, threads)] = job
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except Exception as err:  # noqa: BLE001
+                    outcome = err
+                record(futures[future], outcome)
+    except KeyboardInterrupt:
+        index.release_running()
+        raise
+
+
+def study_status(out_dir: str | Path) -> tuple[dict[str, int], list[dict]]:
+    path = Path(out_dir) / INDEX_FILE
+    if not path.is_file():
+        raise RegrowError(f"{str(out_dir)!r} is not a study folder (no {INDEX_FILE}); run `regrow study STUDY.yaml` first")
+    index = StudyIndex(path)
+    try:
+        return index.counts(), index.rows()
+    finally:
+        index.close()

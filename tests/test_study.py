@@ -1,0 +1,140 @@
+"""`regrow study`: a grid of prune-then-continue runs with controls, indexed in SQLite, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from regrow.cli.main import main
+from regrow.train.metrics import read_metrics
+
+TARGET = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48}
+
+
+def study_file(tmp_path, family_models, data_dir, **changes) -> str:
+    study = {
+        "out_dir": str(tmp_path / "study"),
+        "source": {"model": str(family_models["llama"])},
+        "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32},
+        "grid": {"method": ["activation"], "target": [TARGET], "reinit": ["none"],
+                 "schedule": [{"name": "cosine", "lr_max": 1e-3, "lr_min": 1e-4, "warmup_steps": 1}],
+                 "replay": [0.0, 0.25], "tokens": [512], "seed": [0]},
+        "prune": {"calibration_samples": 8, "batch_size": 4},
+        "train": {"batch_size": 4, "eval_tokens": 256, "log_every": 1, "checkpoint_every": 1},
+    }
+    for key, value in changes.items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            study[section][leaf] = value
+        else:
+            study[section] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return str(path)
+
+
+def rows(folder):
+    with sqlite3.connect(folder / "index.sqlite") as db:
+        return db.execute("SELECT key, kind, status, attempts FROM runs ORDER BY key").fetchall()
+
+
+def test_study_runs_every_cell_with_controls_and_skips_done(tmp_path, family_models, data_dir, capsys):
+    path = study_file(tmp_path, family_models, data_dir)
+    assert main(["study", path]) == 0
+    folder = tmp_path / "study"
+    found = rows(folder)
+    keys = [k for k, *_ in found]
+    assert keys == sorted([
+        "prune-activation-t0-none-seed0", "scratch-t0-seed0",
+        *[f"train-{start}-cosine0-replay{r}-tok512" for start in ("activation-t0-none-seed0", "scratch-t0-seed0", "source-seed0")
+          for r in ("0", "0.25")],
+    ])
+    assert all(status == "done" and attempts == 1 for _, _, status, attempts in found)
+    summary = json.loads((folder / "runs" / "train-activation-t0-none-seed0-cosine0-replay0.25-tok512" / "summary.json").read_text())
+    assert summary["steps"] == 512 // (4 * 32) and summary["mixture"] == {"code": 0.75, "prose": 0.25}
+    assert summary["compute"]["flops"]["pruning"] > 0  # the activation pass is charged to the run it started
+    scratch = json.loads((folder / "runs" / "scratch-t0-seed0" / "pruning_report.json").read_text())
+    assert scratch["reinit"] == "random"
+
+    capsys.readouterr()
+    assert main(["study", path]) == 0  # everything done: nothing runs again, no row is added
+    assert "  run " not in capsys.readouterr().out
+    assert rows(folder) == found
+    assert main(["study", "status", str(folder)]) == 0
+    assert "8 runs: 0 pending, 0 running, 8 done, 0 failed" in capsys.readouterr().out
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, family_models, data_dir, capsys):
+    schedules = [{"name": "cosine", "warmup_steps": 1}, {"name": "cosine", "warmup_steps": 99}]  # 99 >= its 4 steps
+    path = study_file(tmp_path, family_models, data_dir, **{"grid.schedule": schedules, "grid.replay": [0.0],
+                                                             "controls": {"scratch": False, "source": False}})
+    assert main(["study", path]) == 1
+    status = {k: s for k, _, s, _ in rows(tmp_path / "study")}
+    assert status["train-activation-t0-none-seed0-cosine0-replay0-tok512"] == "done"
+    assert status["train-activation-t0-none-seed0-cosine1-replay0-tok512"] == "failed"
+    assert main(["study", "status", str(tmp_path / "study")]) == 0
+    assert "warmup_steps 99 must be < total_steps 4" in capsys.readouterr().out
+
+
+def test_killed_study_completes_without_duplicate_or_lost_rows(tmp_path, family_models, data_dir):
+    path = study_file(tmp_path, family_models, data_dir, **{"grid.tokens": [2048], "grid.replay": [0.0]})
+    folder = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "regrow", "study", path], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill it in the middle of a training run, after a checkpoint
+        ckpts = list((folder / "runs").glob("train-*/checkpoints/step_*/state.json")) if (folder / "runs").exists() else []
+        if ckpts:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = rows(folder)
+    assert any(status != "done" for _, _, status, _ in before)
+    assert main(["study", path]) == 0
+    after = rows(folder)
+    assert [k for k, *_ in after] == [k for k, *_ in before]  # same rows, none duplicated or lost
+    assert all(status == "done" for _, _, status, _ in after)
+    for run in (folder / "runs").glob("train-*"):
+        steps = [r["step"] for r in read_metrics(run) if r["event"] == "train"]
+        assert steps == list(range(1, 2048 // 128 + 1)), run.name  # resumed runs: no duplicated or lost steps
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"grid.method": ["wanda"]}, r"unknown method 'wanda' in grid.method; allowed: activation"),
+        ({"grid.reinit": []}, r"grid.reinit is empty: the grid has no cells"),
+        ({"grid.target": [{"hidden_size": 128}]}, r"target hidden_size 128 is larger than the source's 64"),
+        ({"grid.tokens": [64]}, r"grid.tokens 64 is smaller than one step \(128 tokens"),
+        ({"data": {"path": "DATA", "old": ["german"], "new": ["code"], "seq_len": 32}}, r"domain\(s\) german that"),
+        ({"grid.colour": ["red"]}, r"unknown config key 'grid.colour'"),
+    ],
+)
+def test_bad_studies(changes, message, tmp_path, family_models, data_dir, capsys):
+    import re
+
+    if "data" in changes:
+        changes = {"data": {**changes["data"], "path": str(data_dir)}}
+    path = study_file(tmp_path, family_models, data_dir, **changes)
+    assert main(["study", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("regrow: error: ") and "\n" not in err
+    assert re.search(message, err), err
+    assert not (tmp_path / "study" / "index.sqlite").exists()
+
+
+def test_study_folder_of_another_study_file(tmp_path, family_models, data_dir, capsys):
+    path = study_file(tmp_path, family_models, data_dir, **{"grid.replay": [0.0], "controls": {"scratch": False, "source": False}})
+    assert main(["study", path]) == 0
+    other = study_file(tmp_path, family_models, data_dir, **{"grid.replay": [0.5], "controls": {"scratch": False, "source": False}})
+    assert main(["study", other]) == 2
+    assert "keys that differ: grid.replay" in capsys.readouterr().err
