@@ -138,3 +138,10 @@ def test_study_folder_of_another_study_file(tmp_path, family_models, data_dir, c
     other = study_file(tmp_path, family_models, data_dir, **{"grid.replay": [0.5], "controls": {"scratch": False, "source": False}})
     assert main(["study", other]) == 2
     assert "keys that differ: grid.replay" in capsys.readouterr().err
+
+
+def test_parallel_jobs(tmp_path, family_models, data_dir):
+    path = study_file(tmp_path, family_models, data_dir, **{"controls": {"scratch": False, "source": True}})
+    assert main(["study", path, "--jobs", "2"]) == 0
+    found = rows(tmp_path / "study")
+    assert len(found) == 5 and all(status == "done" and attempts == 1 for _, _, status, attempts in found)
