@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -145,3 +146,31 @@ def test_parallel_jobs(tmp_path, family_models, data_dir):
     assert main(["study", path, "--jobs", "2"]) == 0
     found = rows(tmp_path / "study")
     assert len(found) == 5 and all(status == "done" and attempts == 1 for _, _, status, attempts in found)
+
+
+def test_report_from_a_finished_study(tmp_path, family_models, data_dir, capsys):
+    from regrow.study.report import flops_to_reach, saving_factor
+
+    path = study_file(tmp_path, family_models, data_dir, **{"grid.tokens": [1024]})
+    assert main(["study", path]) == 0
+    capsys.readouterr()
+    folder = tmp_path / "study"
+    assert main(["report", str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert "won" in printed and "| rank | start |" in printed
+    md = (folder / "report.md").read_text()
+    html = (folder / "report.html").read_text()
+    report = json.loads((folder / "report.json").read_text())
+    starts = {r["start"] for r in report["ranking"]}
+    assert starts == {"activation-t0-none", "scratch-t0", "source"}
+    assert "loss curves: code" in report["figures"] and "loss vs. FLOPs" in report["figures"]
+    assert html.count("data:image/png;base64,") == len(report["figures"]) and "<table>" in html
+    assert "## Ranking" in md and "## Study file (resolved)" in md and "prune-activation-t0-none-seed0" in md
+    ranked = [r["new_loss"] for r in report["ranking"]]
+    assert ranked == sorted(ranked)
+    # the saving factor is computed from the curves: a control that needs twice the FLOPs -> 2x
+    control = (np.array([0.0, 10.0, 20.0]), np.array([5.0, 4.0, 3.0]))
+    method = (np.array([2.0, 6.0, 10.0]), np.array([4.0, 3.0, 2.5]))
+    assert flops_to_reach(*method, 3.0) == 6.0 and flops_to_reach(*control, 3.0) == 20.0
+    assert saving_factor(method, control) == pytest.approx(20.0 / 6.0)
+    assert saving_factor((np.array([1.0, 2.0]), np.array([9.0, 8.0])), control) is None  # never reaches it

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from regrow import __version__
-from regrow.cli import data, demo, evaluate, prune, schedule, study, tokenizer, train
+from regrow.cli import data, demo, evaluate, prune, report, schedule, study, tokenizer, train
 from regrow.errors import RegrowError
 
-COMMANDS = (tokenizer, data, train, prune, study, schedule, evaluate, demo)
+COMMANDS = (tokenizer, data, train, prune, study, report, schedule, evaluate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
