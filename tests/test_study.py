@@ -174,3 +174,11 @@ def test_report_from_a_finished_study(tmp_path, family_models, data_dir, capsys)
     assert flops_to_reach(*method, 3.0) == 6.0 and flops_to_reach(*control, 3.0) == 20.0
     assert saving_factor(method, control) == pytest.approx(20.0 / 6.0)
     assert saving_factor((np.array([1.0, 2.0]), np.array([9.0, 8.0])), control) is None  # never reaches it
+
+
+def test_report_and_status_need_a_study_folder(tmp_path, capsys):
+    for argv in (["report", str(tmp_path)], ["study", "status", str(tmp_path)], ["study", "status"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("regrow: error: ") and "\n" not in err
+    assert not (tmp_path / "report.md").exists()
