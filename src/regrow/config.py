@@ -195,3 +195,15 @@ def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[st
 def write_yaml_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write YAML through a temporary file and a rename, so a reader never sees half a file."""
     write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def flatten(data: dict[str, Any], keep_whole: tuple[str, ...] = (), prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> leaf values (mappings named in `keep_whole` stay one value), for diffs of configs."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in keep_whole:
+            flat.update(flatten(value, keep_whole, name + "."))
+        else:
+            flat[name] = value
+    return flat

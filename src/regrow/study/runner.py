@@ -17,7 +17,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from regrow.atomic import write_text_atomic
-from regrow.config import from_dict, read_yaml, to_dict, write_yaml_atomic
+from regrow.config import flatten, from_dict, read_yaml, to_dict, write_yaml_atomic
 from regrow.errors import RegrowError
 from regrow.study.config import StudyConfig
 from regrow.study.index import StudyIndex
@@ -27,21 +27,12 @@ STUDY_FILE = "study.yaml"
 INDEX_FILE = "index.sqlite"
 
 
-def _flatten(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out or {prefix.rstrip("."): {}}
-    return {prefix.rstrip("."): data}
-
-
 def check_compatible(out: Path, resolved: dict) -> None:
     """A study folder belongs to one study file: refuse another one, naming the keys that differ."""
     saved_path = out / STUDY_FILE
     if not saved_path.is_file():
         return
-    saved, current = _flatten(read_yaml(saved_path)), _flatten(resolved)
+    saved, current = flatten(read_yaml(saved_path)), flatten(resolved)
     differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differ:
         raise RegrowError(f"study folder {str(out)!r} was created by another study file; keys that differ: "

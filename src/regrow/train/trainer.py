@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from regrow.atomic import write_json_atomic
-from regrow.config import read_yaml, to_dict, write_yaml_atomic
+from regrow.config import flatten, read_yaml, to_dict, write_yaml_atomic
 from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint, load_tokenizer, vocab_size_of
@@ -44,20 +44,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and key != "mixture":
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def check_resume_compatible(saved: dict, current: dict) -> None:
     """A resume may extend or re-pace a run, never change its model, data or recipe."""
-    a, b = _flatten(saved), _flatten(current)  # includes "resolved.*": model shape, schedule
+    a, b = flatten(saved, ("mixture",)), flatten(current, ("mixture",))  # includes "resolved.*": model shape, schedule
     changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         raise RegrowError(
