@@ -1,25 +1,38 @@
+import json
+
 import pytest
 
 from regrow.cli.main import main
 from regrow.study.demo import run_demo
 
+STARTS = {"sheared-r0.5-none", "activation-r0.5-none", "depth-r0.5-none", "scratch-r0.5", "source"}
+CELLS = {f"{s}-replay{r}-tok{t}" for s in ("cosine0", "infinite1") for r in ("0", "0.05") for t in (8 * 16 * 128,)}
 
-def test_quick_demo_prints_the_table(tmp_path, capsys):
+
+def test_quick_demo_runs_the_study_and_prints_the_table(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    table = (tmp_path / "demo" / "results.md").read_text()
-    assert table.strip() in out
-    for run in ("no-replay", "cosine-replay5", "infinite-replay5"):
-        assert f"| {run} |" in table
-        assert (tmp_path / "demo" / "runs" / run / "model" / "model.safetensors").is_file()
-    # a second call reuses every finished step
+    results = (tmp_path / "demo" / "results.md").read_text()
+    assert results.split("\n\n")[1].strip() in out  # the headline table is printed
+    study = tmp_path / "demo" / "study"
+    report = json.loads((study / "report.json").read_text())
+    assert {(r["start"], r["cell"]) for r in report["ranking"]} == {(s, c) for s in STARTS for c in CELLS}
+    assert report["counts"] == {"pending": 0, "running": 0, "done": 25, "failed": 0}
+    assert (study / "report.html").read_text().count("data:image/png;base64,") >= 4
+    # a second call reuses every finished run
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
-    assert "pre-training" in capsys.readouterr().out
+    assert "[demo] run " not in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_full_demo_replay_reduces_forgetting(tmp_path):
-    rows = {r["run"]: r for r in run_demo(tmp_path / "demo", progress=False)}
-    assert rows["cosine-replay5"]["forgetting"] < rows["no-replay"]["forgetting"]
-    assert rows["infinite-replay5"]["forgetting"] < rows["no-replay"]["forgetting"]
-    assert all(r["adaptation"] > 1.0 for r in rows.values())
+def test_full_demo_pruned_models_beat_scratch(tmp_path):
+    report = run_demo(tmp_path / "demo")
+    by = {(r["start"], r["cell"]): r for r in report["ranking"]}
+    for cell in {c for _, c in by}:
+        scratch = by[("scratch-r0.5", cell)]["new_loss"]
+        for method in ("sheared-r0.5-none", "activation-r0.5-none"):
+            assert by[(method, cell)]["new_loss"] < scratch
+    cosine = [c for c in {c for _, c in by} if c.startswith("cosine0")]
+    no_replay = next(c for c in cosine if "replay0-" in c)
+    replay = next(c for c in cosine if "replay0.05" in c)
+    assert by[("source", replay)]["forgetting"] < by[("source", no_replay)]["forgetting"]

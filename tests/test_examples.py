@@ -45,3 +45,15 @@ def test_example_prune_config_is_valid(path):
     cfg.validate(list(METHODS), list(REINITS))
     target = yaml.safe_load((EXAMPLES.parent / cfg.target).read_text())
     assert set(target) <= set(SHAPE_KEYS)
+
+
+def test_example_study_is_valid():
+    from regrow.compress.methods import METHODS
+    from regrow.compress.reinit import REINITS
+    from regrow.study.config import StudyConfig
+    from regrow.study.plan import make_plan
+
+    cfg = load_config(StudyConfig, EXAMPLES / "en_de" / "study.yaml")
+    cfg.validate(list(METHODS), list(REINITS))
+    jobs = make_plan(cfg)
+    assert sum(j.kind == "train" for j in jobs) == 5 * 2 * 2 and jobs[0].key == "base"

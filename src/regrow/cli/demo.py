@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run the offline continual pre-training demo")
+    parser = subparsers.add_parser("demo", help="run the offline demo study (prune, continue, report)")
     parser.add_argument("--out", default="regrow-demo", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a much smaller version (for smoke tests)")
     parser.set_defaults(func=run)

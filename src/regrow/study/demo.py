@@ -1,31 +1,33 @@
-"""`regrow demo`: the main job in miniature, offline, from nothing but the package.
+"""`regrow demo`: the study in miniature, offline, from nothing but the package.
 
 1. train a byte-level BPE on the standard library and build two real domains from it:
    `prose` (English docstrings) and `code` (Python without docstrings);
-2. pre-train a small Llama on prose;
-3. continue it on code three ways: no replay (cosine re-warm and re-decay), cosine re-warm with
-   5% prose replay, and the infinite schedule with 5% replay;
-4. print forgetting (rise of the prose loss) and adaptation (fall of the code loss) per run.
+2. a study (regrow.study) that pre-trains a small Llama on prose, prunes it to about half its
+   parameters with `sheared`, `activation` and `depth`, adds the from-scratch control of the
+   same size and the unpruned source, and continues every one of them on code with cosine
+   re-warming and with the infinite schedule, each with 0% and 5% prose replay;
+3. the study report (report.md, report.html) and its headline table.
 
-Every step is skipped when its output is already complete, so a second call is quick.
+Finished runs are skipped (the study index), so a second call is quick.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from regrow.atomic import write_text_atomic
 from regrow.config import from_dict
 from regrow.data.prepare import prepare_domain
 from regrow.data.sources import SourceRecord, iter_builtin
 from regrow.data.store import MANIFEST
 from regrow.data.tokenizer import load_tokenizer, train_bpe
-from regrow.train.config import RunConfig
-from regrow.train.trainer import train
+from regrow.study.config import StudyConfig
+from regrow.study.report import build_report, headline_table
+from regrow.study.runner import run_study
 
 VOCAB_SIZE = 2048
 SEQ_LEN = 128
@@ -34,7 +36,7 @@ BASE_MODEL = {
     "num_key_value_heads": 2, "intermediate_size": 352, "max_position_embeddings": SEQ_LEN,
     "tie_word_embeddings": True,
 }
-TRAIN = {"batch_size": 16, "eval_tokens": 16384, "log_every": 25, "keep_checkpoints": 1}
+TRAIN = {"batch_size": 16, "eval_tokens": 8192, "log_every": 25, "keep_checkpoints": 1}
 LR_MAX = 3e-3
 
 
@@ -43,33 +45,46 @@ class DemoSize:
     """How much work the demo does; `QUICK` is for tests and smoke checks."""
 
     base_steps: int = 300
-    continue_steps: int = 150
+    continue_steps: int = 100
+    sheared_steps: int = 100
+    calibration_samples: int = 256
     max_documents: int | None = None  # per domain; None: the whole standard library
 
 
 FULL = DemoSize()
-QUICK = DemoSize(base_steps=30, continue_steps=12, max_documents=400)
+QUICK = DemoSize(base_steps=30, continue_steps=8, sheared_steps=8, calibration_samples=16, max_documents=400)
 
 
-@dataclass(frozen=True)
-class Continuation:
-    name: str
-    schedule: dict
-    replay: float
+def schedules(steps: int) -> list[dict]:
+    """Cosine re-warm + re-decay, and the infinite schedule with phases scaled to the run."""
+    base = {"lr_max": LR_MAX, "lr_min": LR_MAX / 10, "warmup_steps": 3}
+    return [
+        {"name": "cosine", **base},
+        {"name": "infinite", **base, "cooldown_steps": steps // 3, "lr_const": LR_MAX * 0.55, "anneal_steps": steps // 5},
+    ]
 
 
-def continuations(steps: int) -> tuple[Continuation, ...]:
-    """The three ways to continue; the infinite schedule's phases scale with the run length."""
-    cosine = {"name": "cosine", "warmup_steps": 3}
-    infinite = {
-        "name": "infinite", "warmup_steps": 3, "cooldown_steps": steps // 3,
-        "lr_const": LR_MAX * 0.55, "anneal_steps": steps // 5,
+def demo_study(out: Path, tokenizer_dir: Path, data_dir: Path, size: DemoSize) -> StudyConfig:
+    study = {
+        "out_dir": str(out / "study"),
+        "tokenizer": str(tokenizer_dir),
+        "source": {"pretrain": {
+            "config": BASE_MODEL, "mixture": {"prose": 1.0}, "steps": size.base_steps,
+            "schedule": {"name": "cosine", "lr_max": LR_MAX, "lr_min": LR_MAX / 10, "warmup_steps": 10},
+        }},
+        "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": SEQ_LEN},
+        "grid": {
+            "method": ["sheared", "activation", "depth"], "target_ratio": [0.5], "reinit": ["none"],
+            "schedule": schedules(size.continue_steps), "replay": [0.0, 0.05],
+            "tokens": [size.continue_steps * TRAIN["batch_size"] * SEQ_LEN], "seed": [0],
+        },
+        "controls": {"scratch": True, "source": True},
+        "prune": {"calibration_samples": size.calibration_samples, "batch_size": 8,
+                  # the paper's weight lr (1e-4) is for 7B models; this small one trained at 3e-3
+                  "sheared": {"steps": size.sheared_steps, "lr_weights": 1e-3}},
+        "train": {**TRAIN, "eval_every": max(1, size.continue_steps // 4), "progress": False},
     }
-    return (
-        Continuation("no-replay", cosine, 0.0),
-        Continuation("cosine-replay5", cosine, 0.05),
-        Continuation("infinite-replay5", infinite, 0.05),
-    )
+    return from_dict(StudyConfig, study)
 
 
 def prepare_demo_data(out: Path, max_documents: int | None = None) -> tuple[Path, Path]:
@@ -93,65 +108,20 @@ def prepare_demo_data(out: Path, max_documents: int | None = None) -> tuple[Path
     return tokenizer_dir, data_dir
 
 
-def run_once(recipe: dict) -> dict:
-    """Train one recipe unless its run already finished (then reuse its summary)."""
-    out_dir = Path(recipe["out_dir"])
-    summary_path = out_dir / "summary.json"
-    if summary_path.is_file():
-        return json.loads(summary_path.read_text())
-    shutil.rmtree(out_dir, ignore_errors=True)  # an unfinished earlier attempt
-    return train(from_dict(RunConfig, recipe))
-
-
-def run_demo(out: str | Path, size: DemoSize = FULL, progress: bool = True) -> list[dict]:
+def run_demo(out: str | Path, size: DemoSize = FULL) -> dict:
     out = Path(out)
     started = time.perf_counter()
     tokenizer_dir, data_dir = prepare_demo_data(out, size.max_documents)
-    train_keys = {**TRAIN, "progress": progress}
-    print(f"[demo] pre-training the base model on prose ({size.base_steps} steps)")
-    run_once({
-        "out_dir": str(out / "runs" / "base"), "seed": 0, "tokenizer": str(tokenizer_dir),
-        "model": {"config": BASE_MODEL},
-        "data": {"path": str(data_dir), "mixture": {"prose": 1.0}, "seq_len": SEQ_LEN},
-        "train": {**train_keys, "steps": size.base_steps},
-        "schedule": {"name": "cosine", "lr_max": LR_MAX, "lr_min": LR_MAX / 10, "warmup_steps": 10},
-    })
-    rows = []
-    for cont in continuations(size.continue_steps):
-        print(f"[demo] continuing on code: {cont.name} ({size.continue_steps} steps)")
-        mixture = {"code": 1.0 - cont.replay, "prose": cont.replay} if cont.replay else {"code": 1.0}
-        summary = run_once({
-            "out_dir": str(out / "runs" / cont.name), "seed": 0,
-            "model": {"init": str(out / "runs" / "base" / "model")},
-            "data": {"path": str(data_dir), "mixture": mixture, "seq_len": SEQ_LEN, "new_domains": ["code"]},
-            "train": {**train_keys, "steps": size.continue_steps},
-            "schedule": {"lr_max": LR_MAX, "lr_min": LR_MAX / 10, **cont.schedule},
-        })
-        rows.append({"run": cont.name, "schedule": cont.schedule["name"], "replay": cont.replay, **_losses(summary)})
-    table = format_table(rows)
-    (out / "results.md").write_text(table + "\n")
+    print("[demo] study: pre-train on prose, prune to ~50% (sheared, activation, depth, scratch control), "
+          "continue on code (cosine / infinite x 0% / 5% replay)")
+    run_study(demo_study(out, tokenizer_dir, data_dir, size), echo=lambda line: print(f"[demo] {line.strip()}"))
+    report = build_report(out / "study")
+    table = headline_table(report["ranking"])
+    write_text_atomic(out / "results.md", report["headline"] + "\n\n" + table + "\n")
+    print()
+    print(report["headline"].replace("**", ""))
     print()
     print(table)
-    print(f"\n[demo] done in {time.perf_counter() - started:.0f} s; runs, metrics and models under {out}")
-    return rows
-
-
-def _losses(summary: dict) -> dict:
-    d = summary["domains"]
-    return {
-        "prose_start": d["prose"]["loss_start"], "prose_end": d["prose"]["loss_end"], "forgetting": d["prose"]["forgetting"],
-        "code_start": d["code"]["loss_start"], "code_end": d["code"]["loss_end"], "adaptation": d["code"]["adaptation"],
-    }
-
-
-def format_table(rows: list[dict]) -> str:
-    lines = [
-        "| run | schedule | replay | prose loss (old) | forgetting | code loss (new) | adaptation |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['run']} | {r['schedule']} | {r['replay']:.0%} | {r['prose_start']:.3f} -> {r['prose_end']:.3f} | "
-            f"{r['forgetting']:+.3f} | {r['code_start']:.3f} -> {r['code_end']:.3f} | {r['adaptation']:+.3f} |"
-        )
-    return "\n".join(lines)
+    print(f"\n[demo] done in {time.perf_counter() - started:.0f} s; report: {out / 'study' / 'report.html'} "
+          f"(and report.md); runs under {out / 'study' / 'runs'}")
+    return report
