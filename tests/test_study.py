@@ -166,6 +166,7 @@ def test_report_from_a_finished_study(tmp_path, family_models, data_dir, capsys)
     assert "loss curves: code" in report["figures"] and "loss vs. FLOPs" in report["figures"]
     assert html.count("data:image/png;base64,") == len(report["figures"]) and "<table>" in html
     assert "## Ranking" in md and "## Study file (resolved)" in md and "prune-activation-t0-none-seed0" in md
+    assert "domain weights" not in report["figures"]  # no dynamic run in this study
     ranked = [r["new_loss"] for r in report["ranking"]]
     assert ranked == sorted(ranked)
     # the saving factor is computed from the curves: a control that needs twice the FLOPs -> 2x
@@ -182,3 +183,39 @@ def test_report_and_status_need_a_study_folder(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("regrow: error: ") and "\n" not in err
     assert not (tmp_path / "report.md").exists()
+
+
+def test_submitit_executor(tmp_path, family_models, data_dir):
+    """The Slurm code path (submitit), run on this machine by submitit's local cluster."""
+    path = study_file(tmp_path, family_models, data_dir, **{"grid.replay": [0.0], "controls": {"scratch": False, "source": False}})
+    assert main(["study", path, "--executor", "submitit-local", "--executor-param", "timeout_min=10"]) == 0
+    found = rows(tmp_path / "study")
+    assert [(k, s) for k, _, s, _ in found] == [("prune-activation-t0-none-seed0", "done"),
+                                                ("train-activation-t0-none-seed0-cosine0-replay0-tok512", "done")]
+    assert any((tmp_path / "study" / "submitit").iterdir())  # submitit's job logs
+
+
+@pytest.mark.parametrize("executor,message", [("kubernetes", r"unknown executor 'kubernetes'; allowed: local, slurm, submitit-local"),
+                                              ("slurm", r"executor 'slurm' needs Slurm's sbatch on PATH")])
+def test_bad_executor(executor, message, tmp_path, family_models, data_dir, capsys):
+    import re
+    import shutil
+
+    if executor == "slurm" and shutil.which("sbatch"):
+        pytest.skip("this machine has Slurm")
+    path = study_file(tmp_path, family_models, data_dir)
+    assert main(["study", path, "--executor", executor]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_report_plots_dynamic_weights(tmp_path, family_models, data_dir):
+    data = {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32,
+            "dynamic": {"reference": "source", "interval": 2}}
+    path = study_file(tmp_path, family_models, data_dir, data=data,
+                      **{"grid.replay": [0.25], "controls": {"scratch": False, "source": False}})
+    assert main(["study", path]) == 0
+    assert main(["report", str(tmp_path / "study")]) == 0
+    report = json.loads((tmp_path / "study" / "report.json").read_text())
+    assert "domain weights" in report["figures"]
+    run = tmp_path / "study" / "runs" / "train-activation-t0-none-seed0-cosine0-replay0.25-tok512"
+    assert [r["step"] for r in read_metrics(run) if r["event"] == "mixture"] == [0, 2, 4]

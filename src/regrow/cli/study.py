@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regrow.config import load_config
+from regrow.config import load_config, parse_override
 from regrow.errors import RegrowError
 
 
@@ -11,6 +11,9 @@ def register(subparsers) -> None:
     parser.add_argument("target", metavar="STUDY.yaml | status", help="a study file, or `status`")
     parser.add_argument("folder", nargs="?", metavar="STUDY_DIR", help="with `status`: the study folder")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (local processes)")
+    parser.add_argument("--executor", default="local", help="local (default), slurm (submitit), or submitit-local")
+    parser.add_argument("--executor-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a submitit parameter, e.g. timeout_min=120, slurm_partition=gpu, gpus_per_node=1")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
     parser.set_defaults(func=run)
 
@@ -23,7 +26,12 @@ def run(args) -> int:
     from regrow.study.config import StudyConfig
     from regrow.study.runner import run_study
 
-    counts = run_study(load_config(StudyConfig, args.target, args.set), args.jobs)
+    params = {}
+    for item in args.executor_param:
+        keys, value = parse_override(item)
+        params[".".join(keys)] = value
+    counts = run_study(load_config(StudyConfig, args.target, args.set), args.jobs,
+                       executor=args.executor, executor_params=params)
     return 0 if counts["failed"] == 0 else 1
 
 

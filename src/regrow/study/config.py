@@ -22,6 +22,7 @@ class StudyData:
     old: list[str] = field(default_factory=list)  # what the source knows (replay, forgetting)
     new: list[str] = field(default_factory=list)  # what continued training adapts to
     seq_len: int = 128
+    dynamic: dict[str, Any] | None = None  # data.dynamic of every continued-training run (dynamic batch loading)
 
 
 @dataclass

@@ -110,7 +110,7 @@ def make_plan(cfg: StudyConfig) -> list[Job]:
                         "out_dir": str(runs / key), "seed": labels["seed"], "tokenizer": cfg.tokenizer,
                         "model": {"init": model},
                         "data": {"path": cfg.data.path, "mixture": mixture_for(cfg, replay), "seq_len": cfg.data.seq_len,
-                                 "new_domains": list(cfg.data.new)},
+                                 "new_domains": list(cfg.data.new), "dynamic": cfg.data.dynamic},
                         "train": {**cfg.train, "steps": steps_for(cfg, tokens), "eval_domains": eval_domains, "progress": False},
                         "schedule": dict(schedule),
                     }

@@ -130,13 +130,26 @@ def _waves(jobs: list[Job]) -> list[list[Job]]:
     return [[j for j in jobs if order[j.kind] == level] for level in range(3)]
 
 
-def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str], None] = print) -> dict[str, int]:
+def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str], None] = print,
+              executor: str = "local", executor_params: dict | None = None) -> dict[str, int]:
+    """Run the study; `executor`: local processes (default), or submitit on Slurm (`slurm`) or
+    on this machine (`submitit-local`), with `executor_params` for submitit (timeout_min,
+    slurm_partition, gpus_per_node, ...)."""
     from regrow.compress.methods import METHODS
     from regrow.compress.reinit import REINITS
 
     cfg.validate(list(METHODS), list(REINITS))
     if jobs_in_parallel < 1:
         raise RegrowError(f"--jobs is {jobs_in_parallel}; it must be >= 1")
+    if executor not in EXECUTORS:
+        raise RegrowError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if executor != "local":
+        try:
+            import submitit  # noqa: F401
+        except ImportError as err:
+            raise RegrowError(f"executor {executor!r} needs submitit: pip install 'regrow[slurm]'") from err
+        if executor == "slurm" and shutil.which("sbatch") is None:
+            raise RegrowError("executor 'slurm' needs Slurm's sbatch on PATH; on a single machine use --executor local")
     out = Path(cfg.out_dir)
     resolved = to_dict(cfg)
     check_compatible(out, resolved)
@@ -168,7 +181,7 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
                     failed.add(job.key)
                     continue
                 todo.append(job)
-            _run_wave(index, todo, jobs_in_parallel, threads, failed, echo)
+            _run_wave(index, todo, jobs_in_parallel, threads, failed, echo, executor, executor_params, out)
         counts = index.counts()
     finally:
         index.close()
@@ -176,19 +189,42 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
     return counts
 
 
-def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, failed: set[str],
-              echo: Callable[[str], None]) -> None:
-    def record(job: Job, outcome: tuple[dict, float] | BaseException) -> None:
-        if isinstance(outcome, BaseException):
-            message = str(outcome).strip().splitlines()[-1] if str(outcome).strip() else type(outcome).__name__
-            index.fail(job.key, f"{type(outcome).__name__}: {message}")
-            failed.add(job.key)
-            echo(f"  failed {job.key}: {message}")
-        else:
-            index.finish(job.key, *outcome)
-            echo(f"  done   {job.key}")
+EXECUTORS = ("local", "slurm", "submitit-local")
 
+
+def _record(index: StudyIndex, job: Job, outcome: tuple[dict, float] | BaseException, failed: set[str],
+            echo: Callable[[str], None]) -> None:
+    if isinstance(outcome, BaseException):
+        message = str(outcome).strip().splitlines()[-1] if str(outcome).strip() else type(outcome).__name__
+        index.fail(job.key, f"{type(outcome).__name__}: {message}")
+        failed.add(job.key)
+        echo(f"  failed {job.key}: {message}")
+    else:
+        index.finish(job.key, *outcome)
+        echo(f"  done   {job.key}")
+
+
+def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, failed: set[str],
+              echo: Callable[[str], None], executor: str = "local", executor_params: dict | None = None,
+              folder: Path | None = None) -> None:
+    handles = []
     try:
+        if executor != "local":
+            import submitit
+
+            ex = submitit.AutoExecutor(folder=str(folder / "submitit"), cluster="slurm" if executor == "slurm" else "local")
+            ex.update_parameters(**(executor_params or {}))
+            for job in todo:
+                index.start(job.key)
+                echo(f"  submit {job.key}")
+                handles.append((job, ex.submit(execute, job.kind, job.config)))
+            for job, handle in handles:
+                try:
+                    outcome = handle.result()
+                except Exception as err:  # noqa: BLE001  (the job's own error, re-raised by submitit)
+                    outcome = err
+                _record(index, job, outcome, failed, echo)
+            return
         if parallel == 1:
             for job in todo:
                 index.start(job.key)
@@ -198,7 +234,7 @@ def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, f
                 except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
                     traceback.print_exc()
                     outcome = err
-                record(job, outcome)
+                _record(index, job, outcome, failed, echo)
             return
         with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn")) as pool:
             futures = {}
@@ -211,8 +247,10 @@ def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, f
                     outcome = future.result()
                 except Exception as err:  # noqa: BLE001
                     outcome = err
-                record(futures[future], outcome)
+                _record(index, futures[future], outcome, failed, echo)
     except KeyboardInterrupt:
+        for _, handle in handles:
+            handle.cancel(check=False)
         index.release_running()
         raise
 
