@@ -6,7 +6,9 @@ from regrow.cli.main import main
 from regrow.study.demo import run_demo
 
 STARTS = {"sheared-r0.5-none", "activation-r0.5-none", "depth-r0.5-none", "scratch-r0.5", "source"}
-CELLS = {f"{s}-replay{r}-tok{t}" for s in ("cosine0", "infinite1") for r in ("0", "0.05") for t in (8 * 16 * 128,)}
+TOKENS = 8 * 16 * 128
+CELLS = {f"{s}-replay{r}-tok{TOKENS}" for s in ("cosine0", "infinite1") for r in ("0", "0.05")}
+CELLS |= {f"{s}.dyn1-replay0.05-tok{TOKENS}" for s in ("cosine0", "infinite1")}  # dynamic loading: replay cells only
 
 
 def test_quick_demo_runs_the_study_and_prints_the_table(tmp_path, capsys):
@@ -17,8 +19,9 @@ def test_quick_demo_runs_the_study_and_prints_the_table(tmp_path, capsys):
     study = tmp_path / "demo" / "study"
     report = json.loads((study / "report.json").read_text())
     assert {(r["start"], r["cell"]) for r in report["ranking"]} == {(s, c) for s in STARTS for c in CELLS}
-    assert report["counts"] == {"pending": 0, "running": 0, "done": 25, "failed": 0}
-    assert (study / "report.html").read_text().count("data:image/png;base64,") >= 4
+    assert report["counts"] == {"pending": 0, "running": 0, "done": 1 + 4 + 5 * 6, "failed": 0}
+    assert (study / "report.html").read_text().count("data:image/png;base64,") == len(report["figures"]) >= 5
+    assert "domain weights" in report["figures"]
     # a second call reuses every finished run
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     assert "[demo] run " not in capsys.readouterr().out
@@ -32,7 +35,7 @@ def test_full_demo_pruned_models_beat_scratch(tmp_path):
         scratch = by[("scratch-r0.5", cell)]["new_loss"]
         for method in ("sheared-r0.5-none", "activation-r0.5-none"):
             assert by[(method, cell)]["new_loss"] < scratch
-    cosine = [c for c in {c for _, c in by} if c.startswith("cosine0")]
+    cosine = [c for c in {c for _, c in by} if c.startswith("cosine0-")]
     no_replay = next(c for c in cosine if "replay0-" in c)
     replay = next(c for c in cosine if "replay0.05" in c)
     assert by[("source", replay)]["forgetting"] < by[("source", no_replay)]["forgetting"]

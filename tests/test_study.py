@@ -209,13 +209,20 @@ def test_bad_executor(executor, message, tmp_path, family_models, data_dir, caps
 
 
 def test_report_plots_dynamic_weights(tmp_path, family_models, data_dir):
-    data = {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32,
-            "dynamic": {"reference": "source", "interval": 2}}
-    path = study_file(tmp_path, family_models, data_dir, data=data,
-                      **{"grid.replay": [0.25], "controls": {"scratch": False, "source": False}})
+    path = study_file(tmp_path, family_models, data_dir,
+                      **{"grid.dynamic": [None, {"reference": "source", "interval": 2}],
+                         "controls": {"scratch": False, "source": False}})
     assert main(["study", path]) == 0
+    trains = sorted(k for k, kind, _, _ in rows(tmp_path / "study") if kind == "train")
+    assert trains == [  # replay 0 has one domain: no dynamic variant of it
+        "train-activation-t0-none-seed0-cosine0-replay0-tok512",
+        "train-activation-t0-none-seed0-cosine0-replay0.25-tok512",
+        "train-activation-t0-none-seed0-cosine0.dyn1-replay0.25-tok512",
+    ]
     assert main(["report", str(tmp_path / "study")]) == 0
     report = json.loads((tmp_path / "study" / "report.json").read_text())
     assert "domain weights" in report["figures"]
-    run = tmp_path / "study" / "runs" / "train-activation-t0-none-seed0-cosine0-replay0.25-tok512"
+    assert {r["cell"] for r in report["ranking"]} == {"cosine0-replay0-tok512", "cosine0-replay0.25-tok512",
+                                                       "cosine0.dyn1-replay0.25-tok512"}
+    run = tmp_path / "study" / "runs" / "train-activation-t0-none-seed0-cosine0.dyn1-replay0.25-tok512"
     assert [r["step"] for r in read_metrics(run) if r["event"] == "mixture"] == [0, 2, 4]

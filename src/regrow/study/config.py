@@ -22,7 +22,6 @@ class StudyData:
     old: list[str] = field(default_factory=list)  # what the source knows (replay, forgetting)
     new: list[str] = field(default_factory=list)  # what continued training adapts to
     seq_len: int = 128
-    dynamic: dict[str, Any] | None = None  # data.dynamic of every continued-training run (dynamic batch loading)
 
 
 @dataclass
@@ -36,6 +35,9 @@ class Grid:
     schedule: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "cosine"}])
     replay: list[float] = field(default_factory=lambda: [0.0])
     tokens: list[int] = field(default_factory=list)  # continued-training budgets
+    # data.dynamic of the continued-training runs (null: fixed mixture); cells whose mixture has a
+    # single domain get no dynamic variant when null is also listed (nothing to re-weight)
+    dynamic: list[dict[str, Any] | None] = field(default_factory=lambda: [None])
     seed: list[int] = field(default_factory=lambda: [0])
 
 
@@ -67,7 +69,8 @@ class StudyConfig:
             raise RegrowError("data.new is empty; name the domain(s) continued training adapts to")
         g = self.grid
         for name, values in (("grid.method", g.method), ("grid.reinit", g.reinit), ("grid.schedule", g.schedule),
-                             ("grid.replay", g.replay), ("grid.tokens", g.tokens), ("grid.seed", g.seed)):
+                             ("grid.replay", g.replay), ("grid.tokens", g.tokens), ("grid.seed", g.seed),
+                             ("grid.dynamic", g.dynamic)):
             if not values:
                 raise RegrowError(f"{name} is empty: the grid has no cells; give at least one value")
         if not g.target and not g.target_ratio:

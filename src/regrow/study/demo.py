@@ -5,7 +5,8 @@
 2. a study (regrow.study) that pre-trains a small Llama on prose, prunes it to about half its
    parameters with `sheared`, `activation` and `depth`, adds the from-scratch control of the
    same size and the unpruned source, and continues every one of them on code with cosine
-   re-warming and with the infinite schedule, each with 0% and 5% prose replay;
+   re-warming and with the infinite schedule, each with 0% and 5% prose replay (the 5% cells
+   also with dynamic batch loading);
 3. the study report (report.md, report.html) and its headline table.
 
 Finished runs are skipped (the study index), so a second call is quick.
@@ -77,6 +78,8 @@ def demo_study(out: Path, tokenizer_dir: Path, data_dir: Path, size: DemoSize) -
             "method": ["sheared", "activation", "depth"], "target_ratio": [0.5], "reinit": ["none"],
             "schedule": schedules(size.continue_steps), "replay": [0.0, 0.05],
             "tokens": [size.continue_steps * TRAIN["batch_size"] * SEQ_LEN], "seed": [0],
+            # dynamic batch loading (paper rule, the source's own losses as reference) on the replay cells
+            "dynamic": [None, {"reference": "source", "interval": max(1, size.continue_steps // 4)}],
         },
         "controls": {"scratch": True, "source": True},
         "prune": {"calibration_samples": size.calibration_samples, "batch_size": 8,

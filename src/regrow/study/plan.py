@@ -104,16 +104,22 @@ def make_plan(cfg: StudyConfig) -> list[Job]:
         for s_index, schedule in enumerate(cfg.grid.schedule):
             schedule_label = f"{schedule.get('name', 'cosine')}{s_index}"
             for replay in cfg.grid.replay:
-                for tokens in cfg.grid.tokens:
-                    key = f"train-{start_key}-{schedule_label}-replay{replay:g}-tok{tokens}"
-                    run = {
-                        "out_dir": str(runs / key), "seed": labels["seed"], "tokenizer": cfg.tokenizer,
-                        "model": {"init": model},
-                        "data": {"path": cfg.data.path, "mixture": mixture_for(cfg, replay), "seq_len": cfg.data.seq_len,
-                                 "new_domains": list(cfg.data.new), "dynamic": cfg.data.dynamic},
-                        "train": {**cfg.train, "steps": steps_for(cfg, tokens), "eval_domains": eval_domains, "progress": False},
-                        "schedule": dict(schedule),
-                    }
-                    jobs.append(Job(key, "train", run, needs, {**labels, "schedule": schedule_label, "replay": replay,
-                                                               "tokens": tokens}))
+                mixture = mixture_for(cfg, replay)
+                for d_index, dynamic in enumerate(cfg.grid.dynamic):
+                    if dynamic is not None and len(mixture) < 2 and None in cfg.grid.dynamic:
+                        continue  # a one-domain mixture cannot be re-weighted: the fixed cell is the same run
+                    cell = schedule_label if dynamic is None else f"{schedule_label}.dyn{d_index}"
+                    for tokens in cfg.grid.tokens:
+                        key = f"train-{start_key}-{cell}-replay{replay:g}-tok{tokens}"
+                        run = {
+                            "out_dir": str(runs / key), "seed": labels["seed"], "tokenizer": cfg.tokenizer,
+                            "model": {"init": model},
+                            "data": {"path": cfg.data.path, "mixture": mixture, "seq_len": cfg.data.seq_len,
+                                     "new_domains": list(cfg.data.new), "dynamic": dynamic},
+                            "train": {**cfg.train, "steps": steps_for(cfg, tokens), "eval_domains": eval_domains,
+                                      "progress": False},
+                            "schedule": dict(schedule),
+                        }
+                        jobs.append(Job(key, "train", run, needs, {**labels, "schedule": cell, "replay": replay,
+                                                                   "tokens": tokens, "dynamic": d_index if dynamic else None}))
     return jobs
