@@ -7,7 +7,7 @@ import json
 import torch
 
 from regrow.data.store import TokenStore
-from regrow.data.tokenizer import fingerprint, load_tokenizer
+from regrow.data.tokenizer import fingerprint, load_tokenizer_if_any
 from regrow.errors import RegrowError
 from regrow.models.hf import check_compatible, load_model
 from regrow.train.evaluate import evaluate_domains
@@ -36,15 +36,9 @@ def run(args) -> int:
     domains = args.domains or store.domain_names
     model = load_model(args.model, args.trust_remote_code)
     check_compatible(model, store.vocab_size(), args.seq_len, "--seq-len")
-    try:
-        tokenizer = load_tokenizer(args.model, args.trust_remote_code)
-    except RegrowError:
-        tokenizer = None  # a model folder without a tokenizer: only the vocabulary size is checked
+    tokenizer = load_tokenizer_if_any(args.model, args.trust_remote_code)
     if tokenizer is not None:
-        ours = fingerprint(tokenizer)
-        for name in domains:
-            if store.domain(name).info["tokenizer"]["fingerprint"] != ours:
-                raise RegrowError(f"domain {name!r} was tokenized with another tokenizer than the model's ({args.model})")
+        store.check_tokenized_with(fingerprint(tokenizer), f"the model's tokenizer ({args.model})", domains)
     device = resolve_device(args.device)
     model.to(device)
     with torch.inference_mode():

@@ -142,23 +142,16 @@ def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
         flat = sq.sum(dim=other) if other else sq
         return flat.double().view(-1, block).sum(-1).cpu()
 
-    layer_axes = adapter.layer_axes(shape.head_dim)
-    prefix = adapter.layers_path + "."
-    outer_axes = adapter.model_axes(tied=False)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.startswith(prefix):
-                index_text, rel = name[len(prefix):].split(".", 1)
-                index = int(index_text)
+            index, _, axes = adapter.parameter_axes(name, shape.head_dim)
+            if index is not None:
                 layer[index] += float(param.detach().float().square().sum())
-                for axis in layer_axes.get(rel, ()):
-                    values = per_unit(param, axis.dim, axis.block)
-                    if axis.unit == "hidden":
-                        hidden += values
-                    else:
-                        sums[axis.unit][index] += values
-            else:
-                for axis in outer_axes.get(name, ()):
-                    hidden += per_unit(param, axis.dim, axis.block)
+            for axis in axes:
+                values = per_unit(param, axis.dim, axis.block)
+                if axis.unit == "hidden":
+                    hidden += values
+                else:  # head, kv and mlp axes exist only inside layers
+                    sums[axis.unit][index] += values
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
     return Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())

@@ -18,13 +18,12 @@ from regrow.compress.masks import MaskHooks, Masks
 from regrow.compress.methods import METHODS, PruneContext
 from regrow.compress.reinit import REINITS
 from regrow.compress.select import select
-from regrow.compress.shape import check_target
 from regrow.compress.slicing import KeptUnits, slice_model
-from regrow.compress.targets import count_parameters, resolve_target
+from regrow.compress.targets import checked_target, count_parameters
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
-from regrow.data.tokenizer import fingerprint, load_tokenizer
+from regrow.data.tokenizer import fingerprint, load_tokenizer_if_any
 from regrow.errors import RegrowError
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import check_compatible, load_model
@@ -88,11 +87,7 @@ def pruning_flops(model, cfg: PruneConfig, details: dict) -> float:
 def _check_data(cfg: PruneConfig, store: TokenStore, tokenizer, model) -> dict[str, float]:
     mixture = validate_weights(cfg.mixture or {name: 1.0 for name in store.domain_names}, store.domain_names)
     if tokenizer is not None:
-        ours = fingerprint(tokenizer)
-        for name in mixture:
-            if store.domain(name).info["tokenizer"]["fingerprint"] != ours:
-                raise RegrowError(f"domain {name!r} of {cfg.data!r} was tokenized with another vocabulary than the "
-                                  f"model's tokenizer ({cfg.model}); prepare the calibration data with the model's tokenizer")
+        store.check_tokenized_with(fingerprint(tokenizer), f"the model's tokenizer ({cfg.model})", list(mixture))
     check_compatible(model, store.vocab_size(), cfg.seq_len, "--seq-len")
     return mixture
 
@@ -112,18 +107,13 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     adapter = adapter_for(model.config)
     adapter.check_model(model)
     source = adapter.shape(model.config)
-    target = resolve_target(model, adapter, cfg.target, cfg.target_ratio, depth_only=cfg.method == "depth")
-    source_config = model.config
-    check_target(source, target, adapter.check_target, lambda shape: adapter.config_error(source_config, shape))
+    target = checked_target(model, adapter, cfg.target, cfg.target_ratio, depth_only=cfg.method == "depth")
     method.check_target(source, target)
     n_source, n_target = count_parameters(model, adapter, source), count_parameters(model, adapter, target)
     echo(f"source: {source.describe()}; {n_source:,} parameters")
     echo(f"target: {target.describe()}; {n_target:,} parameters ({n_target / n_source:.1%})")
 
-    try:
-        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    except RegrowError:
-        tokenizer = None  # a folder without a tokenizer: only the vocabulary size can be checked
+    tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
     sampler, mixture = None, {}
     if method.needs_data:
         store = TokenStore(cfg.data)

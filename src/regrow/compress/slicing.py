@@ -12,7 +12,6 @@ from torch import nn
 from regrow.compress.families.base import Axis, FamilyAdapter
 from regrow.compress.masks import Masks
 from regrow.compress.shape import ArchShape
-from regrow.errors import RegrowError
 
 
 def element_index(units: torch.Tensor, block: int) -> torch.Tensor:
@@ -82,29 +81,16 @@ def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, so
     soon as it is sliced, so peak memory stays near the source model's size."""
     kept = KeptUnits(masks, source)
     new_index = {old: new for new, old in enumerate(kept.layers)}
-    tied = tied_embeddings(model)
-    layer_axes = adapter.layer_axes(source.head_dim)
-    model_axes = adapter.model_axes(tied)
-    prefix = adapter.layers_path + "."
     state = {}
     for name, param in model.named_parameters():
-        if name.startswith(prefix):
-            index_text, rel = name[len(prefix):].split(".", 1)
-            index = int(index_text)
-            if index in new_index:
-                state[f"{prefix}{new_index[index]}.{rel}"] = prune_tensor(param, _axes(layer_axes, rel, name, adapter), kept, index, fold)
-        else:
-            state[name] = prune_tensor(param, _axes(model_axes, name, name, adapter), kept, None, fold)
+        index, rel, axes = adapter.parameter_axes(name, source.head_dim)
+        if index is None:
+            state[name] = prune_tensor(param, axes, kept, None, fold)
+        elif index in new_index:
+            state[f"{adapter.layers_path}.{new_index[index]}.{rel}"] = prune_tensor(param, axes, kept, index, fold)
         if consume:
             param.data = torch.empty(0, dtype=param.dtype, device=param.device)
     return state
-
-
-def _axes(table: dict, key: str, name: str, adapter: FamilyAdapter) -> tuple[Axis, ...]:
-    axes = table.get(key)
-    if axes is None:
-        raise RegrowError(f"parameter {name!r} is not described by the {adapter.name} adapter; pruning it is unsupported")
-    return axes
 
 
 def tied_embeddings(model: nn.Module) -> bool:

@@ -8,7 +8,7 @@ import math
 from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
-from regrow.compress.shape import ArchShape, read_target_spec, shape_from_spec
+from regrow.compress.shape import ArchShape, check_target, read_target_spec, shape_from_spec
 from regrow.errors import RegrowError
 
 
@@ -17,22 +17,15 @@ def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape)
     source = adapter.shape(model.config)
     size = {"hidden": shape.hidden_size, "head": shape.num_attention_heads, "kv": shape.num_key_value_heads,
             "mlp": shape.intermediate_size}
-    layer_axes = adapter.layer_axes(source.head_dim)
-    model_axes = adapter.model_axes(tied=False)
-    first = f"{adapter.layers_path}.0."
-    prefix = adapter.layers_path + "."
     total = 0
     for name, param in model.named_parameters():
-        if name.startswith(prefix) and not name.startswith(first):
+        index, _, axes = adapter.parameter_axes(name, source.head_dim)
+        if index not in (None, 0):
             continue  # every layer has the shapes of layer 0
-        in_layer = name.startswith(first)
-        axes = layer_axes.get(name[len(first):]) if in_layer else model_axes.get(name)
-        if axes is None:
-            raise RegrowError(f"parameter {name!r} is not described by the {adapter.name} adapter; pruning it is unsupported")
         dims = list(param.shape)
         for axis in axes:
             dims[axis.dim] = size[axis.unit] * axis.block
-        total += math.prod(dims) * (shape.num_hidden_layers if in_layer else 1)
+        total += math.prod(dims) * (1 if index is None else shape.num_hidden_layers)
     return total
 
 
@@ -106,4 +99,13 @@ def resolve_target(model: nn.Module, adapter: FamilyAdapter, spec_path: str | No
     if target.head_dim != source.head_dim:
         raise RegrowError(f"--target {spec_path} has head_dim {target.head_dim} but the model {source.head_dim}; "
                           "pruning keeps or drops whole heads, so head_dim must stay")
+    return target
+
+
+def checked_target(model: nn.Module, adapter: FamilyAdapter, spec_path: str | None, ratio: float | None,
+                   depth_only: bool) -> ArchShape:
+    """The resolved target, checked against the shared rules, the family's rules and the HF config class."""
+    config = model.config
+    target = resolve_target(model, adapter, spec_path, ratio, depth_only)
+    check_target(adapter.shape(config), target, adapter.check_target, lambda shape: adapter.config_error(config, shape))
     return target

@@ -76,6 +76,13 @@ class TokenStore:
     def tokenizer_fingerprints(self) -> dict[str, str]:
         return {n: d["tokenizer"]["fingerprint"] for n, d in self.manifest["domains"].items()}
 
+    def check_tokenized_with(self, fingerprint: str, owner: str, domains: list[str] | None = None) -> None:
+        """Refuse domains (default: all) tokenized by another tokenizer than `owner` (whose fingerprint is given)."""
+        for name in domains if domains is not None else self.domain_names:
+            if self.domain(name).info["tokenizer"]["fingerprint"] != fingerprint:
+                raise RegrowError(f"domain {name!r} of {str(self.path)!r} was tokenized with another tokenizer: another "
+                                  f"vocabulary than {owner}; prepare the data with that tokenizer")
+
     def vocab_size(self) -> int:
         """The largest vocabulary among the domains' tokenizers."""
         return max(d["tokenizer"]["vocab_size"] for d in self.manifest["domains"].values())

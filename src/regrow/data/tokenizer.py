@@ -68,6 +68,15 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     return tokenizer
 
 
+def load_tokenizer_if_any(path: str | Path, trust_remote_code: bool = False):
+    """The tokenizer saved in a model folder, or None when the folder has none (or it cannot load):
+    callers then check only the vocabulary size."""
+    try:
+        return load_tokenizer(path, trust_remote_code)
+    except RegrowError:
+        return None
+
+
 def vocab_size_of(tokenizer) -> int:
     """Number of token ids the tokenizer can produce (added tokens included)."""
     return len(tokenizer)

@@ -25,12 +25,12 @@ from regrow.study.runner import INDEX_FILE, STUDY_FILE, study_status
 from regrow.train.metrics import read_metrics
 
 
-def _curve(run_dir: Path, summary: dict, domains: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _curve(metrics: list[dict], summary: dict, domains: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(FLOPs, mean loss over `domains`) at every evaluation of a run; FLOPs include pruning and teacher."""
     compute = summary["compute"]
     per_token = summary["flops_per_token"] + (compute["flops"]["teacher"] / summary["tokens"] if summary["tokens"] else 0)
     flops, losses = [], []
-    for row in read_metrics(run_dir):
+    for row in metrics:
         if row["event"] == "eval":
             flops.append(compute["flops"]["pruning"] + per_token * row["tokens"])
             losses.append(statistics.mean(row[f"eval/{d}/loss"] for d in domains))
@@ -93,8 +93,9 @@ def build_report(out_dir: str | Path) -> dict:
         name = row["key"].removeprefix("train-")
         start = name.rsplit("-", 3)[0]
         label = _label(name)
-        runs.append({"key": row["key"], "name": name, "label": label, "summary": summary, "dir": run_dir,
-                     "curve": _curve(run_dir, summary, new), "start": start, "cell": _cell(name)})
+        metrics = read_metrics(run_dir)
+        runs.append({"key": row["key"], "name": name, "label": label, "summary": summary, "metrics": metrics,
+                     "curve": _curve(metrics, summary, new), "start": start, "cell": _cell(name)})
     if not runs:
         raise RegrowError(f"study {str(out)!r} has no finished training run yet; run `regrow study` first")
 
@@ -113,7 +114,7 @@ def build_report(out_dir: str | Path) -> dict:
     for domain in [*new, *old]:
         fig, ax = plt.subplots(figsize=(7, 4))
         for r in runs:
-            evals = [row for row in read_metrics(r["dir"]) if row["event"] == "eval"]
+            evals = [row for row in r["metrics"] if row["event"] == "eval"]
             ax.plot([e["tokens"] for e in evals], [e[f"eval/{domain}/loss"] for e in evals], marker=".", label=r["label"])
         ax.set(xlabel="continued-training tokens", ylabel=f"{domain} validation loss", title=f"{domain} ({'new' if domain in new else 'old'})")
         ax.legend(fontsize=6)
@@ -138,11 +139,11 @@ def build_report(out_dir: str | Path) -> dict:
     ax.legend(fontsize=6)
     figures["loss vs. FLOPs"] = _png(fig)
     plt.close(fig)
-    dynamic = [r for r in runs if any(row["event"] == "mixture" for row in read_metrics(r["dir"]))]
+    dynamic = [r for r in runs if any(row["event"] == "mixture" for row in r["metrics"])]
     if dynamic:
         fig, ax = plt.subplots(figsize=(7, 4))
         for r in dynamic:
-            events = [row for row in read_metrics(r["dir"]) if row["event"] == "mixture"]
+            events = [row for row in r["metrics"] if row["event"] == "mixture"]
             for key in [k for k in events[0] if k.startswith("mixture/")]:
                 ax.plot([e["step"] for e in events], [e[key] for e in events], marker=".", label=f"{r['label']} {key[8:]}")
         ax.set(xlabel="step", ylabel="domain weight", title="dynamic batch loading")

@@ -65,8 +65,7 @@ def check_targets(cfg: StudyConfig) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from regrow.compress.families import adapter_for
-    from regrow.compress.shape import check_target
-    from regrow.compress.targets import resolve_target
+    from regrow.compress.targets import checked_target
 
     if cfg.source.model is not None:
         from regrow.models.hf import is_model_dir
@@ -83,12 +82,8 @@ def check_targets(cfg: StudyConfig) -> None:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     adapter = adapter_for(model.config)
-    source = adapter.shape(model.config)
     for i in range(len(cfg.grid.target)):
-        path = target_file(Path(cfg.out_dir), i)
-        for depth_only in sorted({m == "depth" for m in cfg.grid.method}):
-            target = resolve_target(model, adapter, str(path), None, depth_only)
-            check_target(source, target, adapter.check_target, lambda s: adapter.config_error(model.config, s))
+        checked_target(model, adapter, str(target_file(Path(cfg.out_dir), i)), None, depth_only=False)
 
 
 def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, float]:

@@ -14,7 +14,6 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -151,13 +150,8 @@ class Trainer:
         return None
 
     def _check_data_tokenizer(self) -> None:
-        ours = fingerprint(self.tokenizer)
-        for name, theirs in self.store.tokenizer_fingerprints().items():
-            if theirs != ours:
-                raise RegrowError(
-                    f"domain {name!r} of {self.cfg.data.path!r} was tokenized with another tokenizer than "
-                    f"{self.cfg.tokenizer or self.cfg.model.init!r}; prepare the data with the model's tokenizer"
-                )
+        owner = f"the run's tokenizer ({self.cfg.tokenizer or self.cfg.model.init})"
+        self.store.check_tokenized_with(fingerprint(self.tokenizer), owner)
 
     def _restore(self, folder: Path) -> None:
         check_resume_compatible(read_yaml(folder / "config.yaml"), self.config_dict)
@@ -215,11 +209,9 @@ class Trainer:
         accum = self.cfg.train.grad_accum
         total = torch.zeros((), device=self.device)
         parts_total: dict[str, torch.Tensor] = {}
-        names = list(self.sampler.weights)
+        for name, count in self.sampler.domain_counts(range(step, step + 1)).items():
+            self.domain_tokens[name] = self.domain_tokens.get(name, 0) + count * self.cfg.data.seq_len
         for micro in range(accum):
-            counts = np.bincount(self.sampler.domains_of(self.sampler.indices(step, micro)), minlength=len(names))
-            for name, count in zip(names, counts.tolist()):
-                self.domain_tokens[name] = self.domain_tokens.get(name, 0) + count * self.cfg.data.seq_len
             inputs, targets = self.sampler.batch(step, micro)
             inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
             with self._autocast():

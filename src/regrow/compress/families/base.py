@@ -170,16 +170,29 @@ class FamilyAdapter:
             axes[f"{r.k_norm}.weight"] = (Axis(0, "kv", head_dim),)
         return axes
 
-    def model_axes(self, tied: bool) -> dict[str, tuple[Axis, ...]]:
+    def model_axes(self) -> dict[str, tuple[Axis, ...]]:
         """Parameters outside the decoder layers. The final norm's mask value is folded into the
-        LM head (untied) or is already in the tied embedding, so the final norm is only sliced."""
+        LM head, or is already in the embedding when they are tied (then `named_parameters`
+        yields only the embedding), so the final norm is only sliced."""
         axes = {f"{self.embedding}.weight": (Axis(1, "hidden", 1, "unit"),)}
         if self.embedding_norm:
             axes[f"{self.embedding_norm}.weight"] = axes[f"{self.embedding_norm}.bias"] = (Axis(0, "hidden", 1, "unit"),)
         axes[f"{self.final_norm}.weight"] = axes[f"{self.final_norm}.bias"] = (Axis(0, "hidden"),)
-        if not tied:
-            axes[f"{self.lm_head}.weight"] = (Axis(1, "hidden", 1, "unit"),)
+        axes[f"{self.lm_head}.weight"] = (Axis(1, "hidden", 1, "unit"),)
         return axes
+
+    def parameter_axes(self, name: str, head_dim: int) -> tuple[int | None, str, tuple[Axis, ...]]:
+        """(layer index or None, name inside the layer, unit axes) of a parameter of the model;
+        a parameter the adapter does not describe cannot be pruned."""
+        prefix = self.layers_path + "."
+        if name.startswith(prefix):
+            index_text, rel = name[len(prefix):].split(".", 1)
+            index, axes = int(index_text), self.layer_axes(head_dim).get(rel)
+        else:
+            index, rel, axes = None, name, self.model_axes().get(name)
+        if axes is None:
+            raise RegrowError(f"parameter {name!r} is not described by the {self.name} adapter; pruning it is unsupported")
+        return index, rel, axes
 
     # ---- masking extras -------------------------------------------------------------------------
     def extra_mask_hooks(self, model, hooks) -> list:
