@@ -1,0 +1,68 @@
+"""The importance statistics against hand computations on captured activations (ALGORITHMS.md §2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_family_model
+
+from regrow.compress.families import adapter_for
+from regrow.compress.importance import ActivationStats, weight_magnitude
+
+
+@pytest.mark.parametrize("reduction", ["l2", "mean"])
+def test_activation_statistics_match_hand_computation(reduction):
+    model = make_family_model("llama", 97).eval()
+    adapter = adapter_for(model.config)
+    shape = adapter.shape(model.config)
+    layers = adapter.layers(model)
+    seen = {"ctx": [], "mlp": [], "norm": [], "in": [], "out": []}
+    handles = [
+        layers[1].self_attn.o_proj.register_forward_pre_hook(lambda m, a: seen["ctx"].append(a[0].detach())),
+        layers[1].mlp.down_proj.register_forward_pre_hook(lambda m, a: seen["mlp"].append(a[0].detach())),
+        layers[2].register_forward_pre_hook(lambda m, a, k: seen["in"].append((a[0] if a else k["hidden_states"]).detach()),
+                                            with_kwargs=True),
+        layers[2].register_forward_hook(lambda m, a, o: seen["out"].append((o[0] if isinstance(o, tuple) else o).detach())),
+    ]
+    for layer in layers:
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            handles.append(norm.register_forward_hook(lambda m, a, o: seen["norm"].append(o.detach())))
+    stats = ActivationStats(model, adapter, reduction)
+    batches = [torch.randint(0, 97, (3, 10), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    with torch.no_grad():
+        for ids in batches:
+            model(ids)
+    stats.remove()
+    for h in handles:
+        h.remove()
+
+    def reduce(per_sample: torch.Tensor) -> torch.Tensor:  # [samples, units]
+        return per_sample.pow(2).sum(0).sqrt() if reduction == "l2" else per_sample.mean(0)
+
+    ctx = torch.cat(seen["ctx"])  # [6, 10, H * hd]
+    heads = ctx.view(6, 10, shape.num_attention_heads, -1).norm(dim=-1).mean(1)
+    scores = stats.scores()
+    torch.testing.assert_close(scores.head[1].float(), reduce(heads))
+    torch.testing.assert_close(scores.mlp[1].float(), reduce(torch.cat(seen["mlp"]).abs().mean(1)))
+    norms = torch.stack([o.abs().mean(1) for o in seen["norm"]])  # [forwards x norms, batch, d]
+    # hidden: the per-sample statistics of every norm output (all layers) are reduced together
+    expected_hidden = (norms.pow(2).sum((0, 1)).sqrt() if reduction == "l2" else norms.sum((0, 1)) / 6)
+    torch.testing.assert_close(scores.hidden.float(), expected_hidden)
+    cos = torch.nn.functional.cosine_similarity(torch.cat(seen["in"]), torch.cat(seen["out"]), dim=-1)
+    torch.testing.assert_close(scores.layer[2].float(), (1 - cos).mean())
+    assert stats.samples == 6 and stats.tokens == 60
+
+
+def test_weight_magnitude_of_a_head_and_a_channel():
+    model = make_family_model("gpt_neox", 97)
+    scores = weight_magnitude(model, adapter_for(model.config))
+    attn = model.gpt_neox.layers[0].attention
+    hd = 8
+    qkv = attn.query_key_value
+    head3 = (qkv.weight[3 * 3 * hd:4 * 3 * hd].pow(2).sum() + qkv.bias[3 * 3 * hd:4 * 3 * hd].pow(2).sum()
+             + attn.dense.weight[:, 3 * hd:4 * hd].pow(2).sum())
+    torch.testing.assert_close(scores.head[0, 3].float(), head3.sqrt().detach(), rtol=1e-5, atol=1e-6)
+    mlp = model.gpt_neox.layers[1].mlp
+    ch = (mlp.dense_h_to_4h.weight[5].pow(2).sum() + mlp.dense_h_to_4h.bias[5].pow(2)
+          + mlp.dense_4h_to_h.weight[:, 5].pow(2).sum())
+    torch.testing.assert_close(scores.mlp[1, 5].float(), ch.sqrt().detach(), rtol=1e-5, atol=1e-6)
