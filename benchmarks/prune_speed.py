@@ -101,7 +101,7 @@ def sheared_step_ratio(args, data_dir: Path, vocab_size: int) -> tuple[float, fl
     from regrow.config import from_dict
     from regrow.data.sampler import MixtureSampler
     from regrow.data.store import TokenStore
-    from regrow.train.evaluate import causal_lm_loss
+    from regrow.models.evaluate import causal_lm_loss
 
     fields = model_fields(args, vocab_size) | {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 8,
                                                "num_key_value_heads": 2, "intermediate_size": 1024}

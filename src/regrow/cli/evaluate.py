@@ -1,4 +1,8 @@
-"""`regrow eval --model DIR --data DATA_DIR [--json]`: per-domain loss and perplexity."""
+"""`regrow eval --model DIR (--data DATA_DIR | --tasks TASK...) [--json]`.
+
+Per-domain loss and perplexity on a data folder, and/or downstream tasks through
+lm-evaluation-harness (`--tasks`, the `eval` extra; local YAML tasks with `--include-path`).
+"""
 
 from __future__ import annotations
 
@@ -6,47 +10,50 @@ import json
 
 import torch
 
-from regrow.data.store import TokenStore
-from regrow.data.tokenizer import fingerprint, load_tokenizer_if_any
+from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
 from regrow.errors import RegrowError
-from regrow.models.hf import check_compatible, load_model
-from regrow.train.evaluate import evaluate_domains
+from regrow.models.evaluate import evaluate_domains
 from regrow.train.trainer import resolve_device
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a model on every domain of a data folder")
+    parser = subparsers.add_parser("eval", help="evaluate a model: per-domain loss, and downstream tasks (lm-eval)")
     parser.add_argument("--model", required=True, help="an HF model folder")
-    parser.add_argument("--data", required=True, help="a data folder made by `regrow data prepare`")
-    parser.add_argument("--domains", nargs="*", default=None, help="domains to evaluate (default: all)")
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=1 << 20, help="validation tokens per domain at most")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--trust-remote-code", action="store_true")
+    add_eval_arguments(parser, data_required=False)
+    parser.add_argument("--tasks", nargs="+", default=None, help="lm-evaluation-harness tasks (names or local YAML tasks)")
+    parser.add_argument("--include-path", default=None, help="a folder of harness task YAML files")
+    parser.add_argument("--num-fewshot", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="examples per task at most")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    for flag, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size), ("--max-tokens", args.max_tokens)):
-        if value < 1:
-            raise RegrowError(f"{flag} is {value}; it must be >= 1")
-    store = TokenStore(args.data)
-    domains = args.domains or store.domain_names
-    model = load_model(args.model, args.trust_remote_code)
-    check_compatible(model, store.vocab_size(), args.seq_len, "--seq-len")
-    tokenizer = load_tokenizer_if_any(args.model, args.trust_remote_code)
-    if tokenizer is not None:
-        store.check_tokenized_with(fingerprint(tokenizer), f"the model's tokenizer ({args.model})", domains)
+    if args.data is None and not args.tasks:
+        raise RegrowError("nothing to evaluate: give --data DATA_DIR (per-domain loss) and/or --tasks TASK...")
+    if args.limit is not None and args.limit < 1:
+        raise RegrowError(f"--limit is {args.limit}; it must be >= 1")
     device = resolve_device(args.device)
-    model.to(device)
-    with torch.inference_mode():
-        results = evaluate_domains(model, store, domains, args.seq_len, args.batch_size, args.max_tokens, device)
+    out = {}
+    if args.data is not None:
+        store, domains = open_data(args)
+        model = load_checked_model(args.model, store, domains, args).to(device)
+        with torch.inference_mode():
+            out["domains"] = evaluate_domains(model, store, domains, args.seq_len, args.batch_size, args.max_tokens, device)
+        del model
+    if args.tasks:
+        from regrow.analysis.downstream import run_tasks
+
+        out["tasks"] = run_tasks(args.model, args.tasks, args.include_path, args.num_fewshot, args.limit,
+                                 args.batch_size, device.type, args.trust_remote_code, args.seed)
     if args.json:
-        print(json.dumps(results, indent=2))
-    else:
+        print(json.dumps(out["domains"] if list(out) == ["domains"] else out, indent=2))
+        return 0
+    if "domains" in out:
         print(f"{'domain':<20}{'loss':>10}{'perplexity':>14}{'tokens':>12}")
-        for name, r in results.items():
+        for name, r in out["domains"].items():
             print(f"{name:<20}{r['loss']:>10.4f}{r['perplexity']:>14.2f}{r['tokens']:>12,}")
+    for task, metrics in out.get("tasks", {}).items():
+        print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

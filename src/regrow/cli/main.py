@@ -6,10 +6,23 @@ import argparse
 import sys
 
 from regrow import __version__
-from regrow.cli import data, demo, evaluate, prune, report, schedule, study, tokenizer, train
+from regrow.cli import (
+    data,
+    demo,
+    evaluate,
+    fit,
+    probe,
+    prune,
+    report,
+    schedule,
+    sensitivity,
+    study,
+    tokenizer,
+    train,
+)
 from regrow.errors import RegrowError
 
-COMMANDS = (tokenizer, data, train, prune, study, report, schedule, evaluate, demo)
+COMMANDS = (tokenizer, data, train, prune, study, report, schedule, evaluate, sensitivity, probe, fit, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ training FLOPs/token = 6 * N_nonembedding + 6 * lm_head_params + 12 * L * H * d_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,14 @@ def training_flops_per_token(shape: ModelShape, seq_len: int) -> float:
 
 def forward_flops_per_token(shape: ModelShape, seq_len: int) -> float:
     return training_flops_per_token(shape, seq_len) / 3.0
+
+
+def shape_of_folder(model_dir: str | Path, trust_remote_code: bool = False) -> ModelShape:
+    """The shape of a saved model without loading its weights (built on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return model_shape(model)

@@ -7,6 +7,7 @@ regrow never wraps or re-implements the model: training, pruning and evaluation 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +92,16 @@ def check_compatible(model, vocab_size: int, seq_len: int, seq_len_name: str = "
         raise RegrowError(f"{seq_len_name} {seq_len} exceeds the model's {limit} positions; allowed: <= {limit}")
 
 
-def save_model(model, tokenizer, out_dir: str | Path) -> Path:
-    """Save an HF folder (safetensors + config + tokenizer) atomically."""
+def save_model(model, tokenizer, out_dir: str | Path, extra_json: dict[str, Any] | None = None) -> Path:
+    """Save an HF folder (safetensors + config + tokenizer, plus `extra_json` files) atomically."""
     _quiet_transformers()
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for name, data in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
     return out_dir
 
 

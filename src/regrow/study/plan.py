@@ -123,3 +123,35 @@ def make_plan(cfg: StudyConfig) -> list[Job]:
                         jobs.append(Job(key, "train", run, needs, {**labels, "schedule": cell, "replay": replay,
                                                                    "tokens": tokens, "dynamic": d_index if dynamic else None}))
     return jobs
+
+
+@dataclass(frozen=True)
+class RunName:
+    """The parts of a training run's key, `train-{start}-{schedule}-replay{r}-tok{n}` (see make_plan)."""
+
+    start: str  # e.g. sheared-r0.5-none-seed0, scratch-r0.5-seed0, source-seed0
+    schedule: str  # e.g. cosine0, infinite1.dyn1
+    replay: str
+    tokens: str
+
+    @classmethod
+    def parse(cls, key: str) -> RunName:
+        start, schedule, replay, tokens = key.removeprefix("train-").rsplit("-", 3)
+        return cls(start, schedule, replay, tokens)
+
+    @property
+    def seed(self) -> str:
+        return next((p for p in self.start.split("-") if p.startswith("seed")), "seed0")
+
+    @property
+    def start_without_seed(self) -> str:
+        return "-".join(p for p in self.start.split("-") if not p.startswith("seed"))
+
+    @property
+    def cell(self) -> tuple[str, str, str, str]:
+        """What a run shares with its controls: schedule, replay, budget, seed."""
+        return (self.schedule, self.replay, self.tokens, self.seed)
+
+    @property
+    def role(self) -> str:
+        return "scratch" if self.start.startswith("scratch-") else "source" if self.start.startswith("source-") else "pruned"

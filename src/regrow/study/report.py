@@ -21,6 +21,7 @@ import numpy as np
 from regrow.atomic import write_text_atomic
 from regrow.config import read_yaml
 from regrow.errors import RegrowError
+from regrow.study.plan import RunName
 from regrow.study.runner import INDEX_FILE, STUDY_FILE, study_status
 from regrow.train.metrics import read_metrics
 
@@ -91,11 +92,11 @@ def build_report(out_dir: str | Path) -> dict:
         summary = row["result"]
         run_dir = Path(summary["out_dir"])
         name = row["key"].removeprefix("train-")
-        start = name.rsplit("-", 3)[0]
-        label = _label(name)
+        parts = RunName.parse(row["key"])
         metrics = read_metrics(run_dir)
-        runs.append({"key": row["key"], "name": name, "label": label, "summary": summary, "metrics": metrics,
-                     "curve": _curve(metrics, summary, new), "start": start, "cell": _cell(name)})
+        runs.append({"key": row["key"], "name": name, "label": _label(name), "summary": summary, "metrics": metrics,
+                     "curve": _curve(metrics, summary, new), "start": parts.start, "cell": parts.cell,
+                     "start_without_seed": parts.start_without_seed})
     if not runs:
         raise RegrowError(f"study {str(out)!r} has no finished training run yet; run `regrow study` first")
 
@@ -154,7 +155,7 @@ def build_report(out_dir: str | Path) -> dict:
     # ranking: by starting point (method / reinit / target) and cell, spread over seeds
     groups = defaultdict(list)
     for r in runs:
-        groups[(_strip_seed(r["start"]), r["cell"][:-1])].append(r)
+        groups[(r["start_without_seed"], r["cell"][:-1])].append(r)
     ranking = []
     for (start, cell), members in groups.items():
         savings = [m["saving"] for m in members if m["saving"] is not None]
@@ -180,17 +181,6 @@ def build_report(out_dir: str | Path) -> dict:
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
-
-
-def _cell(name: str) -> tuple:
-    """(schedule, replay, tokens, seed) of a run named {start}-{schedule}-replay{r}-tok{n} (see study/plan.py)."""
-    start, schedule, replay, tokens = name.rsplit("-", 3)
-    seed = next((p for p in start.split("-") if p.startswith("seed")), "seed0")
-    return (schedule, replay, tokens, seed)
-
-
-def _strip_seed(start: str) -> str:
-    return "-".join(p for p in start.split("-") if not p.startswith("seed"))
 
 
 def _label(name: str) -> str:

@@ -64,6 +64,7 @@ class TrainSettings:
     eval_domains: list[str] | None = None  # default: every domain of the data folder
     checkpoint_every: int = 0  # 0: only the final checkpoint
     keep_checkpoints: int = 2
+    save_at_tokens: list[int] = field(default_factory=list)  # HF snapshots at these token counts (snapshots/tokens-N)
     log_every: int = 10
     grad_clip: float = 1.0
     weight_decay: float = 0.1
@@ -103,6 +104,9 @@ class RunConfig:
         ):
             if value < low:
                 raise RegrowError(f"{key} is {value}; it must be >= {low}")
+        bad_tokens = [n for n in t.save_at_tokens if not isinstance(n, int) or n < 1]
+        if bad_tokens:
+            raise RegrowError(f"train.save_at_tokens has {bad_tokens[0]!r}; allowed: positive integer token counts")
         if t.precision not in PRECISIONS:
             raise RegrowError(f"train.precision {t.precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
         if t.device not in DEVICES:
@@ -132,5 +136,5 @@ class RunConfig:
 # Keys that may differ between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = (
     "train.steps", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.log_every", "train.compile", "train.device", "train.progress",
+    "train.log_every", "train.compile", "train.device", "train.progress", "train.save_at_tokens",
 )

@@ -23,13 +23,13 @@ from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint, load_tokenizer, vocab_size_of
 from regrow.errors import RegrowError
+from regrow.models.evaluate import causal_lm_loss, evaluate_domains
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
 from regrow.train import checkpoint as ckpt
 from regrow.train.config import RESUMABLE_CHANGES, RunConfig
 from regrow.train.distill import Teacher, distillation_loss
 from regrow.train.dynamic import reference_losses, update_weights
-from regrow.train.evaluate import causal_lm_loss, evaluate_domains
 from regrow.train.metrics import MetricsLogger
 from regrow.train.schedules import build_schedule
 from regrow.train.summary import forgetting_adaptation, new_domains_of
@@ -266,6 +266,7 @@ class Trainer:
                 dyn = self.cfg.data.dynamic
                 if dyn is not None and self.step % dyn.interval == 0:  # also at the end: a resumed, longer run matches
                     logger.log("mixture", self.step, {"tokens": tokens, **_mixture_values(self.update_mixture())})
+                self.save_snapshots(tokens)
                 if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.steps:
                     self.save_checkpoint()
             bar.close()
@@ -291,6 +292,19 @@ class Trainer:
             "dynamic_reference": self.dynamic_reference,
         }
         return ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, self.optimizer, state, self.config_dict, self.cfg.train.keep_checkpoints)
+
+    def save_snapshots(self, tokens: int) -> None:
+        """Plain HF folders at the requested token counts (for sensitivity and probes over pre-training).
+
+        A snapshot is taken at the first step that reaches its count; its `snapshot.json` says
+        where exactly. Snapshots are never pruned like checkpoints and a resume does not redo them.
+        """
+        previous = tokens - self.tokens_per_step
+        for target in self.cfg.train.save_at_tokens:
+            if previous < target <= tokens:
+                folder = self.out / "snapshots" / f"tokens-{target}"
+                save_model(self.model, self.tokenizer, folder, {"snapshot.json": {
+                    "step": self.step, "tokens": tokens, "requested_tokens": target, "run": str(self.out)}})
 
     def _start_dynamic(self, logger: MetricsLogger) -> None:
         """Measure the `source` reference losses at the phase start; log the first weights."""

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from regrow.compress.masks import MaskHooks, Masks
 from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
 from regrow.compress.shape import ArchShape
-from regrow.train.evaluate import causal_lm_loss
+from regrow.models.evaluate import causal_lm_loss
 
 LIMIT_L, LIMIT_R, EPS = -0.1, 1.1, 1e-6
 LOG_ALPHA_RANGE = (math.log(0.01), math.log(100.0))

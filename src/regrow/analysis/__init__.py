@@ -1,0 +1,1 @@
+"""Analysis of models and runs: parameter sensitivity, downstream evaluation, scaling-law fits."""

@@ -1,0 +1,58 @@
+"""Downstream evaluation of an HF model folder with lm-evaluation-harness (the `eval` extra).
+
+Tasks are the harness's own (by name) or YAML task files in `include_path` (a task on local
+JSONL files works offline). When every requested task is found in `include_path` the harness's
+built-in index is not loaded (it takes seconds and lists thousands of Hub tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from regrow.errors import RegrowError
+
+
+def _harness():
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise RegrowError("downstream evaluation (--tasks) needs lm-evaluation-harness: "
+                          "pip install 'regrow[eval]'") from None
+    return lm_eval, TaskManager
+
+
+def task_manager(tasks: list[str], include_path: str | None):
+    _, TaskManager = _harness()
+    if include_path is not None and not Path(include_path).is_dir():
+        raise RegrowError(f"--include-path {include_path!r} is not a folder of task YAML files")
+    if include_path is not None:
+        local = TaskManager(verbosity="ERROR", include_path=include_path, include_defaults=False)
+        if all(t in local.all_tasks for t in tasks):
+            return local
+    manager = TaskManager(verbosity="ERROR", include_path=include_path)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise RegrowError(f"unknown task(s) {', '.join(map(repr, unknown))}; give a harness task name "
+                          "(`lm_eval ls tasks`) or a YAML task in --include-path")
+    return manager
+
+
+def run_tasks(model_dir: str, tasks: list[str], include_path: str | None = None, num_fewshot: int | None = None,
+              limit: int | None = None, batch_size: int = 8, device: str = "cpu", trust_remote_code: bool = False,
+              seed: int = 0) -> dict[str, dict[str, float]]:
+    """task -> {metric: value} (the harness's `metric,filter` keys; stderr entries that are N/A dropped)."""
+    lm_eval, _ = _harness()
+    manager = task_manager(tasks, include_path)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32", "trust_remote_code": trust_remote_code},
+        tasks=tasks, task_manager=manager, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, device=device,
+        log_samples=False, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
+    return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("sample_len",)}
+            for task, metrics in results["results"].items()}

@@ -1,0 +1,148 @@
+"""What a scaling law is to regrow: a formula fitted on a table, reported with intervals.
+
+A `Law` turns a table (analysis/table.py) into a `LawFit`: parameters with bootstrap intervals,
+goodness of fit, law-specific results (`extras`), warnings, and the curves to draw (observed
+points and the fitted line). `CurveLaw` is the common case: one formula, fitted by
+analysis/fit.py; a subclass gives its coordinates, bounds, start grid and log prediction.
+Adding a law = one file with `@register("name")` plus its import in laws/__init__.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from regrow.analysis.fit import CurveFit, fit_curve, goodness, interval
+from regrow.analysis.table import Table, rows_where
+from regrow.errors import RegrowError
+from regrow.registry import registrar
+
+LAWS: dict[str, type[Law]] = {}
+register = registrar(LAWS)
+
+
+@dataclass
+class FitOptions:
+    bootstrap: int = 100
+    seed: int = 0
+    delta: float = 1e-3  # Huber delta on log loss (Hoffmann et al.)
+    level: float = 0.95
+    keep: int = 16  # L-BFGS runs from this many best grid starts
+    domain: str | None = None  # which loss a law fitted on runs uses (study/runs inputs)
+
+    def validate(self) -> None:
+        if self.bootstrap < 0:
+            raise RegrowError(f"--bootstrap is {self.bootstrap}; it must be >= 0")
+        if not 0 < self.level < 1:
+            raise RegrowError(f"--level is {self.level}; it must be in (0, 1)")
+
+
+@dataclass
+class Curve:
+    """One series to draw: observed points and the fitted (or predicted) line."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+    fit_x: list[float] = field(default_factory=list)
+    fit_y: list[float] = field(default_factory=list)
+
+
+@dataclass
+class LawFit:
+    law: str
+    formula: str
+    parameters: dict[str, dict[str, float]]  # name -> value, low, high
+    goodness: dict[str, float]
+    curves: list[Curve]
+    axes: dict[str, str]  # xlabel, ylabel, xscale, yscale
+    extras: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    group: str | None = None
+
+
+class Law:
+    name: ClassVar[str] = ""
+    formula: ClassVar[str] = ""
+    columns: ClassVar[tuple[str, ...]] = ()
+    handles_groups: ClassVar[bool] = False  # True: `fit` reads the `group` column itself
+
+    def fit(self, table: Table, options: FitOptions) -> list[LawFit]:
+        raise NotImplementedError
+
+    def fit_table(self, table: Table, options: FitOptions) -> list[LawFit]:
+        """One fit per value of the optional `group` column."""
+        if "group" not in table or self.handles_groups:
+            return self.fit(table, options)
+        fits = []
+        for group in dict.fromkeys(table["group"].tolist()):
+            for fit in self.fit(rows_where(table, table["group"] == group), options):
+                fit.group = group
+                fits.append(fit)
+        return fits
+
+
+class CurveLaw(Law):
+    """A single formula y = f(x; theta) fitted with the Huber-on-log objective."""
+
+    coords: ClassVar[tuple[str, ...]] = ()
+    bounds: ClassVar[list[tuple[float, float]]] = []
+
+    def grid(self, x: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def log_predict(self, theta: torch.Tensor, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """theta [S, P], x columns [n] -> log prediction [S, n]."""
+        raise NotImplementedError
+
+    def values(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Reported parameters from coordinates theta [S, P] (e.g. A = exp(a))."""
+        raise NotImplementedError
+
+    def predict(self, theta: np.ndarray, x: dict[str, np.ndarray]) -> np.ndarray:
+        tx = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in x.items()}
+        with torch.no_grad():
+            return torch.exp(self.log_predict(torch.as_tensor(theta, dtype=torch.float64)[None], tx))[0].numpy()
+
+    def fit_points(self, x: dict[str, np.ndarray], y: np.ndarray, options: FitOptions) -> CurveFit:
+        tx = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in x.items()}
+        return fit_curve(lambda theta: self.log_predict(theta, tx), y, self.grid(x, y), self.bounds,
+                         options.delta, options.keep, options.bootstrap, options.seed)
+
+    def parameters(self, fit: CurveFit, options: FitOptions) -> dict[str, dict[str, float]]:
+        best = self.values(fit.theta[None])
+        boot = self.values(fit.boot) if len(fit.boot) else {}
+        out = {}
+        for name, value in best.items():
+            entry = {"value": float(value[0])}
+            if name in boot:
+                entry["low"], entry["high"] = interval(boot[name], options.level)
+            out[name] = entry
+        return out
+
+    def bound_warnings(self, fit: CurveFit) -> list[str]:
+        """Coordinates that ended on a bound: the data do not determine them."""
+        out = []
+        for name, value, (lo, hi) in zip(self.coords, fit.theta, self.bounds):
+            if min(abs(value - lo), abs(value - hi)) < 1e-6 * max(1.0, abs(value)):
+                out.append(f"{self.name}: coordinate {name!r} of the fit sits at its bound ({value:g}); the data do not "
+                           "determine it (more points, or points further along the curve, would)")
+        return out
+
+    def goodness_of(self, fit: CurveFit, x: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+        return {**goodness(self.predict(fit.theta, x), y), "objective": fit.objective}
+
+
+def build_law(name: str) -> Law:
+    if name not in LAWS:
+        raise RegrowError(f"unknown law {name!r}; allowed: {', '.join(sorted(LAWS))}")
+    return LAWS[name]()
+
+
+def start_grid(*axes) -> np.ndarray:
+    """The Cartesian product of start values, one row per start."""
+    mesh = np.meshgrid(*[np.asarray(a, dtype=np.float64) for a in axes], indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)

@@ -1,0 +1,81 @@
+"""Figures of the analysis commands: law fits (data against fitted curves) and sensitivity curves."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from regrow.analysis.laws.base import LawFit
+from regrow.atomic import write_bytes_atomic
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def law_figure(fits: list[LawFit], extra_curves: list[tuple[str, list, list]] = ()):
+    """One panel per fit: observed points, fitted lines in the same colour; extra (label, x, y) dashed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(fits), figsize=(6 * len(fits), 4), squeeze=False)
+    for ax, fit in zip(axes[0], fits):
+        for i, curve in enumerate(fit.curves):
+            colour = f"C{i % 10}"
+            ax.scatter(curve.x, curve.y, s=12, color=colour, label=curve.label)
+            if curve.fit_x:
+                ax.plot(curve.fit_x, curve.fit_y, color=colour, lw=1)
+        for label, x, y in extra_curves:
+            ax.plot(x, y, "--", color="k", lw=1, label=label)
+        ax.set(xlabel=fit.axes["xlabel"], ylabel=fit.axes["ylabel"], xscale=fit.axes["xscale"],
+               yscale=fit.axes["yscale"], title=f"{fit.law}{f': {fit.group}' if fit.group else ''}")
+        ax.legend(fontsize=6)
+    return fig
+
+
+def sensitivity_figure(results: list[dict]):
+    """Loss increase against the models' pre-training tokens, one line per (gamma, domain)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    have_tokens = all(r["tokens"] is not None for r in results)
+    xs = [r["tokens"] if have_tokens else i for i, r in enumerate(results)]
+    first = results[0]["sensitivity"]
+    for gamma, domains in first.items():
+        for domain in domains:
+            means = [r["sensitivity"][gamma][domain]["mean"] for r in results]
+            sds = [r["sensitivity"][gamma][domain]["sd"] for r in results]
+            ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=f"gamma {gamma}, {domain}")
+    ax.set(xlabel="pre-training tokens" if have_tokens else "model (in the order given)",
+           ylabel="loss increase under perturbation", title="parameter sensitivity",
+           xscale="log" if have_tokens and min(xs) > 0 else "linear")
+    ax.legend(fontsize=6)
+    return fig
+
+
+def probe_figure(results: list[dict]):
+    """In-domain gain and out-of-domain loss change of the same fine-tuning, per checkpoint."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    have_tokens = all(r["tokens"] is not None for r in results)
+    xs = [r["tokens"] if have_tokens else i for i, r in enumerate(results)]
+    ax.plot(xs, [r["in_domain_gain"] for r in results], marker="o", label="in-domain gain (loss fall)")
+    ax.plot(xs, [r["out_of_domain_change"] for r in results], marker="s", label="out-of-domain change (loss rise)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="pre-training tokens" if have_tokens else "model (in the order given)", ylabel="loss change",
+           title="fine-tuning probe", xscale="log" if have_tokens and min(xs) > 0 else "linear")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def save_figure(fig, path: str | Path) -> None:
+    write_bytes_atomic(path, png_bytes(fig))
+    _pyplot().close(fig)

@@ -1,0 +1,79 @@
+"""The rows a law is fitted on: named columns, read from a CSV file or built from runs.
+
+Numeric columns are float arrays, text columns (run, phase, method, group) are arrays of str.
+Checked once here: missing columns are named, NaN and non-positive sizes or losses refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from regrow.errors import RegrowError
+
+Table = dict[str, np.ndarray]
+TEXT_COLUMNS = ("run", "phase", "method", "group")
+
+
+def read_csv(path: str | Path, optional_blank: tuple[str, ...] = ()) -> Table:
+    """A CSV with a header row; cells of `optional_blank` columns may be empty (read as NaN)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RegrowError(f"--csv {str(path)!r} does not exist")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    if not header:
+        raise RegrowError(f"--csv {str(path)!r} is empty; it needs a header row")
+    table: Table = {}
+    for name in header:
+        values = [row.get(name, "") for row in rows]
+        if name in TEXT_COLUMNS:
+            table[name] = np.array(values, dtype=str)
+            continue
+        numbers = []
+        for i, text in enumerate(values, start=2):
+            if text == "" and name in optional_blank:
+                numbers.append(math.nan)
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                raise RegrowError(f"{path.name} line {i}: column {name!r} has {text!r}, not a number") from None
+            if math.isnan(value):
+                raise RegrowError(f"{path.name} line {i}: column {name!r} is NaN; remove the row or fill it in")
+            numbers.append(value)
+        table[name] = np.array(numbers, dtype=np.float64)
+    return table
+
+
+def check_table(table: Table, required: tuple[str, ...], law: str, positive: tuple[str, ...] = ("N", "D", "loss")) -> None:
+    """Missing columns, NaN and non-positive N, D or loss are errors that name what is wrong."""
+    missing = [c for c in required if c not in table]
+    if missing:
+        have = ", ".join(table) or "none"
+        raise RegrowError(f"law {law!r} needs column(s) {', '.join(missing)}; the data has: {have}")
+    for name in required:
+        column = table[name]
+        if column.dtype.kind != "f":
+            continue
+        measured = column[~np.isnan(column)] if name == "loss" else column
+        if name != "loss" and np.isnan(column).any():
+            raise RegrowError(f"column {name!r} has NaN at row {int(np.argmax(np.isnan(column))) + 1}")
+        if name in positive and (measured <= 0).any():
+            bad = float(measured[measured <= 0][0])
+            raise RegrowError(f"column {name!r} has the non-positive value {bad:g}; {name} must be > 0")
+
+
+def check_points(n_points: int, n_params: int, law: str, what: str = "points") -> None:
+    if n_points <= n_params:
+        raise RegrowError(f"law {law!r} has {n_params} parameters and needs at least {n_params + 1} {what}; "
+                          f"got {n_points}")
+
+
+def rows_where(table: Table, mask: np.ndarray) -> Table:
+    return {k: v[mask] for k, v in table.items()}

@@ -1,0 +1,68 @@
+"""`regrow sensitivity --model DIR... --data DATA_DIR [--gamma G...] [--seeds K] [--json]`.
+
+Loss increase under Gaussian parameter perturbation (ALGORITHMS.md §6) per model and domain,
+mean and spread over noise seeds; over several checkpoints of one run it draws sensitivity
+against their pre-training tokens (`--plot`). `--out FILE.json` keeps the results (a study's
+`analysis/` folder puts them in its report).
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from regrow.analysis.plots import save_figure, sensitivity_figure
+from regrow.analysis.sensitivity import (
+    NOISES,
+    check_sensitivity_args,
+    measure_sensitivity,
+    pretraining_tokens,
+)
+from regrow.atomic import write_json_atomic
+from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
+from regrow.train.trainer import resolve_device
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("sensitivity", help="loss increase under parameter perturbation, per checkpoint")
+    parser.add_argument("--model", nargs="+", required=True, metavar="DIR", help="HF model folders (e.g. snapshots of one run)")
+    add_eval_arguments(parser)
+    parser.add_argument("--gamma", nargs="+", type=float, default=[0.5, 1.0], help="perturbation scales")
+    parser.add_argument("--seeds", type=int, default=3, help="noise draws per gamma")
+    parser.add_argument("--noise", choices=NOISES, default="init",
+                        help="sigma of each tensor: its initialisation std (matrices only), its own RMS, or 1")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--plot", default=None, metavar="FILE.png", help="draw sensitivity against pre-training tokens")
+    parser.add_argument("--out", default=None, metavar="FILE.json", help="write the results as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    check_sensitivity_args(args.gamma, args.seeds, args.noise)
+    store, domains = open_data(args)
+    device = resolve_device(args.device)
+    models = []
+    for path in args.model:
+        model = load_checked_model(path, store, domains, args).to(device)
+        with torch.inference_mode():
+            measured = measure_sensitivity(model, store, domains, args.gamma, args.seeds, args.noise,
+                                           args.seq_len, args.batch_size, args.max_tokens, device)
+        models.append({"model": path, "tokens": pretraining_tokens(path), **measured})
+        del model
+    result = {"noise": args.noise, "gammas": args.gamma, "seeds": args.seeds, "domains": domains, "models": models}
+    if args.out:
+        write_json_atomic(args.out, {"kind": "sensitivity", **result})
+    if args.plot:
+        save_figure(sensitivity_figure(models), args.plot)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"noise: {args.noise}, {args.seeds} seed(s); loss increase mean ± sd over seeds")
+    print(f"{'model':<40}{'tokens':>12}{'gamma':>8}  " + "  ".join(f"{d:>18}" for d in domains))
+    for m in models:
+        tokens = "-" if m["tokens"] is None else f"{m['tokens']:,}"
+        for gamma, per_domain in m["sensitivity"].items():
+            cells = "  ".join(f"{per_domain[d]['mean']:>+9.4f} ± {per_domain[d]['sd']:<6.4f}" for d in domains)
+            print(f"{m['model'][-40:]:<40}{tokens:>12}{gamma:>8}  {cells}")
+    return 0
