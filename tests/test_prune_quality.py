@@ -13,9 +13,9 @@ from conftest import recipe
 from regrow.cli.main import main
 from regrow.config import from_dict
 from regrow.data.store import TokenStore
+from regrow.models.evaluate import evaluate_domains
 from regrow.models.hf import load_model
 from regrow.train.config import RunConfig
-from regrow.models.evaluate import evaluate_domains
 from regrow.train.metrics import read_metrics
 from regrow.train.trainer import train
 

@@ -29,10 +29,10 @@ def task_manager(tasks: list[str], include_path: str | None):
     if include_path is not None and not Path(include_path).is_dir():
         raise RegrowError(f"--include-path {include_path!r} is not a folder of task YAML files")
     if include_path is not None:
-        local = TaskManager(verbosity="ERROR", include_path=include_path, include_defaults=False)
+        local = TaskManager(include_path=include_path, include_defaults=False)
         if all(t in local.all_tasks for t in tasks):
             return local
-    manager = TaskManager(verbosity="ERROR", include_path=include_path)
+    manager = TaskManager(include_path=include_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise RegrowError(f"unknown task(s) {', '.join(map(repr, unknown))}; give a harness task name "

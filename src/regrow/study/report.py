@@ -22,6 +22,7 @@ from regrow.atomic import write_text_atomic
 from regrow.config import read_yaml
 from regrow.errors import RegrowError
 from regrow.study.plan import RunName
+from regrow.study.report_scaling import scaling_section, sensitivity_section
 from regrow.study.runner import INDEX_FILE, STUDY_FILE, study_status
 from regrow.train.metrics import read_metrics
 
@@ -171,9 +172,16 @@ def build_report(out_dir: str | Path) -> dict:
         })
     ranking.sort(key=lambda x: x["new_loss"])
     headline = _headline(ranking)
-    report = {"counts": counts, "ranking": ranking, "headline": headline, "figures": list(figures)}
-    write_text_atomic(out / "report.md", _markdown(study, counts, ranking, headline, prune_rows, figures))
-    write_text_atomic(out / "report.html", _html(study, counts, ranking, headline, figures))
+    sections, analysis = [], {}
+    for lines, section_figures, data in (scaling_section(out), sensitivity_section(out)):
+        sections += lines
+        analysis.update(data)
+        for name, fig in section_figures.items():
+            figures[name] = _png(fig)
+            plt.close(fig)
+    report = {"counts": counts, "ranking": ranking, "headline": headline, "figures": list(figures), "analysis": analysis}
+    write_text_atomic(out / "report.md", _markdown(study, counts, ranking, headline, prune_rows, figures, sections))
+    write_text_atomic(out / "report.html", _html(study, counts, ranking, headline, figures, sections))
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
@@ -225,11 +233,12 @@ def headline_table(ranking: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(study, counts, ranking, headline, prune_rows, figures) -> str:
+def _markdown(study, counts, ranking, headline, prune_rows, figures, sections: list[str]) -> str:
     parts = [f"# Study report: {study['out_dir']}", "", headline, "",
              "Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()), "", "## Ranking", "", headline_table(ranking), ""]
     parts += ["Saving = FLOPs the from-scratch control of the same cell needs to reach its final loss / FLOPs "
               "this run needs to reach that loss (pruning, teacher and training FLOPs; ALGORITHMS.md section 8).", ""]
+    parts += sections
     parts += ["## Pruning runs", "", "| run | parameters kept | FLOPs | max logit diff |", "|---|---|---|---|"]
     for key, row in prune_rows.items():
         if row["status"] == "done":
@@ -247,7 +256,30 @@ def _yaml(data) -> str:
     return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
-def _html(study, counts, ranking, headline, figures) -> str:
+def _sections_html(lines: list[str]) -> str:
+    """The markdown of the analysis sections as HTML: headings, pipe tables, paragraphs."""
+    parts, table = [], []
+    for line in [*lines, ""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-"):
+                table.append(line.strip("|").split(" | "))
+            continue
+        if table:
+            head, *body = table
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>"
+                                   for row in body) + "</table>")
+            table = []
+        if line.startswith("### "):
+            parts.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
+            parts.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line:
+            parts.append(f"<p>{html.escape(line)}</p>")
+    return "".join(parts)
+
+
+def _html(study, counts, ranking, headline, figures, sections: list[str]) -> str:
     rows = _table(ranking)
     table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>"
     table += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]) + "</table>"
@@ -259,4 +291,5 @@ def _html(study, counts, ranking, headline, figures) -> str:
             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>"
             f"<h1>Study report: {html.escape(study['out_dir'])}</h1><p>{headline_html}</p>"
             f"<p>Runs: {html.escape(', '.join(f'{n} {s}' for s, n in counts.items()))}</p><h2>Ranking</h2>{table}"
+            f"{_sections_html(sections)}"
             f"<h2>Figures</h2>{images}<h2>Study file (resolved)</h2><pre>{html.escape(_yaml(study))}</pre></body></html>\n")

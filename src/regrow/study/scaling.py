@@ -116,8 +116,8 @@ def finished_runs(study_dir: Path) -> list[tuple[RunName, Path, dict]]:
 def study_table(law: str, study_dir: str | Path, domains: list[str] | None = None) -> Table:
     """The rows `law` is fitted on, from a study's finished runs (see the module docstring)."""
     study_dir = Path(study_dir)
-    study = read_yaml(study_dir / STUDY_FILE)
     runs = finished_runs(study_dir)
+    study = read_yaml(study_dir / STUDY_FILE)
     new = domains or list(study["data"]["new"])
     rows: dict[str, list] = {k: [] for k in ("run", "group", "step", "lr", "loss", "D")}
     if law == "data":

@@ -15,10 +15,17 @@ keeps lowering it (S1 grows; instability is invisible). `predict` warns for both
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy.signal import lfilter
 
-from regrow.analysis.laws.base import Curve, CurveLaw, FitOptions, LawFit, register, start_grid
+from regrow.analysis.laws.base import (
+    Curve,
+    CurveLaw,
+    FitOptions,
+    LawFit,
+    log_of_sum,
+    register,
+    start_grid,
+)
 from regrow.analysis.laws.data import DataLaw
 from regrow.analysis.table import Table, check_points, check_table, rows_where
 from regrow.errors import RegrowError
@@ -93,10 +100,13 @@ class AnnealingLaw(CurveLaw):
         return start_grid(np.log(np.array([0.3, 0.5, 0.7, 0.9]) * y.min()), np.log(np.geomspace(1e-2, 1e2, 9)),
                           [0.1, 0.3, 0.5, 0.8, 1.2], np.log(np.geomspace(1e-3, 1e4, 8)))
 
-    def log_predict(self, theta, x):
+    def log_predict(self, theta, x, jacobian=False):
         l0, a, alpha, c = (theta[:, i : i + 1] for i in range(4))
-        loss = torch.exp(l0) + torch.exp(a) * x["S1"] ** (-alpha) - torch.exp(c) * x["S2"]
-        return torch.log(loss.clamp_min(1e-6))
+        floor = np.exp(l0) * np.ones_like(x["S1"])
+        power = np.exp(a) * x["S1"] ** (-alpha)
+        anneal = np.exp(c) * x["S2"]
+        partials = [floor, power, -power * np.log(x["S1"]), -anneal] if jacobian else None
+        return log_of_sum(floor + power - anneal, partials)
 
     def values(self, theta):
         return {"L0": np.exp(theta[:, 0]), "A": np.exp(theta[:, 1]), "alpha": theta[:, 2], "C": np.exp(theta[:, 3])}

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from regrow.analysis.fit import CurveFit, fit_curve, goodness, interval
 from regrow.analysis.table import Table, rows_where
@@ -94,8 +93,8 @@ class CurveLaw(Law):
     def grid(self, x: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def log_predict(self, theta: torch.Tensor, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """theta [S, P], x columns [n] -> log prediction [S, n]."""
+    def log_predict(self, theta: np.ndarray, x: dict[str, np.ndarray], jacobian: bool = False):
+        """theta [S, P], x columns [n] -> (log prediction [S, n], its Jacobian [S, n, P] or None)."""
         raise NotImplementedError
 
     def values(self, theta: np.ndarray) -> dict[str, np.ndarray]:
@@ -103,13 +102,12 @@ class CurveLaw(Law):
         raise NotImplementedError
 
     def predict(self, theta: np.ndarray, x: dict[str, np.ndarray]) -> np.ndarray:
-        tx = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in x.items()}
-        with torch.no_grad():
-            return torch.exp(self.log_predict(torch.as_tensor(theta, dtype=torch.float64)[None], tx))[0].numpy()
+        with np.errstate(all="ignore"):
+            return np.exp(self.log_predict(np.asarray(theta, dtype=np.float64)[None], x)[0][0])
 
     def fit_points(self, x: dict[str, np.ndarray], y: np.ndarray, options: FitOptions) -> CurveFit:
-        tx = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in x.items()}
-        return fit_curve(lambda theta: self.log_predict(theta, tx), y, self.grid(x, y), self.bounds,
+        x = {k: np.asarray(v, dtype=np.float64) for k, v in x.items()}
+        return fit_curve(lambda theta, jac: self.log_predict(theta, x, jac), y, self.grid(x, y), self.bounds,
                          options.delta, options.keep, options.bootstrap, options.seed)
 
     def parameters(self, fit: CurveFit, options: FitOptions) -> dict[str, dict[str, float]]:
@@ -140,6 +138,25 @@ def build_law(name: str) -> Law:
     if name not in LAWS:
         raise RegrowError(f"unknown law {name!r}; allowed: {', '.join(sorted(LAWS))}")
     return LAWS[name]()
+
+
+def log_sum_exp(terms: list[np.ndarray], jacobians: list[list[np.ndarray]] | None):
+    """log sum_k exp(t_k) and its Jacobian from each term's d t_k / d theta (terms [S, n])."""
+    stacked = np.stack(terms)
+    value = np.logaddexp.reduce(stacked, axis=0)
+    if jacobians is None:
+        return value, None
+    weights = np.exp(stacked - value)  # softmax over the terms
+    return value, sum(w[..., None] * np.stack(j, axis=-1) for w, j in zip(weights, jacobians))
+
+
+def log_of_sum(value: np.ndarray, partials: list[np.ndarray] | None, floor: float = 1e-6):
+    """log of a prediction (clamped at `floor`, where its gradient is 0) and d log / d theta."""
+    clamped = np.maximum(value, floor)
+    if partials is None:
+        return np.log(clamped), None
+    jac = np.stack(partials, axis=-1) / clamped[..., None]
+    return np.log(clamped), np.where((value > floor)[..., None], jac, 0.0)
 
 
 def start_grid(*axes) -> np.ndarray:

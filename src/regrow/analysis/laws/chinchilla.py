@@ -9,9 +9,16 @@ G = (alpha A / (beta B))^(1/(alpha+beta)).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from regrow.analysis.laws.base import Curve, CurveLaw, FitOptions, LawFit, register, start_grid
+from regrow.analysis.laws.base import (
+    Curve,
+    CurveLaw,
+    FitOptions,
+    LawFit,
+    log_sum_exp,
+    register,
+    start_grid,
+)
 from regrow.analysis.table import Table, check_points, check_table
 from regrow.errors import RegrowError
 
@@ -35,10 +42,16 @@ class Chinchilla(CurveLaw):
         return start_grid(np.arange(0, 26, 5), np.arange(0, 26, 5), np.arange(-1, 1.01, 0.5),
                           np.arange(0, 2.01, 0.5), np.arange(0, 2.01, 0.5))
 
-    def log_predict(self, theta, x):
+    def log_predict(self, theta, x, jacobian=False):
         a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(5))
-        terms = torch.stack([a - alpha * x["logN"], b - beta * x["logD"], e.expand(-1, x["logN"].shape[0])])
-        return torch.logsumexp(terms, dim=0)
+        t1, t2 = a - alpha * x["logN"], b - beta * x["logD"]
+        t3 = np.broadcast_to(e, t1.shape)
+        if not jacobian:
+            return log_sum_exp([t1, t2, t3], None)
+        one, zero = np.ones_like(t1), np.zeros_like(t1)
+        return log_sum_exp([t1, t2, t3], [[one, zero, zero, -x["logN"] * one, zero],
+                                          [zero, one, zero, zero, -x["logD"] * one],
+                                          [zero, zero, one, zero, zero]])
 
     def values(self, theta):
         return {"E": np.exp(theta[:, 2]), "A": np.exp(theta[:, 0]), "alpha": theta[:, 3],

@@ -12,10 +12,17 @@ an old domain's loss (it rises), B < 0 for the new domain's.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from regrow.analysis.laws.annealing import lr_areas, schedule_runs
-from regrow.analysis.laws.base import Curve, CurveLaw, FitOptions, LawFit, register, start_grid
+from regrow.analysis.laws.base import (
+    Curve,
+    CurveLaw,
+    FitOptions,
+    LawFit,
+    log_of_sum,
+    register,
+    start_grid,
+)
 from regrow.analysis.table import Table, check_points, check_table, rows_where
 from regrow.errors import RegrowError
 
@@ -39,11 +46,20 @@ class ContinualPretrainingLaw(CurveLaw):
                           [0.2, 0.5, 1.0], np.log([1e-2, 1.0, 1e2]), np.log([1e-2, 1.0, 1e2]),
                           [-1.0, -0.3, 0.0, 0.3, 1.0], np.log([1e-1, 1e1, 1e3]), [0.3, 1.0, 2.0])
 
-    def log_predict(self, theta, x):
+    def log_predict(self, theta, x, jacobian=False):
         l0, a, alpha, c1, c2, b, e, beta = (theta[:, i : i + 1] for i in range(8))
-        loss = (torch.exp(l0) + torch.exp(a) * (x["S1pt"] + x["S1cpt"]) ** (-alpha) - torch.exp(c1) * x["S2pt"]
-                - torch.exp(c2) * x["S2cpt"] + b * (1 - (1 + torch.exp(e) * x["S1cpt"]) ** (-beta)))
-        return torch.log(loss.clamp_min(1e-6))
+        area = x["S1pt"] + x["S1cpt"]
+        floor = np.exp(l0) * np.ones_like(area)
+        power = np.exp(a) * area ** (-alpha)
+        anneal_pt, anneal_cpt = np.exp(c1) * x["S2pt"], np.exp(c2) * x["S2cpt"]
+        q = 1 + np.exp(e) * x["S1cpt"]
+        shift = 1 - q ** (-beta)
+        loss = floor + power - anneal_pt - anneal_cpt + b * shift
+        partials = None
+        if jacobian:
+            partials = [floor, power, -power * np.log(area), -anneal_pt, -anneal_cpt, shift,
+                        b * beta * q ** (-beta - 1) * np.exp(e) * x["S1cpt"], b * q ** (-beta) * np.log(q)]
+        return log_of_sum(loss, partials)
 
     def values(self, theta):
         return {"L0": np.exp(theta[:, 0]), "A": np.exp(theta[:, 1]), "alpha": theta[:, 2], "C1": np.exp(theta[:, 3]),

@@ -7,9 +7,16 @@ that column (e.g. each compression method's continued-training curve).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from regrow.analysis.laws.base import Curve, CurveLaw, FitOptions, LawFit, register, start_grid
+from regrow.analysis.laws.base import (
+    Curve,
+    CurveLaw,
+    FitOptions,
+    LawFit,
+    log_sum_exp,
+    register,
+    start_grid,
+)
 from regrow.analysis.table import Table, check_points, check_table, rows_where
 
 
@@ -25,9 +32,14 @@ class DataLaw(CurveLaw):
         return start_grid(np.arange(0, 26, 2.5), np.log(np.asarray([0.25, 0.5, 0.75, 0.9, 0.98]) * y.min()),
                           [0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0])
 
-    def log_predict(self, theta, x):
+    def log_predict(self, theta, x, jacobian=False):
         b, e, beta = (theta[:, i : i + 1] for i in range(3))
-        return torch.logaddexp(b - beta * x["logD"], e.expand(-1, x["logD"].shape[0]))
+        t1 = b - beta * x["logD"]
+        t2 = np.broadcast_to(e, t1.shape)
+        if not jacobian:
+            return log_sum_exp([t1, t2], None)
+        one, zero = np.ones_like(t1), np.zeros_like(t1)
+        return log_sum_exp([t1, t2], [[one, zero, -x["logD"] * one], [zero, one, zero]])
 
     def values(self, theta):
         return {"E": np.exp(theta[:, 1]), "B": np.exp(theta[:, 0]), "beta": theta[:, 2]}

@@ -33,9 +33,14 @@ class TransferPower(CurveLaw):
         axes = [np.linspace(-10, 30, 9), [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]] + ([[0.0, 0.5, 1.0]] if self.with_size else [])
         return start_grid(*axes)
 
-    def log_predict(self, theta, x):
-        out = theta[:, 0:1] + theta[:, 1:2] * x["logDF"]
-        return out + theta[:, 2:3] * x["logN"] if self.with_size else out
+    def log_predict(self, theta, x, jacobian=False):
+        value = theta[:, 0:1] + theta[:, 1:2] * x["logDF"]
+        columns = [np.ones_like(x["logDF"]), x["logDF"]]
+        if self.with_size:
+            value = value + theta[:, 2:3] * x["logN"]
+            columns.append(x["logN"])
+        jac = np.broadcast_to(np.stack(columns, axis=-1), (*value.shape, len(columns))) if jacobian else None
+        return value, jac
 
     def values(self, theta):
         out = {"k": np.exp(theta[:, 0]), "alpha": theta[:, 1]}
