@@ -22,6 +22,13 @@ def test_quick_demo_runs_the_study_and_prints_the_table(tmp_path, capsys):
     assert report["counts"] == {"pending": 0, "running": 0, "done": 1 + 4 + 5 * 6, "failed": 0}
     assert (study / "report.html").read_text().count("data:image/png;base64,") == len(report["figures"]) >= 5
     assert "domain weights" in report["figures"]
+    # the analysis sections: scaling fits of the runs, sensitivity and probe of the starting models
+    assert {"scaling: transfer", "scaling: data", "sensitivity: sensitivity", "probe: probe"} <= set(report["figures"])
+    markdown = (study / "report.md").read_text()
+    assert "## Scaling" in markdown and "## Sensitivity" in markdown and "Predicted compute-saving factor" in markdown
+    sensitivity = json.loads((study / "analysis" / "sensitivity.json").read_text())
+    assert len(sensitivity["models"]) == 5  # base, three pruned, the scratch init
+    assert all(m["sensitivity"]["1"]["code"]["mean"] > 0 for m in sensitivity["models"][:1])
     # a second call reuses every finished run
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     assert "[demo] run " not in capsys.readouterr().out

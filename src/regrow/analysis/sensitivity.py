@@ -97,6 +97,23 @@ def measure_sensitivity(model, store: TokenStore, domains: list[str], gammas: li
     return {"base_loss": base, "sensitivity": result}
 
 
+def sensitivity_of_models(model_dirs: list[str], store: TokenStore, domains: list[str], gammas: list[float], seeds: int,
+                          noise: str, seq_len: int, batch_size: int, max_tokens: int, device: torch.device,
+                          load) -> dict:
+    """The `regrow sensitivity` result for several model folders; `load(path)` gives a checked model."""
+    check_sensitivity_args(gammas, seeds, noise)
+    models = []
+    for path in model_dirs:
+        model = load(path).to(device)
+        with torch.inference_mode():
+            measured = measure_sensitivity(model, store, domains, gammas, seeds, noise, seq_len, batch_size,
+                                           max_tokens, device)
+        models.append({"model": str(path), "tokens": pretraining_tokens(path), **measured})
+        del model
+    return {"kind": "sensitivity", "noise": noise, "gammas": gammas, "seeds": seeds, "domains": domains,
+            "models": models}
+
+
 def pretraining_tokens(model_dir: str | Path) -> int | None:
     """Tokens a model folder was trained on: a snapshot's, a checkpoint's, or its run's summary."""
     folder = Path(model_dir)

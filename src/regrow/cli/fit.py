@@ -31,6 +31,8 @@ def register(subparsers) -> None:
                         help="domains whose mean validation loss is fitted (runs/study; default: the new domains)")
     parser.add_argument("--predict", default=None, metavar="RECIPE",
                         help="annealing: predict the curve of this recipe's schedule (a recipe YAML or a finished run folder)")
+    parser.add_argument("--min-step", type=int, default=1,
+                        help="annealing / cpt: fit only points from this step on (pre-training phase for cpt)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the intervals (0: none)")
     parser.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,7 +76,7 @@ def prediction_for(args, fits) -> dict | None:
 
 
 def run(args) -> int:
-    options = FitOptions(bootstrap=args.bootstrap, seed=args.seed, level=args.level)
+    options = FitOptions(bootstrap=args.bootstrap, seed=args.seed, level=args.level, min_step=args.min_step)
     options.validate()
     law = build_law(args.law)
     fits = law.fit_table(load_table(args), options)

@@ -37,10 +37,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     recipe = ProbeRecipe(args.finetune, args.steps, args.lr, args.batch_size, args.seq_len, args.warmup_steps,
                          args.schedule, args.eval_tokens, args.seed, args.device)
-    results = run_probe(args.model, args.data, recipe, args.work_dir)
+    record = run_probe(args.model, args.data, recipe, args.work_dir)
+    results = record["models"]
     if args.out:
-        write_json_atomic(args.out, {"kind": "probe", "finetune": args.finetune, "steps": args.steps, "lr": args.lr,
-                                     "models": results})
+        write_json_atomic(args.out, record)
     if args.plot:
         save_figure(probe_figure(results), args.plot)
     if args.json:

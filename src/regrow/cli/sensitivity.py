@@ -10,15 +10,8 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from regrow.analysis.plots import save_figure, sensitivity_figure
-from regrow.analysis.sensitivity import (
-    NOISES,
-    check_sensitivity_args,
-    measure_sensitivity,
-    pretraining_tokens,
-)
+from regrow.analysis.sensitivity import NOISES, check_sensitivity_args, sensitivity_of_models
 from regrow.atomic import write_json_atomic
 from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
 from regrow.train.trainer import resolve_device
@@ -41,18 +34,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     check_sensitivity_args(args.gamma, args.seeds, args.noise)
     store, domains = open_data(args)
-    device = resolve_device(args.device)
-    models = []
-    for path in args.model:
-        model = load_checked_model(path, store, domains, args).to(device)
-        with torch.inference_mode():
-            measured = measure_sensitivity(model, store, domains, args.gamma, args.seeds, args.noise,
-                                           args.seq_len, args.batch_size, args.max_tokens, device)
-        models.append({"model": path, "tokens": pretraining_tokens(path), **measured})
-        del model
-    result = {"noise": args.noise, "gammas": args.gamma, "seeds": args.seeds, "domains": domains, "models": models}
+    result = sensitivity_of_models(args.model, store, domains, args.gamma, args.seeds, args.noise, args.seq_len,
+                                   args.batch_size, args.max_tokens, resolve_device(args.device),
+                                   lambda path: load_checked_model(path, store, domains, args))
+    models = result["models"]
     if args.out:
-        write_json_atomic(args.out, {"kind": "sensitivity", **result})
+        write_json_atomic(args.out, result)
     if args.plot:
         save_figure(sensitivity_figure(models), args.plot)
     if args.json:

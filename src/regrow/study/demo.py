@@ -7,7 +7,9 @@
    same size and the unpruned source, and continues every one of them on code with cosine
    re-warming and with the infinite schedule, each with 0% and 5% prose replay (the 5% cells
    also with dynamic batch loading);
-3. the study report (report.md, report.html) and its headline table.
+3. parameter sensitivity and a short fine-tuning probe of the base, each pruned model and the
+   from-scratch init (into the study's analysis/ folder, so the report shows them);
+4. the study report (report.md, report.html, with its scaling section) and its headline table.
 
 Finished runs are skipped (the study index), so a second call is quick.
 """
@@ -20,13 +22,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from regrow.atomic import write_text_atomic
+import torch
+
+from regrow.analysis.sensitivity import sensitivity_of_models
+from regrow.atomic import write_json_atomic, write_text_atomic
 from regrow.config import from_dict
 from regrow.data.prepare import prepare_domain
 from regrow.data.sources import SourceRecord, iter_builtin
-from regrow.data.store import MANIFEST
+from regrow.data.store import MANIFEST, TokenStore
 from regrow.data.tokenizer import load_tokenizer, train_bpe
+from regrow.models.hf import load_model
 from regrow.study.config import StudyConfig
+from regrow.study.probe import ProbeRecipe, run_probe
 from regrow.study.report import build_report, headline_table
 from regrow.study.runner import run_study
 
@@ -50,10 +57,13 @@ class DemoSize:
     sheared_steps: int = 100
     calibration_samples: int = 256
     max_documents: int | None = None  # per domain; None: the whole standard library
+    probe_steps: int = 20
+    analysis_tokens: int = 8192  # validation tokens per domain for sensitivity
 
 
 FULL = DemoSize()
-QUICK = DemoSize(base_steps=30, continue_steps=8, sheared_steps=8, calibration_samples=16, max_documents=400)
+QUICK = DemoSize(base_steps=30, continue_steps=8, sheared_steps=8, calibration_samples=16, max_documents=400,
+                 probe_steps=3, analysis_tokens=1024)
 
 
 def schedules(steps: int) -> list[dict]:
@@ -85,7 +95,7 @@ def demo_study(out: Path, tokenizer_dir: Path, data_dir: Path, size: DemoSize) -
         "prune": {"calibration_samples": size.calibration_samples, "batch_size": 8,
                   # the paper's weight lr (1e-4) is for 7B models; this small one trained at 3e-3
                   "sheared": {"steps": size.sheared_steps, "lr_weights": 1e-3}},
-        "train": {**TRAIN, "eval_every": max(1, size.continue_steps // 4), "progress": False},
+        "train": {**TRAIN, "eval_every": max(1, size.continue_steps // 10), "progress": False},
     }
     return from_dict(StudyConfig, study)
 
@@ -111,6 +121,24 @@ def prepare_demo_data(out: Path, max_documents: int | None = None) -> tuple[Path
     return tokenizer_dir, data_dir
 
 
+def demo_analysis(study_dir: Path, data_dir: Path, size: DemoSize) -> None:
+    """Sensitivity and the fine-tuning probe of the starting models, into STUDY_DIR/analysis/."""
+    analysis, runs = study_dir / "analysis", study_dir / "runs"
+    models = [str(runs / "base" / "model")] + sorted(
+        str(p) for p in [*runs.glob("prune-*"), *runs.glob("scratch-*")] if (p / "config.json").is_file())
+    if not (analysis / "sensitivity.json").is_file():
+        print("[demo] parameter sensitivity of the starting models")
+        store = TokenStore(data_dir)
+        result = sensitivity_of_models(models, store, ["prose", "code"], [1.0], 2, "init", SEQ_LEN, 16,
+                                       size.analysis_tokens, torch.device("cpu"), load_model)
+        write_json_atomic(analysis / "sensitivity.json", result)
+    if not (analysis / "probe.json").is_file():
+        print("[demo] fine-tuning probe: the same short fine-tuning on code for each starting model")
+        recipe = ProbeRecipe("code", size.probe_steps, LR_MAX, batch_size=16, seq_len=SEQ_LEN, warmup_steps=2,
+                             eval_tokens=size.analysis_tokens, device="cpu")
+        write_json_atomic(analysis / "probe.json", run_probe(models, str(data_dir), recipe))
+
+
 def run_demo(out: str | Path, size: DemoSize = FULL) -> dict:
     out = Path(out)
     started = time.perf_counter()
@@ -118,6 +146,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL) -> dict:
     print("[demo] study: pre-train on prose, prune to ~50% (sheared, activation, depth, scratch control), "
           "continue on code (cosine / infinite x 0% / 5% replay)")
     run_study(demo_study(out, tokenizer_dir, data_dir, size), echo=lambda line: print(f"[demo] {line.strip()}"))
+    demo_analysis(out / "study", data_dir, size)
     report = build_report(out / "study")
     table = headline_table(report["ranking"])
     write_text_atomic(out / "results.md", report["headline"] + "\n\n" + table + "\n")

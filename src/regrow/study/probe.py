@@ -61,9 +61,12 @@ def probe_one(model_dir: str, data: str, recipe: ProbeRecipe, out_dir: Path) -> 
             "out_of_domain_change": summary["forgetting"], "domains": summary["domains"]}
 
 
-def run_probe(models: list[str], data: str, recipe: ProbeRecipe, work_dir: str | None = None) -> list[dict]:
+def run_probe(models: list[str], data: str, recipe: ProbeRecipe, work_dir: str | None = None) -> dict:
     """Fine-tune every model the same way; the runs go to work_dir (kept) or a temporary folder."""
     recipe.validate(TokenStore(data))
     with tempfile.TemporaryDirectory(prefix="regrow-probe-") as tmp:
         root = Path(work_dir) if work_dir else Path(tmp)
-        return [probe_one(m, data, recipe, root / f"probe-{i}-{Path(m).name}") for i, m in enumerate(models)]
+        results = [probe_one(m, data, recipe, root / f"probe-{i}-{Path(m).parent.name}-{Path(m).name}")
+                   for i, m in enumerate(models)]
+    return {"kind": "probe", "finetune": recipe.finetune, "steps": recipe.steps, "lr": recipe.lr,
+            "schedule": recipe.schedule, "models": results}

@@ -26,7 +26,14 @@ def _params(fit: LawFit) -> str:
                      for k, v in fit.parameters.items())
 
 
-def scaling_section(study_dir: Path, bootstrap: int = 50) -> tuple[list[str], dict, dict]:
+def _points(fit: LawFit) -> str:
+    counts = fit.extras.get("counts")
+    if not counts or not counts["extrapolated"]:
+        return str(fit.goodness["points"])
+    return f"{fit.goodness['points']} ({counts['extrapolated']} priced by extrapolating the control)"
+
+
+def scaling_section(study_dir: Path, bootstrap: int = 20) -> tuple[list[str], dict, dict]:
     """(markdown lines, figures {name: fig}, json) of the scaling section."""
     options = FitOptions(bootstrap=bootstrap)
     lines = ["## Scaling", "", "Fits of the study's runs (docs/SCALING.md: formulas, what each is fitted on, when to "
@@ -41,7 +48,7 @@ def scaling_section(study_dir: Path, bootstrap: int = 50) -> tuple[list[str], di
             out[law] = {"error": str(err)}
             continue
         lines += [f"### {law}: {fits[0].formula}", "", "| fit | parameters | points | R^2 |", "|---|---|---|---|"]
-        lines += [f"| {f.group or '-'} | {_params(f)} | {f.goodness['points']} | {f.goodness['r2']:.3f} |" for f in fits]
+        lines += [f"| {f.group or '-'} | {_params(f)} | {_points(f)} | {f.goodness['r2']:.3f} |" for f in fits]
         lines.append("")
         out[law] = [{"group": f.group, "parameters": f.parameters, "goodness": f.goodness, "extras": f.extras,
                      "warnings": f.warnings} for f in fits]

@@ -117,7 +117,7 @@ class AnnealingLaw(CurveLaw):
         s1, s2, steps, y, run_of = [], [], [], [], []
         for run, (lrs, measured_steps, losses) in runs.items():
             area1, area2 = lr_areas(lrs)
-            keep = measured_steps >= 1
+            keep = measured_steps >= options.min_step
             idx = measured_steps[keep] - 1
             s1.append(area1[idx])
             s2.append(area2[idx])

@@ -30,11 +30,13 @@ class FitOptions:
     delta: float = 1e-3  # Huber delta on log loss (Hoffmann et al.)
     level: float = 0.95
     keep: int = 16  # L-BFGS runs from this many best grid starts
-    domain: str | None = None  # which loss a law fitted on runs uses (study/runs inputs)
+    min_step: int = 1  # annealing / cpt: points before this step are not fitted (the earliest curve is steeper)
 
     def validate(self) -> None:
         if self.bootstrap < 0:
             raise RegrowError(f"--bootstrap is {self.bootstrap}; it must be >= 0")
+        if self.min_step < 1:
+            raise RegrowError(f"--min-step is {self.min_step}; it must be >= 1 (step 0 has S1 = 0)")
         if not 0 < self.level < 1:
             raise RegrowError(f"--level is {self.level}; it must be in (0, 1)")
 

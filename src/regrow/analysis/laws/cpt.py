@@ -77,7 +77,7 @@ class ContinualPretrainingLaw(CurveLaw):
                               f"(phase cpt); got {len(pt)} pt and {len(cpt)} cpt run(s)")
         (pt_name, (pt_lrs, pt_steps, pt_losses)), = pt.items()
         pt_s1, pt_s2 = lr_areas(pt_lrs)
-        keep = pt_steps >= 1
+        keep = pt_steps >= options.min_step
         cols = {k: [] for k in ("S1pt", "S2pt", "S1cpt", "S2cpt")}
         ys, series = [], []
 
