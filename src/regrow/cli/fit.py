@@ -8,14 +8,13 @@ schedule's predicted curve with `--predict`), and a figure of the data against t
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 from regrow.analysis.laws import LAWS, FitOptions, build_law
-from regrow.analysis.plots import law_figure, save_figure
+from regrow.analysis.plots import law_figure
 from regrow.analysis.table import read_csv
-from regrow.atomic import write_json_atomic
+from regrow.cli.outputs import emit
 from regrow.errors import RegrowError
 from regrow.study import scaling
 
@@ -84,16 +83,11 @@ def run(args) -> int:
     result = {"law": args.law, "fits": [dataclasses.asdict(f) for f in fits]}
     if prediction is not None:
         result["prediction"] = prediction
-    if args.out:
-        write_json_atomic(args.out, result)
-    if args.plot:
-        extra = [] if prediction is None else [(f"predicted: {Path(args.predict).name}",
-                                                list(range(1, prediction["steps"] + 1)), prediction["curve"])]
-        save_figure(law_figure(fits, extra), args.plot)
+    extra = [] if prediction is None else [(f"predicted: {Path(args.predict).name}",
+                                            list(range(1, prediction["steps"] + 1)), prediction["curve"])]
     for warning in (prediction or {}).get("warnings", []) + [w for f in fits for w in f.warnings]:
         print(f"regrow: warning: {warning}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result, indent=2))
+    if emit(args, result, lambda _: law_figure(fits, extra)):
         return 0
     for fit in fits:
         print_fit(fit, options.level)

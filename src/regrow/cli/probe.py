@@ -6,10 +6,8 @@ out-of-domain loss change, as a curve against the checkpoint's pre-training toke
 
 from __future__ import annotations
 
-import json
-
-from regrow.analysis.plots import probe_figure, save_figure
-from regrow.atomic import write_json_atomic
+from regrow.analysis.plots import probe_figure
+from regrow.cli.outputs import emit
 from regrow.study.probe import ProbeRecipe, run_probe
 
 
@@ -39,12 +37,7 @@ def run(args) -> int:
                          args.schedule, args.eval_tokens, args.seed, args.device)
     record = run_probe(args.model, args.data, recipe, args.work_dir)
     results = record["models"]
-    if args.out:
-        write_json_atomic(args.out, record)
-    if args.plot:
-        save_figure(probe_figure(results), args.plot)
-    if args.json:
-        print(json.dumps(results, indent=2))
+    if emit(args, record, lambda r: probe_figure(r["models"]), printed=results):
         return 0
     print(f"fine-tuned on {args.finetune!r}: {args.steps} steps at LR {args.lr:g} ({args.schedule})")
     print(f"{'model':<44}{'tokens':>12}{'in-domain gain':>16}{'out-of-domain':>15}")

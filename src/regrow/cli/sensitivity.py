@@ -8,12 +8,10 @@ against their pre-training tokens (`--plot`). `--out FILE.json` keeps the result
 
 from __future__ import annotations
 
-import json
-
-from regrow.analysis.plots import save_figure, sensitivity_figure
+from regrow.analysis.plots import sensitivity_figure
 from regrow.analysis.sensitivity import NOISES, check_sensitivity_args, sensitivity_of_models
-from regrow.atomic import write_json_atomic
 from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
+from regrow.cli.outputs import emit
 from regrow.train.trainer import resolve_device
 
 
@@ -38,12 +36,7 @@ def run(args) -> int:
                                    args.batch_size, args.max_tokens, resolve_device(args.device),
                                    lambda path: load_checked_model(path, store, domains, args))
     models = result["models"]
-    if args.out:
-        write_json_atomic(args.out, result)
-    if args.plot:
-        save_figure(sensitivity_figure(models), args.plot)
-    if args.json:
-        print(json.dumps(result, indent=2))
+    if emit(args, result, lambda r: sensitivity_figure(r["models"])):
         return 0
     print(f"noise: {args.noise}, {args.seeds} seed(s); loss increase mean ± sd over seeds")
     print(f"{'model':<40}{'tokens':>12}{'gamma':>8}  " + "  ".join(f"{d:>18}" for d in domains))

@@ -60,8 +60,11 @@ def scaling_section(study_dir: Path, bootstrap: int = 20) -> tuple[list[str], di
 
 def _saving_lines(fits: list[LawFit], costs: dict, out: dict) -> list[str]:
     """Predicted compute-saving factors at larger budgets, from each method's transfer fit."""
-    lines = ["Predicted compute-saving factor at larger continued-training budgets (from the transfer fits; "
-             "pruning FLOPs included; an extrapolation of the fitted power law):", "",
+    lines = ["Predicted compute-saving factor at larger continued-training budgets D_F (from the transfer fits; "
+             "pruning FLOPs included; an extrapolation of the fitted power law): the FLOPs from-scratch training "
+             "needs to match the loss the warm start reaches after D_F tokens, over the warm start's FLOPs. This "
+             "targets the warm start's own loss, unlike the ranking's saving (which targets the control's final loss).",
+             "",
              "| method [cell] | " + " | ".join(f"{m}x budget" for m in BUDGET_MULTIPLES) + " |",
              "|---|" + "---|" * len(BUDGET_MULTIPLES)]
     predictions = {}
