@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-LBFGS_OPTIONS = {"maxiter": 500, "ftol": 1e-15, "gtol": 1e-12}
+LBFGS_OPTIONS = {"maxiter": 300, "ftol": 1e-13, "gtol": 1e-10}
 # theta [S, P], with_jacobian -> (log prediction [S, n], d log prediction / d theta [S, n, P] or None)
 LogPredict = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]]
 

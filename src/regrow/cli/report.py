@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from regrow.errors import RegrowError
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("report", help="write the report of a study (markdown + self-contained HTML)")
     parser.add_argument("folder", metavar="STUDY_DIR")
+    parser.add_argument("--fit-bootstrap", type=int, default=20,
+                        help="bootstrap resamples of each scaling-law fit (0: no intervals, fastest)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from regrow.study.report import build_report, headline_table
 
-    report = build_report(args.folder)
+    if args.fit_bootstrap < 0:
+        raise RegrowError(f"--fit-bootstrap is {args.fit_bootstrap}; it must be >= 0")
+    report = build_report(args.folder, args.fit_bootstrap)
     print(report["headline"].replace("**", ""))
     print(headline_table(report["ranking"]))
     print(f"wrote {args.folder}/report.md and report.html")

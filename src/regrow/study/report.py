@@ -73,7 +73,7 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def build_report(out_dir: str | Path) -> dict:
+def build_report(out_dir: str | Path, fit_bootstrap: int = 20) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,7 +173,7 @@ def build_report(out_dir: str | Path) -> dict:
     ranking.sort(key=lambda x: x["new_loss"])
     headline = _headline(ranking)
     sections, analysis = [], {}
-    for lines, section_figures, data in (scaling_section(out), sensitivity_section(out)):
+    for lines, section_figures, data in (scaling_section(out, fit_bootstrap), sensitivity_section(out)):
         sections += lines
         analysis.update(data)
         for name, fig in section_figures.items():

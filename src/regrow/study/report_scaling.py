@@ -35,7 +35,7 @@ def _points(fit: LawFit) -> str:
 
 def scaling_section(study_dir: Path, bootstrap: int = 20) -> tuple[list[str], dict, dict]:
     """(markdown lines, figures {name: fig}, json) of the scaling section."""
-    options = FitOptions(bootstrap=bootstrap)
+    options = FitOptions(bootstrap=bootstrap, keep=8)  # dozens of fits: fewer L-BFGS starts than the CLI's 16
     lines = ["## Scaling", "", "Fits of the study's runs (docs/SCALING.md: formulas, what each is fitted on, when to "
              "trust it); parameters with 95% bootstrap intervals.", ""]
     figures, out = {}, {}
