@@ -28,6 +28,7 @@ from regrow.study.runner import STUDY_FILE, study_status
 from regrow.train.config import RunConfig
 from regrow.train.metrics import read_metrics
 from regrow.train.schedules import build_schedule
+from regrow.train.summary import new_domains_of
 
 
 def eval_points(run_dir: Path, domains: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,9 +100,9 @@ def measured_runs_table(run_dirs: list[str], domains: list[str] | None) -> Table
 
 
 def new_domains_of_run(run_dir: Path) -> list[str]:
-    config = read_yaml(run_dir / "config.yaml")
-    mixture = config["data"]["mixture"]
-    return config["data"].get("new_domains") or [max(mixture, key=mixture.get)]
+    """The domains the run's summary calls new (configured, else the most-weighted)."""
+    data = read_yaml(run_dir / "config.yaml")["data"]
+    return new_domains_of(data["mixture"], data.get("new_domains"))
 
 
 def finished_runs(study_dir: Path) -> list[tuple[RunName, Path, dict]]:
