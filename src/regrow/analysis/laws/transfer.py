@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from regrow.analysis.laws.base import Curve, CurveLaw, FitOptions, LawFit, register, start_grid
+from regrow.analysis.laws.base import Curve, CurveLaw, FitOptions, Law, LawFit, register, start_grid
 from regrow.analysis.laws.data import DataLaw
 from regrow.analysis.table import Table, check_points, check_table, rows_where
 from regrow.errors import RegrowError
@@ -50,7 +50,9 @@ class TransferPower(CurveLaw):
 
 
 @register("transfer")
-class TransferLaw(CurveLaw):
+class TransferLaw(Law):
+    """Two stages: the scratch control through the data law, then a TransferPower fit per method."""
+
     formula = "D_T = k * D_F^alpha [* N^beta], D_T = L_scratch^-1(L_warm(D_F)) - D_F"
     columns = ("method", "D", "loss")
     handles_groups = True
