@@ -95,7 +95,7 @@ def test_summary_metrics_and_outputs(tokenizer_dir, data_dir, tmp_path):
 def test_continue_from_a_model_resets_or_loads_optimizer(tokenizer_dir, data_dir, tmp_path):
     train(from_dict(RunConfig, recipe(tokenizer_dir, data_dir, tmp_path / "base")))
     ckpt = tmp_path / "base" / "checkpoints" / "step_00000006"
-    assert (ckpt / "optimizer.pt").is_file()
+    assert (ckpt / "shards" / ".metadata").is_file()
     for name, init, load in (("fresh", tmp_path / "base" / "model", False), ("carried", ckpt, True)):
         cfg = recipe(tokenizer_dir, data_dir, tmp_path / name, model={"init": str(init)}, tokenizer=None)
         cfg["train"]["load_optimizer"] = load

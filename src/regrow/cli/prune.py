@@ -15,7 +15,7 @@ FLAGS = {
     "model": "model", "target": "target", "target_ratio": "target_ratio", "method": "method", "data": "data",
     "reinit": "reinit", "out": "out", "steps": "sheared.steps", "seed": "seed", "seq_len": "seq_len",
     "batch_size": "batch_size", "calibration_samples": "calibration_samples", "depth_mode": "depth_mode",
-    "device": "device", "precision": "precision",
+    "device": "device", "precision": "precision", "streaming": "streaming", "activation_memory_gb": "activation_memory_gb",
 }
 
 
@@ -42,6 +42,11 @@ def register(subparsers) -> None:
     parser.add_argument("--depth-mode", help="depth method: individual (default) or contiguous")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", help="fp32 (default) or bf16")
+    parser.add_argument("--streaming", action="store_true", default=None,
+                        help="prune a checkpoint larger than memory: read it lazily, calibrate one layer at a time, "
+                             "write shard by shard (methods without gradients: activation, depth, magnitude, random)")
+    parser.add_argument("--activation-memory-gb", type=float, metavar="GB",
+                        help="--streaming: keep calibration activations in memory up to this size, else on disk (default 1)")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--config", metavar="FILE", help="YAML with any PruneConfig keys")

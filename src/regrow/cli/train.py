@@ -7,6 +7,7 @@ import json
 from regrow.config import load_config
 from regrow.train.config import RunConfig
 from regrow.train.trainer import train
+from regrow.world import World
 
 
 def register(subparsers) -> None:
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     cfg = load_config(RunConfig, args.recipe, args.set)
     summary = train(cfg, resume=args.resume)
-    print(format_summary(summary))
+    if World.from_env().is_main:
+        print(format_summary(summary))
     return 0
 
 

@@ -60,6 +60,8 @@ class PruneConfig:
     device: str = "auto"
     trust_remote_code: bool = False
     progress: bool = True
+    streaming: bool = False  # read the checkpoint lazily and calibrate one layer at a time (prune beyond memory)
+    activation_memory_gb: float = 1.0  # streaming: calibration activations beyond this go to disk
     sheared: ShearedOptions = field(default_factory=ShearedOptions)
     shrink_perturb: ShrinkPerturbOptions = field(default_factory=ShrinkPerturbOptions)
 

@@ -8,14 +8,17 @@ Block influence (ShortGPT) is 1 - cos(h_in, h_out) of a layer, averaged over tok
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
 from regrow.compress.masks import Masks
+from regrow.compress.shape import ArchShape
 
 
-def _hidden_of(output) -> torch.Tensor:
+def hidden_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -25,12 +28,19 @@ def _cos_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class ActivationStats:
-    """Hooks that accumulate importance statistics over calibration forwards."""
+    """Accumulates importance statistics over calibration forwards.
 
-    def __init__(self, model: nn.Module, adapter: FamilyAdapter, batch_reduction: str = "l2", block_size: int = 0):
+    Either hooked into a whole model (`ActivationStats(model, adapter)`: every layer, block
+    influence from the layers' inputs and outputs), or fed layer by layer by a caller that runs
+    the layers itself (`for_shape`, `hook_units`, `add_influence`: the streaming path).
+    """
+
+    def __init__(self, model: nn.Module | None, adapter: FamilyAdapter, batch_reduction: str = "l2", block_size: int = 0,
+                 shape: ArchShape | None = None):
         self.reduction = batch_reduction
         self.block_size = block_size  # > 0: also score every run of `block_size` consecutive layers
-        shape = adapter.shape(model.config)
+        self.roles = adapter.roles
+        shape = shape or adapter.shape(model.config)
         self.shape = shape
         L = shape.num_hidden_layers
         self.head = torch.zeros(L, shape.num_attention_heads, dtype=torch.float64)
@@ -42,33 +52,54 @@ class ActivationStats:
         self.tokens = 0
         self._inputs: list[torch.Tensor | None] = [None] * (L + 1)
         self.handles = []
-        r = adapter.roles
-        hidden_norms = list(r.norms) + [w for w in r.writers if w not in (r.attn_out, r.mlp_out)]
+        if model is None:
+            return
         for index, layer in enumerate(adapter.layers(model)):
-            get = layer.get_submodule
-            self.handles.append(get(r.attn_out).register_forward_pre_hook(self._head_hook(index)))
-            self.handles.append(get(r.mlp_out).register_forward_pre_hook(self._mlp_hook(index)))
-            for name in hidden_norms:
-                self.handles.append(get(name).register_forward_hook(self._hidden_hook))
+            self.handles += self.hook_units(layer, lambda index=index: index)
             self.handles.append(layer.register_forward_pre_hook(self._layer_in_hook(index), with_kwargs=True))
             self.handles.append(layer.register_forward_hook(self._layer_out_hook(index)))
+
+    @classmethod
+    def for_shape(cls, shape: ArchShape, adapter: FamilyAdapter, batch_reduction: str = "l2", block_size: int = 0):
+        return cls(None, adapter, batch_reduction, block_size, shape)
+
+    def hook_units(self, layer: nn.Module, index) -> list:
+        """Hooks on one layer's head, MLP and hidden-writing modules; `index()` says which layer
+        the statistics belong to (a streaming caller reuses one module for every layer)."""
+        r = self.roles
+        get = layer.get_submodule
+        handles = [get(r.attn_out).register_forward_pre_hook(self._head_hook(index)),
+                   get(r.mlp_out).register_forward_pre_hook(self._mlp_hook(index))]
+        for name in list(r.norms) + [w for w in r.writers if w not in (r.attn_out, r.mlp_out)]:
+            handles.append(get(name).register_forward_hook(self._hidden_hook))
+        return handles
+
+    def add_influence(self, index: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
+        self.influence[index] += float(_cos_distance(h_in, h_out))
+
+    def add_block_influence(self, start: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
+        self.block_influence[start] += float(_cos_distance(h_in, h_out))
+
+    def count(self, hidden: torch.Tensor) -> None:
+        self.samples += hidden.shape[0]
+        self.tokens += hidden.shape[0] * hidden.shape[1]
 
     def _add(self, acc: torch.Tensor, stat: torch.Tensor) -> None:
         """stat: [batch, units] per-sample statistic."""
         stat = stat.to(acc.device, torch.float64)
         acc += (stat * stat).sum(0) if self.reduction == "l2" else stat.sum(0)
 
-    def _head_hook(self, index: int):
+    def _head_hook(self, index):
         def hook(module, args):
             x = args[0]
             per_head = x.view(*x.shape[:-1], self.shape.num_attention_heads, -1).float().norm(dim=-1)
-            self._add(self.head[index], per_head.mean(1))
+            self._add(self.head[index()], per_head.mean(1))
 
         return hook
 
-    def _mlp_hook(self, index: int):
+    def _mlp_hook(self, index):
         def hook(module, args):
-            self._add(self.mlp[index], args[0].float().abs().mean(1))
+            self._add(self.mlp[index()], args[0].float().abs().mean(1))
 
         return hook
 
@@ -80,15 +111,14 @@ class ActivationStats:
             h = args[0] if args else kwargs["hidden_states"]
             self._inputs[index] = h.detach()
             if index == 0:
-                self.samples += h.shape[0]
-                self.tokens += h.shape[0] * h.shape[1]
+                self.count(h)
 
         return hook
 
     def _layer_out_hook(self, index: int):
         def hook(module, args, output):
-            out = _hidden_of(output)
-            self.influence[index] += float(_cos_distance(self._inputs[index], out))
+            out = hidden_of(output)
+            self.add_influence(index, self._inputs[index], out)
             if self.block_size == 0:
                 self._inputs[index] = None  # only runs of layers need the hidden states kept
                 return
@@ -97,7 +127,7 @@ class ActivationStats:
             if index == L - 1:
                 n = self.block_size
                 for start in range(L - n + 1 if n > 0 else 0):
-                    self.block_influence[start] += float(_cos_distance(self._inputs[start], self._inputs[start + n]))
+                    self.add_block_influence(start, self._inputs[start], self._inputs[start + n])
                 self._inputs = [None] * (L + 1)
 
         return hook
@@ -121,11 +151,14 @@ class ActivationStats:
 
 
 def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
-    """L2 norm of the weights that belong to each unit (rows and columns of every matrix).
+    """L2 norm of the weights that belong to each unit (rows and columns of every matrix)."""
+    return magnitude_of(model.named_parameters(), adapter, adapter.shape(model.config))
 
-    Key/value rows count towards every query head of their group, shared equally.
-    """
-    shape = adapter.shape(model.config)
+
+def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: FamilyAdapter, shape: ArchShape) -> Masks:
+    """Unit weight norms from (name, tensor) pairs, one tensor at a time (a model's parameters
+    or a checkpoint read lazily). Key/value rows count towards every query head of their group,
+    shared equally."""
     L = shape.num_hidden_layers
     sums = {
         "head": torch.zeros(L, shape.num_attention_heads, dtype=torch.float64),
@@ -135,23 +168,31 @@ def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
     hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
     layer = torch.zeros(L, dtype=torch.float64)
 
-    def per_unit(tensor: torch.Tensor, dim: int, block: int) -> torch.Tensor:
-        """Sum of squares per unit along `dim` (float32 work, one tensor-sized temporary)."""
-        sq = tensor.detach().float().square()
-        other = [d for d in range(sq.dim()) if d != dim]
-        flat = sq.sum(dim=other) if other else sq
-        return flat.double().view(-1, block).sum(-1).cpu()
-
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in named_tensors:
             index, _, axes = adapter.parameter_axes(name, shape.head_dim)
+            rows, cols = _squares_by_row_and_column(param.detach())
             if index is not None:
-                layer[index] += float(param.detach().float().square().sum())
+                layer[index] += float(rows.sum())
             for axis in axes:
-                values = per_unit(param, axis.dim, axis.block)
+                values = (rows if axis.dim == 0 else cols).view(-1, axis.block).sum(-1)
                 if axis.unit == "hidden":
                     hidden += values
                 else:  # head, kv and mlp axes exist only inside layers
                     sums[axis.unit][index] += values
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
     return Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
+
+
+def _squares_by_row_and_column(tensor: torch.Tensor, block_elements: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sums of squares of each row (dim 0) and each column (dim 1) of a weight, in float32 blocks
+    of rows: the temporary stays a few MB even for an embedding table."""
+    rows = torch.zeros(tensor.shape[0], dtype=torch.float64)
+    cols = torch.zeros(tensor.shape[1], dtype=torch.float64) if tensor.dim() > 1 else None
+    step = max(1, block_elements // max(1, tensor[0].numel()))
+    for start in range(0, tensor.shape[0], step):
+        square = tensor[start : start + step].float().square()
+        rows[start : start + len(square)] = (square.sum(tuple(range(1, square.dim()))) if square.dim() > 1 else square).double().cpu()
+        if cols is not None:
+            cols += square.sum((0, *range(2, square.dim()))).double().cpu()
+    return rows, cols

@@ -12,42 +12,22 @@ from pathlib import Path
 import torch
 
 from regrow.atomic import atomic_dir, write_json_atomic
+from regrow.compress.calibration import calibration_sampler
 from regrow.compress.config import PruneConfig
 from regrow.compress.families import adapter_for
 from regrow.compress.masks import MaskHooks, Masks
 from regrow.compress.methods import METHODS, PruneContext
 from regrow.compress.reinit import REINITS
+from regrow.compress.report import CONFIG, REPORT, kept_report, pruning_flops, scores_for_report
 from regrow.compress.select import select
-from regrow.compress.slicing import KeptUnits, slice_model
+from regrow.compress.slicing import slice_model
+from regrow.compress.streaming import prune_streaming
 from regrow.compress.targets import checked_target, count_parameters
 from regrow.config import to_dict, write_yaml_atomic
-from regrow.data.sampler import MixtureSampler, validate_weights
-from regrow.data.store import TokenStore
-from regrow.data.tokenizer import fingerprint, load_tokenizer_if_any
+from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.errors import RegrowError
-from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
-from regrow.models.hf import check_compatible, load_model
+from regrow.models.hf import load_model
 from regrow.train.trainer import resolve_device
-
-REPORT = "pruning_report.json"
-CONFIG = "prune_config.yaml"
-
-
-def _scores_for_report(scores: Masks) -> dict:
-    return {kind: [round(float(v), 6) for v in t.flatten()] if t.dim() == 1 else [[round(float(v), 6) for v in row] for row in t]
-            for kind in ("layer", "head", "mlp", "hidden") if (t := getattr(scores, kind)) is not None}
-
-
-def kept_report(masks: Masks, source) -> dict:
-    kept = KeptUnits(masks, source)
-    per_layer = {}
-    for layer in kept.layers:
-        per_layer[str(layer)] = {
-            "heads": kept.units("head", layer)[0].tolist(),
-            "kv_heads": kept.units("kv", layer)[0].tolist(),
-            "mlp": kept.units("mlp", layer)[0].tolist(),
-        }
-    return {"layers": kept.layers, "per_layer": per_layer, "hidden": kept.hidden.tolist()}
 
 
 def probe_ids(vocab_size: int, seed: int, device) -> torch.Tensor:
@@ -73,25 +53,6 @@ def logits_of(model, ids: torch.Tensor, adapter=None, masks: Masks | None = None
             hooks.remove()
 
 
-def pruning_flops(model, cfg: PruneConfig, details: dict) -> float:
-    """FLOPs the method spent on the source model (ALGORITHMS.md §8): forward passes over the
-    calibration tokens, or training steps over the mask-training tokens; 0 for weight-only methods."""
-    shape = model_shape(model)
-    if "calibration_tokens" in details:
-        return forward_flops_per_token(shape, cfg.seq_len) * details["calibration_tokens"]
-    if cfg.method == "sheared":
-        return training_flops_per_token(shape, cfg.seq_len) * details["tokens"]
-    return 0.0
-
-
-def _check_data(cfg: PruneConfig, store: TokenStore, tokenizer, model) -> dict[str, float]:
-    mixture = validate_weights(cfg.mixture or {name: 1.0 for name in store.domain_names}, store.domain_names)
-    if tokenizer is not None:
-        store.check_tokenized_with(fingerprint(tokenizer), f"the model's tokenizer ({cfg.model})", list(mixture))
-    check_compatible(model, store.vocab_size(), cfg.seq_len, "--seq-len")
-    return mixture
-
-
 def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     """Run one pruning job; returns the report (also written to OUT/pruning_report.json)."""
     cfg.validate(list(METHODS), list(REINITS))
@@ -101,6 +62,8 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     method = METHODS[cfg.method]()
     if method.needs_data and not cfg.data:
         raise RegrowError(f"method {cfg.method!r} needs calibration data: pass --data DATA_DIR (made by `regrow data prepare`)")
+    if cfg.streaming:
+        return prune_streaming(cfg, echo)
     started = time.perf_counter()
 
     model = load_model(cfg.model, cfg.trust_remote_code)
@@ -114,11 +77,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     echo(f"target: {target.describe()}; {n_target:,} parameters ({n_target / n_source:.1%})")
 
     tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
-    sampler, mixture = None, {}
-    if method.needs_data:
-        store = TokenStore(cfg.data)
-        mixture = _check_data(cfg, store, tokenizer, model)
-        sampler = MixtureSampler(store, mixture, cfg.seq_len, cfg.batch_size, 1, cfg.seed)
+    sampler, mixture = calibration_sampler(cfg, tokenizer, model) if method.needs_data else (None, {})
 
     device = resolve_device(cfg.device)
     model.to(device)
@@ -148,7 +107,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
         "calibration_tokens": result.details.get("calibration_tokens", result.details.get("tokens", 0)),
         "flops": flops,
         "kept": kept_report(masks, source),
-        "scores": _scores_for_report(result.scores),
+        "scores": scores_for_report(result.scores),
         "method_details": result.details,
         "exactness": {"max_abs_logit_diff": max_diff, "checked_before_reinit": True},
         "wall_seconds": {"scoring": scoring_seconds, "total": time.perf_counter() - started},

@@ -148,9 +148,9 @@ class MixtureSampler:
         return tensor[:, :-1], tensor[:, 1:]
 
     def domain_counts(self, steps: range) -> dict[str, int]:
-        """How many sequences of each domain this rank draws over `steps` (for accounting)."""
+        """How many sequences of each domain the whole run (all ranks) draws over `steps`."""
         counts = np.zeros(len(self._names), dtype=np.int64)
         for step in steps:
-            for micro in range(self.grad_accum):
-                counts += np.bincount(self.domains_of(self.indices(step, micro)), minlength=len(self._names))
+            g = np.arange(step * self.global_batch, (step + 1) * self.global_batch, dtype=np.uint64)
+            counts += np.bincount(self.domains_of(g), minlength=len(self._names))
         return dict(zip(self._names, counts.tolist()))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from regrow.data.store import TokenStore
+from regrow.world import World
 
 
 def causal_lm_loss(model, inputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -38,21 +39,33 @@ def evaluate_domains(
     max_tokens: int,
     device: torch.device,
     autocast=nullcontext,
+    world: World | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Mean loss, perplexity and number of target tokens per domain."""
+    """Mean loss, perplexity and number of target tokens per domain.
+
+    With several processes each takes every world_size-th window and the sums are added up; all
+    ranks run the same number of forward passes (a rank out of windows runs one with weight 0),
+    as a sharded model needs every rank in every forward.
+    """
+    world = world or World()
     was_training = model.training
     model.eval()
     results = {}
     for name in domains:
         rows = validation_windows(store.domain(name).tokens("validation"), seq_len, max_tokens)
-        total, count = 0.0, 0
-        for i in range(0, len(rows), batch_size):
-            batch = torch.from_numpy(rows[i : i + batch_size]).to(device)
+        mine = rows[world.rank :: world.world_size]
+        batches = math.ceil(math.ceil(len(rows) / world.world_size) / batch_size)
+        sums = torch.zeros(2, dtype=torch.float64)  # loss sum, target tokens
+        for i in range(batches):
+            chunk, weight = mine[i * batch_size : (i + 1) * batch_size], 1.0
+            if len(chunk) == 0:
+                chunk, weight = rows[:1], 0.0
+            batch = torch.from_numpy(chunk).to(device)
             with autocast():
                 loss = causal_lm_loss(model, batch[:, :-1], batch[:, 1:], reduction="sum")
-            total += float(loss)
-            count += batch[:, 1:].numel()
+            sums += torch.tensor([float(loss), batch[:, 1:].numel()], dtype=torch.float64) * weight
+        total, count = world.sum_(sums.to(device)).tolist()
         mean = total / count if count else float("nan")
-        results[name] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": count}
+        results[name] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": int(count)}
     model.train(was_training)
     return results

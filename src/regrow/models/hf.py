@@ -92,14 +92,23 @@ def check_compatible(model, vocab_size: int, seq_len: int, seq_len_name: str = "
         raise RegrowError(f"{seq_len_name} {seq_len} exceeds the model's {limit} positions; allowed: <= {limit}")
 
 
-def save_model(model, tokenizer, out_dir: str | Path, extra_json: dict[str, Any] | None = None) -> Path:
-    """Save an HF folder (safetensors + config + tokenizer, plus `extra_json` files) atomically."""
+def write_model_files(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
+    """Write an HF folder's files (safetensors + config + tokenizer) into an existing folder.
+
+    `state_dict` gives the weights of a sharded model, gathered by the caller."""
     _quiet_transformers()
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def save_model(
+    model, tokenizer, out_dir: str | Path, extra_json: dict[str, Any] | None = None, state_dict: dict | None = None
+) -> Path:
+    """Save an HF folder (plus `extra_json` files) atomically."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+        write_model_files(model, tokenizer, tmp, state_dict)
         for name, data in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
     return out_dir

@@ -71,7 +71,8 @@ class TrainSettings:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile each decoder layer
+    activation_checkpointing: bool = False  # recompute each decoder layer's activations in the backward pass
     load_optimizer: bool = False  # continue with the optimizer state saved beside model.init
     device: str = "auto"
     progress: bool = True
@@ -137,4 +138,5 @@ class RunConfig:
 RESUMABLE_CHANGES = (
     "train.steps", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.log_every", "train.compile", "train.device", "train.progress", "train.save_at_tokens",
+    "train.activation_checkpointing",
 )

@@ -3,6 +3,9 @@
 Read it top to bottom: set up (model, data, schedule, optimizer), maybe restore a checkpoint,
 then for each step draw the batch of that step, accumulate gradients, clip, step; evaluate and
 checkpoint at the configured intervals; finally save a plain HF folder and a run summary.
+
+The same code runs as one process or as many under torchrun: each rank draws its own slice of
+the global batch, the model is sharded with FSDP2 (train/parallel.py), rank 0 writes the logs.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -26,13 +28,16 @@ from regrow.errors import RegrowError
 from regrow.models.evaluate import causal_lm_loss, evaluate_domains
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
+from regrow.resources import peak_rss_bytes
 from regrow.train import checkpoint as ckpt
 from regrow.train.config import RESUMABLE_CHANGES, RunConfig
 from regrow.train.distill import Teacher, distillation_loss
 from regrow.train.dynamic import reference_losses, update_weights
-from regrow.train.metrics import MetricsLogger
+from regrow.train.metrics import MetricsLogger, NullLogger
+from regrow.train.parallel import full_norm, parallelize, rank_batch
 from regrow.train.schedules import build_schedule
 from regrow.train.summary import forgetting_adaptation, new_domains_of
+from regrow.world import World
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,26 +59,30 @@ def check_resume_compatible(saved: dict, current: dict) -> None:
         )
 
 
-def make_optimizer(model, cfg: RunConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms, biases or gains)."""
+def make_optimizer(model, cfg: RunConfig, device: torch.device, sharded: bool) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases or gains); the fused kernel
+    for plain tensors, the multi-tensor one for FSDP's sharded parameters."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.train.betas), eps=cfg.train.eps, fused=device.type in ("cpu", "cuda"))
+    fused = device.type in ("cpu", "cuda") and not sharded
+    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.train.betas), eps=cfg.train.eps, fused=fused, foreach=not fused)
 
 
 class Trainer:
     """One run: everything is set up in __init__, `run()` trains to `train.steps`."""
 
-    def __init__(self, cfg: RunConfig, resume: bool = False):
+    def __init__(self, cfg: RunConfig, resume: bool = False, world: World | None = None):
         cfg.validate()
         self.cfg = cfg
+        self.world = world or World.from_env()
+        self.micro_batch, self.grad_accum = rank_batch(cfg.train.batch_size * cfg.train.grad_accum, cfg.train.batch_size, self.world.world_size)
         self.out = Path(cfg.out_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.resume_from = self._resume_point(resume)
-        self.device = resolve_device(cfg.train.device)
+        self.device = self.world.device(resolve_device(cfg.train.device))
 
         # data
         self.store = TokenStore(cfg.data.path)
@@ -96,10 +105,12 @@ class Trainer:
             fields.setdefault("bos_token_id", self.tokenizer.eos_token_id)
             self.model = build_model(fields, cfg.seed, cfg.model.trust_remote_code)
         check_compatible(self.model, vocab_size_of(self.tokenizer), cfg.data.seq_len)
+        shape = model_shape(self.model)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
         self.model.to(self.device)
         self.model.train()
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
-        shape = model_shape(self.model)
+        self.world.start(self.device)
+        parallelize(self.model, self.world, cfg.train.precision, cfg.train.activation_checkpointing, cfg.train.compile)
         self.flops_per_token = training_flops_per_token(shape, cfg.data.seq_len)
         self.forward_flops_per_token = forward_flops_per_token(shape, cfg.data.seq_len)
         self.pruning_flops = _pruning_flops(init)
@@ -109,9 +120,10 @@ class Trainer:
 
         # schedule, optimizer, sampler
         self.schedule = build_schedule(cfg.schedule, cfg.train.steps)
-        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.optimizer = make_optimizer(self.model, cfg, self.device, sharded=self.world.distributed)
         self.sampler = MixtureSampler(
-            self.store, self.mixture, cfg.data.seq_len, cfg.train.batch_size, cfg.train.grad_accum, cfg.seed
+            self.store, self.mixture, cfg.data.seq_len, self.micro_batch, self.grad_accum, cfg.seed,
+            self.world.rank, self.world.world_size,
         )
         self.tokens_per_step = self.sampler.global_batch * cfg.data.seq_len
         self.config_dict = to_dict(cfg)
@@ -131,12 +143,11 @@ class Trainer:
         self.last_parts: dict[str, float] = {}
         dyn = cfg.data.dynamic
         if dyn is not None and dyn.reference != "source":  # given or fitted: resolved (and checked) up front
-            n_params = sum(p.numel() for p in self.model.parameters())
-            self.dynamic_reference = reference_losses(dyn.reference, list(self.mixture), None, n_params)
+            self.dynamic_reference = reference_losses(dyn.reference, list(self.mixture), None, self.n_params)
         if self.resume_from is not None:
             self._restore(self.resume_from)
         elif cfg.train.load_optimizer:
-            ckpt.load_optimizer(self.optimizer, init)
+            ckpt.load_optimizer(self.optimizer, self.model, init)
 
     # ---- setup helpers -------------------------------------------------------------------
     def _resume_point(self, resume: bool) -> Path | None:
@@ -155,8 +166,7 @@ class Trainer:
 
     def _restore(self, folder: Path) -> None:
         check_resume_compatible(read_yaml(folder / "config.yaml"), self.config_dict)
-        ckpt.load_weights(self.model, folder)
-        ckpt.load_optimizer(self.optimizer, folder)
+        ckpt.load_checkpoint(folder, self.model, self.optimizer)
         ckpt.load_rng(folder)
         state = ckpt.load_state(folder)
         self.step = state["step"]
@@ -176,7 +186,7 @@ class Trainer:
     def evaluate(self, domains: list[str] | None = None, max_tokens: int | None = None) -> dict:
         results = evaluate_domains(
             self.model, self.store, domains or self.eval_domains, self.cfg.data.seq_len, self.cfg.train.batch_size,
-            max_tokens or self.cfg.train.eval_tokens, self.device, self._autocast,
+            max_tokens or self.cfg.train.eval_tokens, self.device, self._autocast, self.world,
         )
         self.eval_tokens_seen += sum(r["tokens"] for r in results.values())
         return results
@@ -194,9 +204,9 @@ class Trainer:
     def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The training objective of one micro-batch (with distillation parts when a teacher is set)."""
         if self.teacher is None:
-            return causal_lm_loss(self.forward, inputs, targets), {}
+            return causal_lm_loss(self.model, inputs, targets), {}
         distill = self.cfg.train.distill
-        logits = self.forward(input_ids=inputs, use_cache=False).logits
+        logits = self.model(input_ids=inputs, use_cache=False).logits
         teacher_logits = self.teacher.logits(inputs)
         loss, ce, kl = distillation_loss(logits, teacher_logits, targets, distill.weight, distill.temperature)
         return loss, {"ce": ce.detach(), "kl": kl.detach()}
@@ -206,7 +216,7 @@ class Trainer:
         lr = self.schedule(step + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        accum = self.cfg.train.grad_accum
+        accum = self.grad_accum
         total = torch.zeros((), device=self.device)
         parts_total: dict[str, torch.Tensor] = {}
         for name, count in self.sampler.domain_counts(range(step, step + 1)).items():
@@ -220,20 +230,22 @@ class Trainer:
             total += loss.detach()
             for key, value in parts.items():
                 parts_total[key] = parts_total.get(key, 0) + value / accum
-        self.last_parts = {key: float(value) for key, value in parts_total.items()}
+        self.last_parts = {key: self.world.mean(value) for key, value in parts_total.items()}
         if self.cfg.train.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
+            grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
         else:
             grad_norm = float("nan")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(total) / accum, grad_norm
+        return self.world.mean(total) / accum, grad_norm
 
     def run(self) -> dict:
         t = self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_yaml_atomic(self.out / "config.yaml", self.config_dict)
-        logger = MetricsLogger(self.out, resume_step=self.step if self.resume_from else None)
+        main = self.world.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_yaml_atomic(self.out / "config.yaml", self.config_dict)
+        logger = MetricsLogger(self.out, resume_step=self.step if self.resume_from else None) if main else NullLogger()
         try:
             if self.phase_start_eval is None:
                 self.phase_start_eval = self.evaluate()
@@ -241,7 +253,7 @@ class Trainer:
                 if self.cfg.data.dynamic is not None:
                     self._start_dynamic(logger)
             last_eval = None
-            bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not t.progress, dynamic_ncols=True)
+            bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not (t.progress and main), dynamic_ncols=True)
             window_seconds, window_tokens = 0.0, 0  # train-step time only: eval and saves excluded
             while self.step < t.steps:
                 started = time.perf_counter()
@@ -272,12 +284,20 @@ class Trainer:
             bar.close()
             if last_eval is None:  # resumed a run that had already reached train.steps
                 last_eval = self.evaluate()
+            self.save_model(self.out / "model")
+            summary = self.summary(last_eval)
+            if main:
+                write_json_atomic(self.out / "summary.json", summary)
         finally:
             logger.close()
-        save_model(self.model, self.tokenizer, self.out / "model")
-        summary = self.summary(last_eval)
-        write_json_atomic(self.out / "summary.json", summary)
         return summary
+
+    def save_model(self, folder: Path, extra_json: dict | None = None) -> None:
+        """A plain HF folder of the current weights, gathered from the shards (all ranks call it)."""
+        full = ckpt.gathered_state_dict(self.model)
+        if self.world.is_main:
+            save_model(self.model, self.tokenizer, folder, extra_json, state_dict=full)
+        self.world.barrier()
 
     def save_checkpoint(self) -> Path:
         state = {
@@ -291,7 +311,8 @@ class Trainer:
             "eval_tokens": self.eval_tokens_seen,
             "dynamic_reference": self.dynamic_reference,
         }
-        return ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, self.optimizer, state, self.config_dict, self.cfg.train.keep_checkpoints)
+        return ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, self.optimizer, state,
+                                    self.config_dict, self.cfg.train.keep_checkpoints, self.world)
 
     def save_snapshots(self, tokens: int) -> None:
         """Plain HF folders at the requested token counts (for sensitivity and probes over pre-training).
@@ -302,8 +323,7 @@ class Trainer:
         previous = tokens - self.tokens_per_step
         for target in self.cfg.train.save_at_tokens:
             if previous < target <= tokens:
-                folder = self.out / "snapshots" / f"tokens-{target}"
-                save_model(self.model, self.tokenizer, folder, {"snapshot.json": {
+                self.save_model(self.out / "snapshots" / f"tokens-{target}", {"snapshot.json": {
                     "step": self.step, "tokens": tokens, "requested_tokens": target, "run": str(self.out)}})
 
     def _start_dynamic(self, logger: MetricsLogger) -> None:
@@ -327,7 +347,7 @@ class Trainer:
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device)
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+            peak = peak_rss_bytes()
         return {
             "flops": {**flops, "total": sum(flops.values())},
             "tokens_per_domain": dict(self.domain_tokens),
@@ -335,6 +355,7 @@ class Trainer:
             "train_seconds": round(self.elapsed, 3),
             "peak_memory_bytes": int(peak),
             "peak_memory_kind": "cuda_allocated" if self.device.type == "cuda" else "process_rss",
+            "world_size": self.world.world_size,
         }
 
     def summary(self, final_eval: dict) -> dict:
@@ -373,4 +394,8 @@ def _pruning_flops(init: Path | None) -> float:
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict:
-    return Trainer(cfg, resume=resume).run()
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.world.stop()

@@ -7,12 +7,14 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from regrow.compress.importance import ActivationStats
+from regrow.compress.importance import ActivationStats, hidden_of
 from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
 
 
 def calibrate(ctx: PruneContext, block_size: int = 0) -> ActivationStats:
     """Forward the calibration batches through the model with the statistics hooks attached."""
+    if ctx.streaming:
+        return calibrate_layerwise(ctx, block_size)
     stats = ActivationStats(ctx.model, ctx.adapter, ctx.cfg.batch_reduction, block_size)
     was_training = ctx.model.training
     ctx.model.eval()
@@ -27,8 +29,47 @@ def calibrate(ctx: PruneContext, block_size: int = 0) -> ActivationStats:
     return stats
 
 
+def calibrate_layerwise(ctx: PruneContext, block_size: int = 0) -> ActivationStats:
+    """The same statistics, one layer at a time: every batch's hidden states go through layer i
+    before layer i+1 is read. Runs of `block_size` layers keep that many earlier states."""
+    stats = ActivationStats.for_shape(ctx.source, ctx.adapter, ctx.cfg.batch_reduction, block_size)
+    runner = ctx.layerwise
+    batches = list(ctx.calibration())
+    store, args, kwargs = runner.embed(batches, 2 + block_size, ctx.autocast)
+    for ids in batches:
+        stats.count(ids)
+    window = [store]  # hidden states entering the last block_size + 1 layers
+    current = [0]
+    handles = stats.hook_units(runner.layer, lambda: current[0])
+    try:
+        for i in tqdm(range(runner.num_layers), desc="calibrate layers", unit="layer", disable=not ctx.cfg.progress,
+                      dynamic_ncols=True):
+            current[0] = i
+            layer = runner.load_layer(i)
+            out_store = runner.new_store(len(batches), tuple(window[-1].get(0).shape), 2 + block_size)
+            with torch.inference_mode(), ctx.autocast():
+                for b in range(len(batches)):
+                    h = window[-1].get(b).to(ctx.device)
+                    out = hidden_of(layer(h, *args, **kwargs))
+                    stats.add_influence(i, h, out)
+                    out_store.put(b, out)
+            window.append(out_store)
+            if block_size and len(window) == block_size + 1:
+                for b in range(len(batches)):
+                    stats.add_block_influence(i + 1 - block_size, window[0].get(b), window[-1].get(b))
+            if len(window) > block_size:
+                window.pop(0).drop()
+    finally:
+        for handle in handles:
+            handle.remove()
+        for item in window:
+            item.drop()
+    return stats
+
+
 @register("activation")
 class ActivationPruning(PruningMethod):
+    streams = True
     summary = "one-shot activation importance from calibration data (Minitron); depth by block influence"
 
     def run(self, ctx: PruneContext) -> MethodResult:

@@ -15,10 +15,12 @@ from torch import nn
 
 from regrow.compress.config import PruneConfig
 from regrow.compress.families.base import FamilyAdapter
+from regrow.compress.layerwise import LayerwiseModel
 from regrow.compress.masks import Masks
 from regrow.compress.shape import ArchShape
 from regrow.data.sampler import MixtureSampler
 from regrow.errors import RegrowError
+from regrow.models.lazy import LazyCheckpoint
 from regrow.registry import registrar
 
 METHODS: dict[str, type[PruningMethod]] = {}
@@ -27,15 +29,26 @@ register = registrar(METHODS)
 
 @dataclass
 class PruneContext:
-    """What a method may use: the model (on its device), its family, shapes, data, options."""
+    """What a method may use: the model (on its device), its family, shapes, data, options.
 
-    model: nn.Module
+    Streaming (`--streaming`): `model` is None; `checkpoint` reads tensors lazily, `layerwise`
+    runs the decoder one layer at a time and `parameters` names the model's parameters.
+    """
+
+    model: nn.Module | None
     adapter: FamilyAdapter
     source: ArchShape
     target: ArchShape
     cfg: PruneConfig
     device: torch.device
     sampler: MixtureSampler | None
+    checkpoint: LazyCheckpoint | None = None
+    layerwise: LayerwiseModel | None = None
+    parameters: list[str] = field(default_factory=list)
+
+    @property
+    def streaming(self) -> bool:
+        return self.model is None
 
     def autocast(self):
         if self.cfg.precision == "bf16":
@@ -65,6 +78,7 @@ class PruningMethod:
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = True
     summary: ClassVar[str] = ""
+    streams: ClassVar[bool] = False  # scores without gradients: can run on a checkpoint read layer by layer
 
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
         """Refuse targets the method cannot reach (e.g. depth pruning only removes layers)."""

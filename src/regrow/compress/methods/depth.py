@@ -20,6 +20,7 @@ from regrow.compress.shape import ArchShape
 
 @register("depth")
 class DepthPruning(PruningMethod):
+    streams = True
     summary = "remove whole layers by block influence (ShortGPT), individually or as one contiguous block"
 
     def check_target(self, source: ArchShape, target: ArchShape) -> None:

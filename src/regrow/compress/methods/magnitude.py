@@ -1,13 +1,16 @@
 """`magnitude`: keep the units whose weights have the largest L2 norm (a data-free baseline)."""
 
-from regrow.compress.importance import weight_magnitude
+from regrow.compress.importance import magnitude_of, weight_magnitude
 from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
 
 
 @register("magnitude")
 class MagnitudePruning(PruningMethod):
     needs_data = False
+    streams = True
     summary = "keep the units with the largest weight norms (no data)"
 
     def run(self, ctx: PruneContext) -> MethodResult:
+        if ctx.streaming:
+            return MethodResult(magnitude_of(ctx.checkpoint.tensors(ctx.parameters), ctx.adapter, ctx.source))
         return MethodResult(weight_magnitude(ctx.model, ctx.adapter))

@@ -9,6 +9,7 @@ from regrow.compress.methods.base import MethodResult, PruneContext, PruningMeth
 @register("random")
 class RandomPruning(PruningMethod):
     needs_data = False
+    streams = True
     summary = "keep units uniformly at random (seeded): the baseline"
 
     def run(self, ctx: PruneContext) -> MethodResult:

@@ -1,0 +1,168 @@
+"""Run an HF decoder one layer at a time from a checkpoint on disk (calibration beyond memory).
+
+The model is never built whole. A one-layer skeleton of the same config (tiny vocabulary, so
+no embedding-sized tensors) holds the code: the checkpoint's embedding is swapped in and the
+base model's forward is run until the decoder loop calls its first layer, which captures the
+hidden states and the exact arguments the model passes to every layer (attention mask,
+position embeddings or ALiBi; the same for all layers). Then each layer's weights are loaded
+into the skeleton's layer in turn and every calibration batch goes through it: the approach of
+layer-wise quantizers (GPTQ), with no per-family forward code.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from regrow.compress.families.base import FamilyAdapter
+from regrow.compress.slicing import empty_model
+from regrow.errors import RegrowError
+from regrow.models.lazy import LazyCheckpoint
+
+
+class _Caught(Exception):
+    pass
+
+
+class _Catcher(nn.Module):
+    """Stands in for layer 0: records its inputs and stops the forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.caught: tuple[torch.Tensor, tuple, dict] | None = None
+
+    def forward(self, hidden_states, *args, **kwargs):
+        self.caught = (hidden_states, args, kwargs)
+        raise _Caught
+
+
+class ActivationStore:
+    """Hidden states of every calibration batch: in memory, or one .npy file per batch on disk."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.items: dict[int, torch.Tensor] = {}
+        if folder is not None:
+            folder.mkdir(parents=True)
+
+    def put(self, index: int, hidden: torch.Tensor) -> None:
+        if self.folder is None:
+            self.items[index] = hidden.detach().float().cpu()
+        else:
+            np.save(self.folder / f"{index}.npy", hidden.detach().float().cpu().numpy())
+            self.items[index] = None
+
+    def get(self, index: int) -> torch.Tensor:
+        if self.folder is None:
+            return self.items[index]
+        return torch.from_numpy(np.load(self.folder / f"{index}.npy"))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def drop(self) -> None:
+        self.items.clear()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class LayerwiseModel:
+    """A decoder whose layers are loaded from `checkpoint` one at a time, in float32."""
+
+    def __init__(self, checkpoint: LazyCheckpoint, config, adapter: FamilyAdapter, device: torch.device,
+                 activation_budget_bytes: int, scratch: Path, dtype: torch.dtype = torch.float32):
+        self.checkpoint, self.adapter, self.device = checkpoint, adapter, device
+        self.num_layers = config.num_hidden_layers
+        layer_types = getattr(config, "layer_types", None)
+        if isinstance(layer_types, list) and len(set(layer_types)) > 1:
+            raise RegrowError(f"--streaming needs every layer to use one attention type; this model mixes {sorted(set(layer_types))}")
+        small = copy.deepcopy(config)
+        small.num_hidden_layers = 1
+        if isinstance(layer_types, list):
+            small.layer_types = layer_types[:1]
+        special = [getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")]
+        small.vocab_size = 1 + max([i for i in special if isinstance(i, int)], default=0)
+        small.tie_word_embeddings = False
+        self.dtype = dtype
+        self.skeleton = empty_model(small, torch.float32).to(device).eval()
+        self.layer = adapter.layers(self.skeleton)[0]
+        self._release_layer()  # the layer's weights are assigned per layer: hold no memory until then
+        self._load_outer_modules()
+        self.budget = activation_budget_bytes
+        self.scratch = scratch
+        self.on_disk = False
+        self._stores = 0
+
+    def _layer_prefix(self, index: int) -> str:
+        return f"{self.adapter.layers_path}.{index}."
+
+    def _load_outer_modules(self) -> None:
+        """Small modules outside the layers that the forward needs (e.g. Bloom's embedding norm)."""
+        own = self.skeleton.state_dict()
+        skip = {f"{self.adapter.embedding}.weight", f"{self.adapter.lm_head}.weight"}
+        wanted = [n for n in self.checkpoint.names if n in own and n not in skip and not n.startswith(self.adapter.layers_path + ".")]
+        self.skeleton.load_state_dict(self.checkpoint.read(wanted), strict=False)
+
+    def new_store(self, batches: int, batch_shape: tuple[int, ...], alive: int) -> ActivationStore:
+        """A store for one set of hidden states; on disk once `alive` sets would exceed the budget."""
+        size = batches * int(np.prod(batch_shape)) * 4
+        self.on_disk = self.on_disk or size * alive > self.budget
+        self._stores += 1
+        return ActivationStore(self.scratch / f"h{self._stores}" if self.on_disk else None)
+
+    @torch.inference_mode()
+    def embed(self, batches: list[torch.Tensor], alive: int, autocast) -> tuple[ActivationStore, tuple, dict]:
+        """Layer-0 inputs of every batch, and the per-layer arguments (from the first batch).
+
+        The embedding rows of each batch are read from the checkpoint block by block (never the
+        whole table) and passed as `inputs_embeds`, in float32 like the in-memory path's."""
+        embedding = f"{self.adapter.embedding}.weight"
+        layers = self.adapter.layers(self.skeleton)
+        catcher = _Catcher()
+        layers[0] = catcher
+        store, args, kwargs = None, (), {}
+        try:
+            for index, ids in enumerate(batches):
+                try:
+                    embeds = self.checkpoint.rows(embedding, ids).float().to(self.device)
+                    with autocast():
+                        self.skeleton.base_model(inputs_embeds=embeds, use_cache=False)
+                except _Caught:
+                    pass
+                if catcher.caught is None:
+                    raise RegrowError(f"{type(self.skeleton).__name__} never called its first decoder layer; it cannot be streamed")
+                hidden, args_i, kwargs_i = catcher.caught
+                if store is None:
+                    store = self.new_store(len(batches), tuple(hidden.shape), alive)
+                    args, kwargs = args_i, kwargs_i
+                store.put(index, hidden)
+        finally:
+            layers[0] = self.layer
+        return store, args, kwargs
+
+    @torch.no_grad()
+    def load_layer(self, index: int) -> nn.Module:
+        """The skeleton's layer holding layer `index`'s weights. They are assigned, not copied:
+        a checkpoint already in the compute dtype is used straight from its memory map."""
+        prefix = self._layer_prefix(index)
+        rels = [name for name, _ in self.layer.named_parameters()]
+        missing = [prefix + rel for rel in rels if prefix + rel not in self.checkpoint.shapes]
+        if missing:
+            raise RegrowError(f"layer {index} of {str(self.checkpoint.folder)!r} lacks weights: {', '.join(missing[:3])}")
+        self._release_layer()
+        for name, tensor in self.checkpoint.tensors([prefix + rel for rel in rels]):  # one tensor at a time
+            self.layer.load_state_dict({name[len(prefix):]: tensor.to(self.device, self.dtype)}, strict=False, assign=True)
+            del tensor
+        return self.layer
+
+    @torch.no_grad()
+    def _release_layer(self) -> None:
+        """Drop the previous layer's weights (meta tensors keep the shapes load_state_dict checks)."""
+        for module in self.layer.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=False)

@@ -1,0 +1,40 @@
+"""What a pruning run writes beside the pruned model: the report's parts, shared by the
+in-memory and the streaming path."""
+
+from __future__ import annotations
+
+from regrow.compress.config import PruneConfig
+from regrow.compress.masks import Masks
+from regrow.compress.slicing import KeptUnits
+from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
+
+REPORT = "pruning_report.json"
+CONFIG = "prune_config.yaml"
+
+
+def scores_for_report(scores: Masks) -> dict:
+    return {kind: [round(float(v), 6) for v in t.flatten()] if t.dim() == 1 else [[round(float(v), 6) for v in row] for row in t]
+            for kind in ("layer", "head", "mlp", "hidden") if (t := getattr(scores, kind)) is not None}
+
+
+def kept_report(masks: Masks, source) -> dict:
+    kept = KeptUnits(masks, source)
+    per_layer = {}
+    for layer in kept.layers:
+        per_layer[str(layer)] = {
+            "heads": kept.units("head", layer)[0].tolist(),
+            "kv_heads": kept.units("kv", layer)[0].tolist(),
+            "mlp": kept.units("mlp", layer)[0].tolist(),
+        }
+    return {"layers": kept.layers, "per_layer": per_layer, "hidden": kept.hidden.tolist()}
+
+
+def pruning_flops(model, cfg: PruneConfig, details: dict) -> float:
+    """FLOPs the method spent on the source model (ALGORITHMS.md §8): forward passes over the
+    calibration tokens, or training steps over the mask-training tokens; 0 for weight-only methods."""
+    shape = model_shape(model)
+    if "calibration_tokens" in details:
+        return forward_flops_per_token(shape, cfg.seq_len) * details["calibration_tokens"]
+    if cfg.method == "sheared":
+        return training_flops_per_token(shape, cfg.seq_len) * details["tokens"]
+    return 0.0

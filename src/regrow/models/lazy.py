@@ -1,0 +1,182 @@
+"""An HF safetensors checkpoint read one tensor group at a time, never whole.
+
+The folder's `model.safetensors.index.json` (or its single `model.safetensors`) says which
+file holds each tensor; every file's header is checked up front, so a missing, truncated or
+corrupt shard is named before any work starts. Each `read` opens the files it needs and closes
+them again, so their memory-mapped pages do not pile up in the process's resident memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from regrow.errors import RegrowError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+def _data_end(path: Path) -> int:
+    """Bytes a safetensors file must have: 8 + header + the largest data offset in its header."""
+    with open(path, "rb") as handle:
+        size_bytes = handle.read(8)
+        if len(size_bytes) < 8:
+            raise ValueError("shorter than a safetensors header")
+        header_size = int.from_bytes(size_bytes, "little")
+        header = json.loads(handle.read(header_size))
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    return 8 + header_size + max(ends, default=0)
+
+
+class LazyCheckpoint:
+    """Names, shapes and dtypes of every tensor of an HF folder; tensors on demand."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not (self.folder / "config.json").is_file():
+            raise RegrowError(f"model folder {str(self.folder)!r} has no config.json")
+        self.file_of = self._weight_map()
+        files = sorted(set(self.file_of.values()))
+        missing = [f for f in files if not (self.folder / f).is_file()]
+        if missing:
+            raise RegrowError(f"model folder {str(self.folder)!r} is missing shard files: {', '.join(missing)}")
+        self.shapes: dict[str, list[int]] = {}
+        self.dtypes: dict[str, torch.dtype] = {}
+        bad = []
+        for name in files:
+            path = self.folder / name
+            try:
+                if path.stat().st_size < _data_end(path):
+                    raise ValueError("truncated")
+                with safe_open(path, framework="pt") as handle:
+                    for key in handle.keys():
+                        piece = handle.get_slice(key)
+                        self.shapes[key] = list(piece.get_shape())
+                        self.dtypes[key] = _DTYPES[piece.get_dtype()]
+            except Exception:  # noqa: BLE001  (a damaged header can fail in many ways)
+                bad.append(name)
+        if bad:
+            raise RegrowError(f"model folder {str(self.folder)!r} has corrupt or truncated shard files: {', '.join(bad)}")
+        absent = sorted(set(self.file_of) - set(self.shapes))
+        if absent:
+            raise RegrowError(f"{INDEX} of {str(self.folder)!r} names tensors its shards lack: {', '.join(absent[:5])}")
+        self.file_of = {key: self.file_of.get(key, files[0]) for key in self.shapes}
+        self._disk_key = {key: key for key in self.shapes}
+        self.disk_name = str  # model name -> checkpoint name (identity until bound to a model)
+
+    def _weight_map(self) -> dict[str, str]:
+        index = self.folder / INDEX
+        if index.is_file():
+            try:
+                return dict(json.loads(index.read_text())["weight_map"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise RegrowError(f"{str(index)!r} is not a valid safetensors index ({err})") from err
+        if (self.folder / SINGLE).is_file():
+            with safe_open(self.folder / SINGLE, framework="pt") as handle:
+                return {key: SINGLE for key in handle.keys()}
+        raise RegrowError(f"model folder {str(self.folder)!r} has neither {INDEX} nor {SINGLE}")
+
+    def bind(self, model) -> None:
+        """Name tensors as `model` (e.g. on the meta device) names its parameters: transformers
+        renames some checkpoint keys on load (GPT-NeoX's embed_out is lm_head; Bloom's hub
+        checkpoints lack the transformer. prefix). Checkpoints whose tensors must be merged or
+        split on load are refused."""
+        names = KeyNames(model)
+        renamed = {}
+        for key in self.shapes:
+            name, converted = names.to_model(key)
+            if converted:
+                raise RegrowError(f"tensor {key!r} of {str(self.folder)!r} is converted by transformers on load; "
+                                  "--streaming reads checkpoints stored in the model's own layout only")
+            renamed[name] = key
+        self._disk_key = renamed
+        self.shapes = {name: self.shapes[key] for name, key in renamed.items()}
+        self.dtypes = {name: self.dtypes[key] for name, key in renamed.items()}
+        self.file_of = {name: self.file_of[key] for name, key in renamed.items()}
+        self.disk_name = names.to_disk
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.shapes)
+
+    def nbytes(self) -> int:
+        return sum((self.folder / f).stat().st_size for f in set(self.file_of.values()))
+
+    def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The named tensors. They are backed by the file's memory map (pages become resident
+        as they are touched and are released with the tensor); the file handle is closed."""
+        by_file: dict[str, list[str]] = {}
+        for name in names:
+            by_file.setdefault(self.file_of[name], []).append(name)
+        out = {}
+        for file, keys in by_file.items():
+            with safe_open(self.folder / file, framework="pt") as handle:
+                for key in keys:
+                    out[key] = handle.get_tensor(self._disk_key[key])
+        return out
+
+    def row_chunks(self, name: str, max_bytes: int = 16 << 20) -> Iterable[torch.Tensor]:
+        """Consecutive blocks of rows (dim 0) of a tensor, each at most about `max_bytes`."""
+        shape = self.shapes[name]
+        row_bytes = max(1, self.dtypes[name].itemsize * (int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1))
+        step = max(1, max_bytes // row_bytes)
+        for start in range(0, shape[0], step):
+            with safe_open(self.folder / self.file_of[name], framework="pt") as handle:
+                yield handle.get_slice(self._disk_key[name])[start : start + step]
+
+    def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` of a matrix (an embedding lookup), read block by block, never the whole table."""
+        flat = ids.flatten()
+        out = torch.empty((len(flat), *self.shapes[name][1:]), dtype=self.dtypes[name])
+        start = 0
+        for block in self.row_chunks(name):
+            inside = (flat >= start) & (flat < start + len(block))
+            out[inside] = block[flat[inside] - start]
+            start += len(block)
+        return out.view(*ids.shape, *out.shape[1:])
+
+    def tensors(self, names: Iterable[str]) -> Iterable[tuple[str, torch.Tensor]]:
+        """(name, tensor) one at a time."""
+        for name in names:
+            yield name, self.read([name])[name]
+
+
+class KeyNames:
+    """Checkpoint tensor names <-> a model's parameter names, as transformers maps them."""
+
+    def __init__(self, model):
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter
+
+        conversions = get_model_conversion_mapping(model)
+        reverse = [c.reverse_transform() for c in conversions]
+        self._load = ([c for c in conversions if not isinstance(c, WeightConverter)],
+                      [c for c in conversions if isinstance(c, WeightConverter)])
+        self._save = ([c for c in reverse if not isinstance(c, WeightConverter)],
+                      [c for c in reverse if isinstance(c, WeightConverter)])
+        self._prefix = model.base_model_prefix
+        self._meta = dict.fromkeys(model.state_dict(), True)
+
+    def to_model(self, key: str) -> tuple[str, bool]:
+        """(the model's name of a checkpoint key, whether a converter must transform it)."""
+        from transformers.core_model_loading import rename_source_key
+
+        name, pattern = rename_source_key(key, *self._load, self._prefix, self._meta)
+        return name, pattern is not None
+
+    def to_disk(self, name: str) -> str:
+        from transformers.core_model_loading import rename_source_key
+
+        return rename_source_key(name, *self._save, reverse=True)[0]
+
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}

@@ -1,0 +1,131 @@
+"""Two processes on CPU (torchrun, gloo, FSDP2) against one: same global batch, same run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import recipe
+from safetensors.torch import load_file
+
+from regrow.train.metrics import read_metrics
+from regrow.train.parallel import rank_batch
+
+STEPS = 4
+TRAIN = {"steps": STEPS, "batch_size": 4, "grad_accum": 1, "log_every": 1, "eval_every": 2, "checkpoint_every": 2,
+         "eval_tokens": 256, "progress": False}
+SCHEDULE = {"name": "cosine", "lr_max": 3e-3, "lr_min": 3e-4, "warmup_steps": 1, "total_steps": STEPS}
+
+
+def launch(recipe_path, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    """`regrow train` as torchrun runs it (or plainly, for one process)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if processes == 1:
+        command = [sys.executable, "-m", "regrow", "train", str(recipe_path), *extra]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                   "-m", "regrow", "train", str(recipe_path), *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def write(tmp_path, name, tokenizer_dir, data_dir, **train) -> object:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe(tokenizer_dir, data_dir, tmp_path / name, schedule=SCHEDULE, train={**TRAIN, **train})))
+    return path
+
+
+def curve(out_dir) -> tuple[list[float], list[dict]]:
+    rows = read_metrics(out_dir)
+    return ([r["loss"] for r in rows if r["event"] == "train"],
+            [{k: v for k, v in r.items() if k.startswith("eval/")} for r in rows if r["event"] == "eval"])
+
+
+def assert_same_run(a, b):
+    losses_a, evals_a = curve(a)
+    losses_b, evals_b = curve(b)
+    assert len(losses_a) == len(losses_b) == STEPS
+    assert losses_a == pytest.approx(losses_b, rel=1e-5)
+    assert len(evals_a) == len(evals_b)
+    for x, y in zip(evals_a, evals_b):
+        assert x == pytest.approx(y, rel=1e-5)
+    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def single(tokenizer_dir, data_dir, tmp_path_factory):
+    """The reference: one process, STEPS steps."""
+    tmp = tmp_path_factory.mktemp("single")
+    ok(launch(write(tmp, "one", tokenizer_dir, data_dir), 1))
+    return tmp / "one"
+
+
+def test_two_processes_match_one(single, tokenizer_dir, data_dir, tmp_path):
+    result = ok(launch(write(tmp_path, "two", tokenizer_dir, data_dir), 2))
+    assert result.stdout.count("summary:") == 1  # rank 0 reports
+    assert_same_run(single, tmp_path / "two")
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["compute"]["world_size"] == 2
+    one = json.loads((single / "summary.json").read_text())
+    assert summary["compute"]["tokens_per_domain"] == one["compute"]["tokens_per_domain"]
+    # the sharded state of a 2-process checkpoint: one file per rank
+    shards = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / f"step_{STEPS:08d}" / "shards").glob("*.distcp"))
+    assert len(shards) == 2
+
+
+@pytest.mark.parametrize("first,second", [(2, 1), (1, 2)])
+def test_resume_across_process_counts(single, tokenizer_dir, data_dir, tmp_path, first, second):
+    half = write(tmp_path, "run", tokenizer_dir, data_dir, steps=STEPS // 2)
+    ok(launch(half, first))
+    ok(launch(write(tmp_path, "run", tokenizer_dir, data_dir), second, "--resume"))
+    state = json.loads((tmp_path / "run" / "checkpoints" / f"step_{STEPS:08d}" / "state.json").read_text())
+    assert state["world_size"] == second
+    assert_same_run(single, tmp_path / "run")
+
+
+def test_world_size_must_divide_the_global_batch(tokenizer_dir, data_dir, tmp_path):
+    path = write(tmp_path, "bad", tokenizer_dir, data_dir, batch_size=2, grad_accum=2)
+    env = {**os.environ, "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}  # what torchrun --nproc-per-node 3 sets
+    result = subprocess.run([sys.executable, "-m", "regrow", "train", str(path)], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "regrow: error: world size 3 does not divide the global batch of 4 sequences "
+        "(train.batch_size x train.grad_accum); allowed world sizes: 1, 2, 4"]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_rank_batch_keeps_the_global_batch():
+    assert rank_batch(8, 8, 1) == (8, 1)
+    assert rank_batch(8, 4, 2) == (4, 1)
+    assert rank_batch(12, 4, 2) == (3, 2)  # 6 per rank in micro-batches of at most 4
+    assert rank_batch(6, 3, 6) == (1, 1)
+
+
+def test_resume_names_missing_or_truncated_shards(tokenizer_dir, data_dir, tmp_path, capsys):
+    from regrow.cli.main import main
+
+    path = write(tmp_path, "run", tokenizer_dir, data_dir, steps=2)
+    assert main(["train", str(path)]) == 0
+    shards = tmp_path / "run" / "checkpoints" / "step_00000002" / "shards"
+    shard = next(shards.glob("*.distcp"))
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert main(["train", str(path), "--resume"]) == 2
+    assert f"truncated shard files: {shard.name}" in capsys.readouterr().err
+    shard.unlink()
+    assert main(["train", str(path), "--resume"]) == 2
+    assert f"missing shard files: {shard.name}" in capsys.readouterr().err
+    (shards / ".metadata").write_bytes(b"not a pickle")
+    assert main(["train", str(path), "--resume"]) == 2
+    assert ".metadata is corrupt" in capsys.readouterr().err

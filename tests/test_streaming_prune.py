@@ -1,0 +1,115 @@
+"""`regrow prune --streaming`: the same pruned model as the in-memory path, from a sharded
+checkpoint read lazily and calibrated one layer at a time; and its bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from conftest import FAMILY_CONFIGS, FAMILY_TARGETS
+from safetensors.torch import load_file
+
+from regrow.cli.main import main
+
+FAST = ["--seq-len", "32", "--batch-size", "4", "--calibration-samples", "12", "--no-progress"]
+CASES = [("activation", []), ("depth", ["--depth-mode", "contiguous"]), ("depth", []), ("magnitude", [])]
+
+
+@pytest.fixture(scope="module")
+def sharded_models(family_models, tmp_path_factory):
+    """Each family's model re-saved in several safetensors shards (with an index)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("sharded")
+    folders = {}
+    for family, folder in family_models.items():
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        out = root / family
+        model.save_pretrained(out, max_shard_size="100KB")
+        AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+        assert (out / "model.safetensors.index.json").is_file()
+        folders[family] = out
+    return folders
+
+
+def weights(folder):
+    out = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(file))
+    return out
+
+
+@pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
+def test_streaming_equals_in_memory(family, sharded_models, data_dir, tmp_path):
+    for method, extra in CASES:
+        spec = {"num_hidden_layers": 2} if method == "depth" else FAMILY_TARGETS[family]
+        target = tmp_path / "target.yaml"
+        target.write_text(yaml.safe_dump(spec))
+        outs = {}
+        for mode in ("memory", "streaming"):
+            out = tmp_path / f"{method}-{'-'.join(extra)}-{mode}"
+            args = ["prune", "--model", str(sharded_models[family]), "--target", str(target), "--method", method,
+                    "--data", str(data_dir), "--out", str(out), *FAST, *extra]
+            if mode == "streaming":
+                # activation_memory_gb 0: calibration activations go through disk
+                args += ["--streaming", "--activation-memory-gb", "0" if method == "activation" else "1"]
+            assert main(args) == 0
+            outs[mode] = out
+        memory, streaming = (json.loads((outs[m] / "pruning_report.json").read_text()) for m in ("memory", "streaming"))
+        assert streaming["kept"] == memory["kept"], (family, method)
+        assert streaming["scores"].keys() == memory["scores"].keys()
+        for kind, values in memory["scores"].items():
+            np.testing.assert_allclose(streaming["scores"][kind], values, rtol=1e-5, atol=2e-6)
+        assert streaming["target"] == memory["target"]
+        if method == "activation":
+            assert streaming["streaming"]["activations"] == "disk"
+            assert streaming["calibration_tokens"] == memory["calibration_tokens"] == 12 * 32
+        a, b = weights(outs["memory"]), weights(outs["streaming"])
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].equal(b[key]), (family, method, key)
+        assert not list(outs["streaming"].glob(".activations*"))
+
+
+def test_streamed_model_loads_in_plain_transformers(sharded_models, data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(sharded_models["llama"]), "--target-ratio", "0.5", "--method", "activation",
+                 "--data", str(data_dir), "--out", str(out), "--streaming", *FAST]) == 0
+    model = AutoModelForCausalLM.from_pretrained(out)
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert sum(p.numel() for p in model.parameters()) == report["target"]["parameters"]
+    assert report["streaming"]["written"]["files"] == report["target"]["shape"]["num_hidden_layers"] + 1
+
+
+@pytest.mark.parametrize("method", ["sheared"])
+def test_streaming_refuses_methods_that_need_gradients(method, sharded_models, data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["prune", "--model", str(sharded_models["llama"]), "--target-ratio", "0.5", "--method", method,
+                 "--data", str(data_dir), "--out", str(out), "--streaming", *FAST])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"regrow: error: --streaming cannot run method {method!r}: it needs gradients through the whole model; "
+                   "methods that can stream: activation, depth, magnitude, random")
+    assert not out.exists()
+
+
+def test_streaming_names_missing_and_corrupt_shards(sharded_models, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sharded_models["llama"], broken)
+    shards = sorted(broken.glob("model-*.safetensors"))
+    args = ["prune", "--model", str(broken), "--target-ratio", "0.5", "--method", "magnitude", "--out",
+            str(tmp_path / "out"), "--streaming", "--no-progress"]
+    data = shards[1].read_bytes()
+    shards[1].write_bytes(data[: len(data) - 100])
+    assert main(args) == 2
+    assert f"corrupt or truncated shard files: {shards[1].name}" in capsys.readouterr().err
+    shards[2].unlink()
+    assert main(args) == 2
+    assert f"missing shard files: {shards[2].name}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
