@@ -129,3 +129,47 @@ def test_resume_names_missing_or_truncated_shards(tokenizer_dir, data_dir, tmp_p
     (shards / ".metadata").write_bytes(b"not a pickle")
     assert main(["train", str(path), "--resume"]) == 2
     assert ".metadata is corrupt" in capsys.readouterr().err
+
+
+def test_sheared_pruning_with_two_processes_matches_one(family_models, data_dir, tmp_path):
+    """Data-parallel mask training: each rank takes half of every batch, gradients are averaged."""
+    reports = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        args = ["prune", "--model", str(family_models["llama"]), "--target-ratio", "0.5", "--method", "sheared",
+                "--data", str(data_dir), "--out", str(out), "--steps", "3", "--seq-len", "32", "--batch-size", "4",
+                "--no-progress", "--set", "sheared.log_every=1"]
+        if processes == 1:
+            command = [sys.executable, "-m", "regrow", *args]
+        else:
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "regrow", *args]
+        ok(subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600))
+        reports[processes] = json.loads((out / "pruning_report.json").read_text())
+    one, two = reports[1], reports[2]
+    assert [h["lm_loss"] for h in two["method_details"]["history"]] == pytest.approx(
+        [h["lm_loss"] for h in one["method_details"]["history"]], rel=1e-5)
+    assert two["kept"] == one["kept"]
+    for kind, values in one["scores"].items():
+        assert torch.tensor(two["scores"][kind]).allclose(torch.tensor(values), rtol=1e-4, atol=1e-5)
+    assert two["method_details"]["tokens"] == one["method_details"]["tokens"]
+
+
+def test_one_pass_methods_refuse_several_processes(family_models, data_dir, tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    result = subprocess.run([sys.executable, "-m", "regrow", "prune", "--model", str(family_models["llama"]),
+                             "--target-ratio", "0.5", "--method", "activation", "--data", str(data_dir),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "only helps --method sheared" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_auto_resume_starts_then_continues(single, tokenizer_dir, data_dir, tmp_path):
+    """The flag a requeued Slurm job uses: start when out_dir is new, continue when it has a checkpoint."""
+    from regrow.cli.main import main
+
+    assert main(["train", str(write(tmp_path, "run", tokenizer_dir, data_dir, steps=2)), "--auto-resume"]) == 0
+    assert main(["train", str(write(tmp_path, "run", tokenizer_dir, data_dir)), "--auto-resume"]) == 0
+    steps = [r["step"] for r in read_metrics(tmp_path / "run") if r["event"] == "train"]
+    assert steps == [1, 2, 3, 4]
+    assert_same_run(single, tmp_path / "run")

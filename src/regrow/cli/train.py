@@ -15,12 +15,14 @@ def register(subparsers) -> None:
     parser.add_argument("recipe", metavar="RECIPE", help="a YAML recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     parser.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="continue from the latest checkpoint if out_dir has one, else start (for jobs a scheduler may requeue)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     cfg = load_config(RunConfig, args.recipe, args.set)
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume="auto" if args.auto_resume else args.resume)
     if World.from_env().is_main:
         print(format_summary(summary))
     return 0

@@ -12,11 +12,12 @@ layer-wise quantizers (GPTQ), with no per-family forward code.
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
@@ -42,25 +43,26 @@ class _Catcher(nn.Module):
 
 
 class ActivationStore:
-    """Hidden states of every calibration batch: in memory, or one .npy file per batch on disk."""
+    """Hidden states of every calibration batch: in memory, or one file per batch on disk."""
 
     def __init__(self, folder: Path | None):
         self.folder = folder
-        self.items: dict[int, torch.Tensor] = {}
+        self.items: dict[int, torch.Tensor | None] = {}
         if folder is not None:
             folder.mkdir(parents=True)
 
     def put(self, index: int, hidden: torch.Tensor) -> None:
+        hidden = hidden.detach().cpu()
         if self.folder is None:
-            self.items[index] = hidden.detach().float().cpu()
+            self.items[index] = hidden
         else:
-            np.save(self.folder / f"{index}.npy", hidden.detach().float().cpu().numpy())
+            save_file({"h": hidden.contiguous()}, self.folder / f"{index}.safetensors")
             self.items[index] = None
 
     def get(self, index: int) -> torch.Tensor:
         if self.folder is None:
             return self.items[index]
-        return torch.from_numpy(np.load(self.folder / f"{index}.npy"))
+        return load_file(self.folder / f"{index}.safetensors")["h"]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -110,7 +112,7 @@ class LayerwiseModel:
 
     def new_store(self, batches: int, batch_shape: tuple[int, ...], alive: int) -> ActivationStore:
         """A store for one set of hidden states; on disk once `alive` sets would exceed the budget."""
-        size = batches * int(np.prod(batch_shape)) * 4
+        size = batches * math.prod(batch_shape) * self.dtype.itemsize
         self.on_disk = self.on_disk or size * alive > self.budget
         self._stores += 1
         return ActivationStore(self.scratch / f"h{self._stores}" if self.on_disk else None)
@@ -140,7 +142,7 @@ class LayerwiseModel:
                 if store is None:
                     store = self.new_store(len(batches), tuple(hidden.shape), alive)
                     args, kwargs = args_i, kwargs_i
-                store.put(index, hidden)
+                store.put(index, hidden.to(self.dtype))
         finally:
             layers[0] = self.layer
         return store, args, kwargs

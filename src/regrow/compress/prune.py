@@ -28,6 +28,11 @@ from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.errors import RegrowError
 from regrow.models.hf import load_model
 from regrow.train.trainer import resolve_device
+from regrow.world import World
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def probe_ids(vocab_size: int, seed: int, device) -> torch.Tensor:
@@ -64,6 +69,12 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
         raise RegrowError(f"method {cfg.method!r} needs calibration data: pass --data DATA_DIR (made by `regrow data prepare`)")
     if cfg.streaming:
         return prune_streaming(cfg, echo)
+    world = World.from_env()
+    if world.distributed and cfg.method != "sheared":
+        raise RegrowError(f"more than one process (WORLD_SIZE={world.world_size}) only helps --method sheared, which trains; "
+                          f"{cfg.method!r} is one pass: run it as one process (add --streaming for checkpoints beyond memory)")
+    if not world.is_main:
+        echo = _silent
     started = time.perf_counter()
 
     model = load_model(cfg.model, cfg.trust_remote_code)
@@ -77,13 +88,19 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     echo(f"target: {target.describe()}; {n_target:,} parameters ({n_target / n_source:.1%})")
 
     tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
-    sampler, mixture = calibration_sampler(cfg, tokenizer, model) if method.needs_data else (None, {})
+    sampler, mixture = calibration_sampler(cfg, tokenizer, model, world) if method.needs_data else (None, {})
 
-    device = resolve_device(cfg.device)
+    device = world.device(resolve_device(cfg.device))
     model.to(device)
-    ctx = PruneContext(model, adapter, source, target, cfg, device, sampler)
+    world.start(device)
+    ctx = PruneContext(model, adapter, source, target, cfg, device, sampler, world=world)
     scoring_started = time.perf_counter()
-    result = method.run(ctx)
+    try:
+        result = method.run(ctx)
+    finally:
+        world.stop()
+    if not world.is_main:  # the replicas hold the same trained masks and weights: rank 0 writes
+        return {}
     scoring_seconds = time.perf_counter() - scoring_started
 
     flops = pruning_flops(model, cfg, result.details)

@@ -34,7 +34,7 @@ from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.errors import RegrowError
 from regrow.models.lazy import INDEX, LazyCheckpoint
-from regrow.resources import peak_rss_bytes
+from regrow.resources import peak_rss_bytes, return_freed_memory_promptly
 from regrow.train.trainer import resolve_device
 
 GiB = 1 << 30
@@ -133,6 +133,7 @@ def prune_streaming(cfg: PruneConfig, echo: Callable[[str], None] = print) -> di
     from transformers import AutoConfig
 
     check_streaming(cfg)
+    return_freed_memory_promptly()
     started = time.perf_counter()
     checkpoint = LazyCheckpoint(cfg.model)
     try:

@@ -74,7 +74,7 @@ def make_optimizer(model, cfg: RunConfig, device: torch.device, sharded: bool) -
 class Trainer:
     """One run: everything is set up in __init__, `run()` trains to `train.steps`."""
 
-    def __init__(self, cfg: RunConfig, resume: bool = False, world: World | None = None):
+    def __init__(self, cfg: RunConfig, resume: bool | str = False, world: World | None = None):
         cfg.validate()
         self.cfg = cfg
         self.world = world or World.from_env()
@@ -150,9 +150,13 @@ class Trainer:
             ckpt.load_optimizer(self.optimizer, self.model, init)
 
     # ---- setup helpers -------------------------------------------------------------------
-    def _resume_point(self, resume: bool) -> Path | None:
+    def _resume_point(self, resume: bool | str) -> Path | None:
+        """resume: True (a checkpoint must exist), False (out_dir must be new) or "auto" (resume
+        when there is a checkpoint: jobs that a scheduler may requeue)."""
         latest = ckpt.latest_checkpoint(self.ckpt_root)
-        if resume:
+        if resume == "auto" and latest is not None:
+            return latest
+        if resume is True:
             if latest is None:
                 raise RegrowError(f"--resume: {str(self.out)!r} has no checkpoint to resume from")
             return latest
@@ -245,7 +249,7 @@ class Trainer:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_yaml_atomic(self.out / "config.yaml", self.config_dict)
-        logger = MetricsLogger(self.out, resume_step=self.step if self.resume_from else None) if main else NullLogger()
+        logger = MetricsLogger(self.out, resume_step=self.step if self.resume_from is not None else None) if main else NullLogger()
         try:
             if self.phase_start_eval is None:
                 self.phase_start_eval = self.evaluate()
@@ -393,7 +397,7 @@ def _pruning_flops(init: Path | None) -> float:
     return float(json.loads(report.read_text()).get("flops", 0.0))
 
 
-def train(cfg: RunConfig, resume: bool = False) -> dict:
+def train(cfg: RunConfig, resume: bool | str = False) -> dict:
     trainer = Trainer(cfg, resume=resume)
     try:
         return trainer.run()

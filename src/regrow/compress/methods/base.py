@@ -22,6 +22,7 @@ from regrow.data.sampler import MixtureSampler
 from regrow.errors import RegrowError
 from regrow.models.lazy import LazyCheckpoint
 from regrow.registry import registrar
+from regrow.world import World
 
 METHODS: dict[str, type[PruningMethod]] = {}
 register = registrar(METHODS)
@@ -45,6 +46,7 @@ class PruneContext:
     checkpoint: LazyCheckpoint | None = None
     layerwise: LayerwiseModel | None = None
     parameters: list[str] = field(default_factory=list)
+    world: World = field(default_factory=World)  # processes sharing a sheared run (torchrun)
 
     @property
     def streaming(self) -> bool:

@@ -21,6 +21,7 @@ from regrow.compress.masks import MaskHooks, Masks
 from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
 from regrow.compress.shape import ArchShape
 from regrow.models.evaluate import causal_lm_loss
+from regrow.world import World
 
 LIMIT_L, LIMIT_R, EPS = -0.1, 1.1, 1e-6
 LOG_ALPHA_RANGE = (math.log(0.01), math.log(100.0))
@@ -91,6 +92,17 @@ def lr_factor(step: int, total: int, warmup_fraction: float, min_fraction: float
     return min_fraction + 0.5 * (1 - min_fraction) * (1 + math.cos(math.pi * x))
 
 
+def average_gradients(optimizer: torch.optim.Optimizer, world: World) -> None:
+    """Data parallelism: every process holds the whole model and its slice of the batch; the
+    mean of their gradients is the gradient of the whole batch (equal slices)."""
+    if not world.distributed:
+        return
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                world.sum_(param.grad).div_(world.world_size)
+
+
 @register("sheared")
 class ShearedPruning(PruningMethod):
     summary = "learned hard-concrete masks with a Lagrangian constraint, trained on the data mixture (Sheared-LLaMA)"
@@ -116,7 +128,8 @@ class ShearedPruning(PruningMethod):
         model.train()
         history, step_seconds = [], []
         started = time.perf_counter()
-        bar = tqdm(range(opts.steps), desc="sheared", unit="step", disable=not ctx.cfg.progress, dynamic_ncols=True)
+        bar = tqdm(range(opts.steps), desc="sheared", unit="step", disable=not (ctx.cfg.progress and ctx.world.is_main),
+                   dynamic_ncols=True)
         try:
             for step in bar:
                 step_started = time.perf_counter()
@@ -140,13 +153,14 @@ class ShearedPruning(PruningMethod):
                     constraint = constraint + (lam[0] * gap + lam[1] * gap * gap).mean()
                     sparsity[kind] = float(expected.detach().mean())
                 (lm_loss.float() + constraint).backward()
+                average_gradients(optimizer, ctx.world)
                 if opts.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(weights, opts.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step_seconds.append(time.perf_counter() - step_started)
                 if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
-                    record = {"step": step + 1, "lm_loss": float(lm_loss.detach()), "constraint": float(constraint.detach()),
+                    record = {"step": step + 1, "lm_loss": ctx.world.mean(lm_loss), "constraint": float(constraint.detach()),
                               "expected_sparsity": sparsity,
                               "target_sparsity": {k: layout[k][2] * ramp for k in layout},
                               "lambdas": {k: lambdas[k].detach().tolist() for k in layout}}
