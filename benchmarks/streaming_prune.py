@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--method", default="activation", help="activation (default), depth or magnitude")
     parser.add_argument("--samples", type=int, default=16, help="calibration sequences (default 16)")
     parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=4, help="calibration sequences per forward (default 4)")
     parser.add_argument("--precision", default="bf16", help="bf16 (default: layers run in the checkpoint's own bf16 "
                         "weights) or fp32 (a float32 copy of each layer, as the in-memory path computes)")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
@@ -111,7 +112,7 @@ def main() -> None:
             (work / "depth.yaml").write_text(f"num_hidden_layers: {layers // 2}\n")
         command = [sys.executable, "-m", "regrow", "prune", "--model", str(source), "--method", args.method, *target_args,
                    "--data", str(data_dir), "--calibration-samples", str(args.samples), "--seq-len", str(args.seq_len),
-                   "--batch-size", "4", "--precision", args.precision, "--out", str(out), "--streaming", "--no-progress"]
+                   "--batch-size", str(args.batch_size), "--precision", args.precision, "--out", str(out), "--streaming", "--no-progress"]
         started = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - started
@@ -120,7 +121,7 @@ def main() -> None:
         written = report["streaming"]["written"]["bytes"]
         ratio = peak / size
         print(f"import-only process: peak RSS {baseline / GiB:.3f} GiB")
-        print(f"streaming {args.method} prune ({args.precision}): peak RSS {peak / GiB:.3f} GiB = {ratio:.1%} of the checkpoint "
+        print(f"streaming {args.method} prune ({args.precision}, batch {args.batch_size}): peak RSS {peak / GiB:.3f} GiB = {ratio:.1%} of the checkpoint "
               f"(target <= 15%: {'met' if ratio <= 0.15 else 'NOT met'}); above the import-only process: "
               f"{(peak - baseline) / GiB:.3f} GiB; {seconds:.0f} s; wrote {written / GiB:.2f} GiB "
               f"({report['target']['parameters']:,} parameters)")

@@ -135,7 +135,7 @@ def main() -> None:
         tps = median(values)  # per process (per GPU)
         result[name] = {
             "tokens_per_s_per_process": round(tps, 1),
-            "ratio_vs_plain": round(tps / base, 3),
+            "ratio_vs_plain": round(tps / base, 3) if base == base else None,
             "mfu": round(tps * flops_per_token / peak, 3),
         }
     if world.is_main:

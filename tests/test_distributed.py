@@ -173,3 +173,25 @@ def test_auto_resume_starts_then_continues(single, tokenizer_dir, data_dir, tmp_
     steps = [r["step"] for r in read_metrics(tmp_path / "run") if r["event"] == "train"]
     assert steps == [1, 2, 3, 4]
     assert_same_run(single, tmp_path / "run")
+
+
+def test_activation_checkpointing_changes_nothing_but_memory(single, tokenizer_dir, data_dir, tmp_path):
+    from regrow.cli.main import main
+
+    path = write(tmp_path, "ac", tokenizer_dir, data_dir)
+    assert main(["train", str(path), "--set", "train.activation_checkpointing=true"]) == 0
+    assert_same_run(single, tmp_path / "ac")
+
+
+def test_parallelize_one_process_applies_the_options():
+    from conftest import TINY_LLAMA
+
+    from regrow.models.hf import build_model
+    from regrow.train.parallel import decoder_layers, parallelize
+    from regrow.world import World
+
+    model = build_model({**TINY_LLAMA, "vocab_size": 64}, seed=0)
+    assert [type(m).__name__ for m in decoder_layers(model)] == ["LlamaDecoderLayer"] * 2
+    parallelize(model, World(), "fp32", activation_checkpointing=True, compile_layers=False)
+    assert model.is_activation_checkpointing
+    assert not any(hasattr(p, "full_tensor") for p in model.parameters())  # one process: not sharded

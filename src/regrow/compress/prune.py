@@ -18,7 +18,7 @@ from regrow.compress.families import adapter_for
 from regrow.compress.masks import MaskHooks, Masks
 from regrow.compress.methods import METHODS, PruneContext
 from regrow.compress.reinit import REINITS
-from regrow.compress.report import CONFIG, REPORT, kept_report, pruning_flops, scores_for_report
+from regrow.compress.report import CONFIG, REPORT, pruning_flops, pruning_report
 from regrow.compress.select import select
 from regrow.compress.slicing import slice_model
 from regrow.compress.streaming import prune_streaming
@@ -115,17 +115,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     assert n_written == n_target, (n_written, n_target)
 
     report = {
-        "model": str(cfg.model),
-        "method": cfg.method,
-        "reinit": cfg.reinit,
-        "source": {"shape": source.as_dict(), "parameters": n_source},
-        "target": {"shape": target.as_dict(), "parameters": n_target, "fraction_kept": n_target / n_source},
-        "mixture": mixture,
-        "calibration_tokens": result.details.get("calibration_tokens", result.details.get("tokens", 0)),
-        "flops": flops,
-        "kept": kept_report(masks, source),
-        "scores": scores_for_report(result.scores),
-        "method_details": result.details,
+        **pruning_report(cfg, source, target, n_source, n_target, mixture, result, flops, masks),
         "exactness": {"max_abs_logit_diff": max_diff, "checked_before_reinit": True},
         "wall_seconds": {"scoring": scoring_seconds, "total": time.perf_counter() - started},
     }

@@ -38,3 +38,21 @@ def pruning_flops(model, cfg: PruneConfig, details: dict) -> float:
     if cfg.method == "sheared":
         return training_flops_per_token(shape, cfg.seq_len) * details["tokens"]
     return 0.0
+
+
+def pruning_report(cfg: PruneConfig, source, target, n_source: int, n_target: int, mixture: dict, result, flops: float,
+                   masks: Masks) -> dict:
+    """The report's keys both paths write (each adds its exactness, timing and extras)."""
+    return {
+        "model": str(cfg.model),
+        "method": cfg.method,
+        "reinit": cfg.reinit,
+        "source": {"shape": source.as_dict(), "parameters": n_source},
+        "target": {"shape": target.as_dict(), "parameters": n_target, "fraction_kept": n_target / n_source},
+        "mixture": mixture,
+        "calibration_tokens": result.details.get("calibration_tokens", result.details.get("tokens", 0)),
+        "flops": flops,
+        "kept": kept_report(masks, source),
+        "scores": scores_for_report(result.scores),
+        "method_details": result.details,
+    }

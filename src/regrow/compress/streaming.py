@@ -26,7 +26,7 @@ from regrow.compress.families import adapter_for
 from regrow.compress.layerwise import LayerwiseModel
 from regrow.compress.masks import Masks
 from regrow.compress.methods import METHODS, PruneContext
-from regrow.compress.report import CONFIG, REPORT, kept_report, pruning_flops, scores_for_report
+from regrow.compress.report import CONFIG, REPORT, pruning_flops, pruning_report
 from regrow.compress.select import select
 from regrow.compress.slicing import KeptUnits, prune_tensor
 from regrow.compress.targets import checked_target, count_parameters
@@ -183,17 +183,8 @@ def prune_streaming(cfg: PruneConfig, echo: Callable[[str], None] = print) -> di
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         report = {
-            "model": str(cfg.model),
-            "method": cfg.method,
-            "reinit": cfg.reinit,
-            "source": {"shape": source.as_dict(), "parameters": n_source},
-            "target": {"shape": target.as_dict(), "parameters": n_target, "fraction_kept": n_target / n_source},
-            "mixture": mixture,
-            "calibration_tokens": result.details.get("calibration_tokens", 0),
-            "flops": pruning_flops(meta, cfg, result.details),
-            "kept": kept_report(masks, source),
-            "scores": scores_for_report(result.scores),
-            "method_details": result.details,
+            **pruning_report(cfg, source, target, n_source, n_target, mixture, result,
+                             pruning_flops(meta, cfg, result.details), masks),
             "exactness": {"checked": False, "reason": "streaming: the model is never whole in memory"},
             "streaming": {"source_bytes": checkpoint.nbytes(), "written": written, "activations": activations,
                           "peak_rss_bytes": peak_rss_bytes()},

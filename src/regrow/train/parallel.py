@@ -49,7 +49,7 @@ def decoder_layers(model) -> list[torch.nn.Module]:
 def parallelize(model, world: World, precision: str, activation_checkpointing: bool, compile_layers: bool):
     """Activation checkpointing, per-layer compile, then FSDP2 over all processes (when more than one)."""
     if activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     layers = decoder_layers(model)
     if compile_layers:
         for layer in layers:
