@@ -74,7 +74,8 @@ class ActivationStore:
 
 
 class LayerwiseModel:
-    """A decoder whose layers are loaded from `checkpoint` one at a time, in float32."""
+    """A decoder whose layers are loaded from `checkpoint` one at a time, in `dtype` (float32 as
+    the in-memory path; bfloat16 uses a bf16 checkpoint's weights straight from the file)."""
 
     def __init__(self, checkpoint: LazyCheckpoint, config, adapter: FamilyAdapter, device: torch.device,
                  activation_budget_bytes: int, scratch: Path, dtype: torch.dtype = torch.float32):
@@ -122,7 +123,8 @@ class LayerwiseModel:
         """Layer-0 inputs of every batch, and the per-layer arguments (from the first batch).
 
         The embedding rows of each batch are read from the checkpoint block by block (never the
-        whole table) and passed as `inputs_embeds`, in float32 like the in-memory path's."""
+        whole table) and passed as `inputs_embeds` in float32, as the in-memory path's embedding
+        gives them."""
         embedding = f"{self.adapter.embedding}.weight"
         layers = self.adapter.layers(self.skeleton)
         catcher = _Catcher()
