@@ -4,8 +4,8 @@ The same steps as the in-memory run (prune.py) on a model that is never whole: s
 from the config on the meta device, the method scores units from tensors read lazily
 (magnitude) or from a layer-by-layer calibration (activation, depth), the shared selection
 picks exactly the target shape, and the pruned checkpoint is written one shard per kept
-layer. Peak memory is a layer (in float32) plus the calibration activations, which go to disk
-when they exceed `activation_memory_gb`.
+layer (and one each for the embedding and the LM head). Peak memory is a layer plus the
+calibration activations, which go to disk when they exceed `activation_memory_gb`.
 """
 
 from __future__ import annotations
@@ -97,17 +97,23 @@ def _rows_pruned(checkpoint: LazyCheckpoint, name: str, axes, kept: KeptUnits, i
 
 
 def write_pruned(checkpoint: LazyCheckpoint, names: list[str], adapter, source, masks: Masks, folder: Path) -> dict:
-    """The pruned tensors, one safetensors shard per kept layer plus one for the rest, and the index."""
+    """The pruned tensors and their index: one safetensors shard per kept layer, one each for the
+    embedding and the LM head (the largest tensors: one of them in memory at a time), one for the
+    small rest."""
     kept = KeptUnits(masks, source)
     new_index = {old: new for new, old in enumerate(kept.layers)}
-    groups: dict[int | None, list[str]] = {None: []}
+    large = {f"{adapter.embedding}.weight", f"{adapter.lm_head}.weight"}
+    groups: dict[tuple, list[str]] = {}
     for name in names:
         index, _, _ = adapter.parameter_axes(name, source.head_dim)
-        if index is None or index in new_index:
-            groups.setdefault(index, []).append(name)
+        if index is None:
+            groups.setdefault(("outer", name if name in large else None), []).append(name)
+        elif index in new_index:
+            groups.setdefault(("layer", index), []).append(name)
     files = len(groups)
     weight_map, total = {}, 0
-    for number, (index, group) in enumerate(groups.items(), start=1):
+    for number, ((kind, key), group) in enumerate(groups.items(), start=1):
+        index = key if kind == "layer" else None
         shard = f"model-{number:05d}-of-{files:05d}.safetensors"
         out = {}
         for name in group:
