@@ -81,11 +81,3 @@ class World:
 
     def mean(self, value: torch.Tensor) -> float:
         return float(self.sum_(value.detach().clone().double())) / self.world_size
-
-    def broadcast(self, obj):
-        """Rank 0's value of a picklable object, on every rank."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]

@@ -64,9 +64,6 @@ class ActivationStore:
             return self.items[index]
         return load_file(self.folder / f"{index}.safetensors")["h"]
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def drop(self) -> None:
         self.items.clear()
         if self.folder is not None:
