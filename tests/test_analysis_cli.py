@@ -152,7 +152,7 @@ def test_fit_cli_on_a_csv_and_its_bad_input(tmp_path, capsys):
     cases = {
         "few.csv": ("D,loss\n1e5,3\n1e6,2.5\n1e7,2.2\n", "needs at least 4 points"),
         "neg.csv": ("D,loss\n" + "".join(f"{a},{b}\n" for a, b in zip(-d, loss)), "non-positive value"),
-        "nan.csv": ("D,loss\n" + "".join(f"{a},{b}\n" for a, b in zip(d, loss)) + "1e8,nan\n", "is NaN"),
+        "nan.csv": ("D,loss\n" + "".join(f"{a},{b}\n" for a, b in zip(d, loss)) + "1e8,nan\n", "is nan; every value must be a finite number"),
         "cols.csv": ("tokens,value\n1,2\n", "needs column(s) D, loss"),
         "zero.csv": ("D,loss\n" + "".join(f"{a},{b}\n" for a, b in zip(d, 0 * loss)), "non-positive value"),
     }

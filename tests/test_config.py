@@ -39,11 +39,12 @@ def test_wrong_type_is_rejected():
 
 def test_overrides_parse_yaml_values_and_check_keys(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("train:\n  steps: 5\n")
-    cfg = load_config(RunConfig, path, ["train.steps=7", "data.mixture.code=0.25", "schedule.name=wsd"])
+    path.write_text("model:\n  init: m\ndata:\n  path: d\ntrain:\n  steps: 5\n")
+    cfg = load_config(RunConfig, path, ["train.steps=7", "data.mixture.code=0.25", "schedule.name=wsd",
+                                        "schedule.decay_fraction=0.5"])
     assert cfg.train.steps == 7
     assert cfg.data.mixture == {"code": 0.25}
-    assert cfg.schedule["name"] == "wsd"
+    assert cfg.schedule.name == "wsd" and cfg.schedule.decay_fraction == 0.5
     with pytest.raises(RegrowError, match=r"unknown --set key 'train.stepz'"):
         load_config(RunConfig, path, ["train.stepz=1"])
 

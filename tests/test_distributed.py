@@ -128,7 +128,7 @@ def test_resume_names_missing_or_truncated_shards(tokenizer_dir, data_dir, tmp_p
     assert f"missing shard files: {shard.name}" in capsys.readouterr().err
     (shards / ".metadata").write_bytes(b"not a pickle")
     assert main(["train", str(path), "--resume"]) == 2
-    assert ".metadata is corrupt" in capsys.readouterr().err
+    assert ".metadata' is corrupt or not DCP metadata" in capsys.readouterr().err
 
 
 def test_sheared_pruning_with_two_processes_matches_one(family_models, data_dir, tmp_path):

@@ -15,9 +15,8 @@ RECIPES = sorted(p for p in EXAMPLES.rglob("*.yaml") if "schedule" in yaml.safe_
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_example_recipe_is_valid(path):
-    cfg = load_config(RunConfig, path)
-    cfg.validate()
-    schedule = build_schedule(cfg.schedule, cfg.train.steps)
+    cfg = load_config(RunConfig, path)  # validated at load
+    schedule = cfg.resolved_schedule()
     assert schedule(cfg.train.steps) >= schedule.lr_min
 
 

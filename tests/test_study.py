@@ -73,8 +73,18 @@ def test_study_runs_every_cell_with_controls_and_skips_done(tmp_path, family_mod
     assert "8 runs: 0 pending, 0 running, 8 done, 0 failed" in capsys.readouterr().out
 
 
-def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, family_models, data_dir, capsys):
-    schedules = [{"name": "cosine", "warmup_steps": 1}, {"name": "cosine", "warmup_steps": 99}]  # 99 >= its 4 steps
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, family_models, data_dir, capsys, monkeypatch):
+    import regrow.study.runner as runner
+
+    real_execute = runner.execute
+
+    def execute(kind, config, threads=None):  # one cell fails while it runs (e.g. out of memory)
+        if kind == "train" and config["schedule"]["warmup_steps"] == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_execute(kind, config, threads)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    schedules = [{"name": "cosine", "warmup_steps": 1}, {"name": "cosine", "warmup_steps": 2}]
     path = study_file(tmp_path, family_models, data_dir, **{"grid.schedule": schedules, "grid.replay": [0.0],
                                                              "controls": {"scratch": False, "source": False}})
     assert main(["study", path]) == 1
@@ -82,7 +92,15 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, family_models
     assert status["train-activation-t0-none-seed0-cosine0-replay0-tok512"] == "done"
     assert status["train-activation-t0-none-seed0-cosine1-replay0-tok512"] == "failed"
     assert main(["study", "status", str(tmp_path / "study")]) == 0
-    assert "warmup_steps 99 must be < total_steps 4" in capsys.readouterr().out
+    assert "RuntimeError: CUDA out of memory (simulated)" in capsys.readouterr().out
+
+
+def test_a_bad_cell_is_refused_before_any_run(tmp_path, family_models, data_dir, capsys):
+    schedules = [{"name": "cosine", "warmup_steps": 1}, {"name": "cosine", "warmup_steps": 99}]  # 99 >= its 4 steps
+    path = study_file(tmp_path, family_models, data_dir, **{"grid.schedule": schedules, "grid.replay": [0.0]})
+    assert main(["study", path]) == 2
+    assert "warmup_steps 99 must be < total_steps 4" in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()
 
 
 def test_killed_study_completes_without_duplicate_or_lost_rows(tmp_path, family_models, data_dir):

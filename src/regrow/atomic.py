@@ -7,6 +7,7 @@ output, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -50,25 +51,52 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 def atomic_dir(final: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it replaces `final` in one rename.
 
-    On an exception the temporary folder is removed and `final` is left as it was.
+    On an exception the temporary folder is removed and `final` is left as it was. Only a
+    folder is ever replaced (a file at `final` is an error), and only when `replace` is set:
+    callers check first that `final` is their own earlier output (regrow.paths).
     """
     final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(errno.EEXIST, "a file is in the way of an output folder", str(final))
+    if final.exists() and not replace:
+        raise FileExistsError(errno.EEXIST, "the output folder exists", str(final))
+    created = _missing_ancestor(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if final.exists():
-            if not replace:
-                raise FileExistsError(final)
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old.tmp"))
+            os.replace(final, old)  # renaming over an empty folder is atomic
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(final.parent, created)
         raise
 
+
+def _missing_ancestor(folder: Path) -> Path | None:
+    """The outermost of `folder` and its parents that does not exist yet (None: it exists)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
+def _remove_empty(folder: Path, created: Path | None) -> None:
+    """Undo the folders a failed write created: `folder` up to `created`, each if still empty."""
+    if created is None:
+        return
+    for path in (folder, *folder.parents):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == created:
+            return

@@ -9,34 +9,22 @@ typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 import os
 import types
 import typing
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from regrow.atomic import write_text_atomic
 from regrow.errors import RegrowError
+from regrow.reading import check_finite, parse_yaml, read_yaml
+
+__all__ = ["read_yaml", "load_config", "from_dict", "to_dict", "apply_overrides", "parse_override", "flatten"]
 
 T = TypeVar("T")
-
-
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping from a file, with a clear error for a missing or malformed file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RegrowError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RegrowError(f"config file {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RegrowError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
-    return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -45,7 +33,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise RegrowError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -72,6 +60,11 @@ def _check_key_path(cls: type, keys: list[str], text: str) -> None:
     current: Any = cls
     for depth, key in enumerate(keys):
         if dataclasses.is_dataclass(current):
+            if _variants(current) and key != "name":
+                fields = {n for cls in _variants(current).values() for n in typing.get_type_hints(cls)}
+                if key not in fields:
+                    raise RegrowError(f"unknown --set key {'.'.join(keys)!r}; no {'.'.join(keys[:depth])} kind has it")
+                return
             hints = typing.get_type_hints(current)
             if key not in hints:
                 prefix = ".".join(keys[:depth])
@@ -91,8 +84,27 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
+def _variants(cls: Any) -> dict[str, type] | None:
+    """A tagged union: a dataclass base whose `variants` registry picks the class by the `name` key."""
+    return getattr(cls, "variants", None) if isinstance(cls, type) else None
+
+
+def _pick_variant(cls: type, data: Any, where: str) -> tuple[type, dict[str, Any]]:
+    if not isinstance(data, dict):
+        raise RegrowError(f"{where or 'config'} must be a mapping with a `name`, got {data!r}")
+    table = _variants(cls)
+    data = dict(data)
+    name = data.pop("name", None)
+    if name not in table:
+        raise RegrowError(f"unknown {where or 'kind'} {name!r}; allowed: {', '.join(table)}")
+    return table[name], data
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
+    """Build dataclass `cls` from a mapping, checking keys and types recursively. A base class
+    with a `variants` registry (a tagged union) is resolved through the mapping's `name` key."""
+    if _variants(cls) is not None:
+        cls, data = _pick_variant(cls, data, where)
     if not isinstance(data, dict):
         raise RegrowError(f"{where or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -127,13 +139,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(err))
         raise RegrowError(errors[0] if errors else f"config key {key!r} has a bad value {value!r}")
     if tp is Any:
+        check_finite(value, key)
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, key)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise RegrowError(f"config key {key!r} must be a mapping, got {value!r}")
-        return dict(value)
+        _, value_tp = typing.get_args(tp) or (str, Any)
+        return {k: _coerce(value_tp, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list or tp is list:
         if not isinstance(value, (list, tuple)):
             raise RegrowError(f"config key {key!r} must be a list, got {value!r}")
@@ -157,14 +171,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return int(value)
         raise RegrowError(f"config key {key!r} must be an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)  # YAML 1.1 reads "3e-4" as a string
+                number = float(value)  # YAML 1.1 reads "3e-4" as a string
             except ValueError:
                 pass
-        raise RegrowError(f"config key {key!r} must be a number, got {value!r}")
+        if number is None:
+            raise RegrowError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise RegrowError(f"config key {key!r} is {value}; it must be a finite number")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -173,11 +192,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The plain-data form of a config dataclass (what is saved beside every output)."""
-    return _plain(dataclasses.asdict(config))
+    """The plain-data form of a config dataclass (what is saved beside every output); a tagged
+    union's member writes its `name` first, so the dict loads back into the same class."""
+    return _plain(config)
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        head = {"name": value.name} if _variants(type(value)) is not None else {}
+        return {**head, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -189,7 +212,15 @@ def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[st
     """Read YAML (optional), apply `--set` overrides (keys checked against `cls`), build `cls`."""
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, list(overrides or []), cls)
-    return from_dict(cls, data)
+    config = from_dict(cls, data)
+    validate = getattr(config, "validate", None)
+    if callable(validate) and not _takes_arguments(validate):
+        validate()  # every check that needs no files, once, at load
+    return config
+
+
+def _takes_arguments(method) -> bool:
+    return any(p.default is inspect.Parameter.empty for p in inspect.signature(method).parameters.values())
 
 
 def write_yaml_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from regrow.analysis.laws.base import LawFit
 from regrow.atomic import write_bytes_atomic
+from regrow.paths import PNG_SOFTWARE
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,13 +21,13 @@ def _pyplot():
 
 def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE})
     return buf.getvalue()
 
 
 def law_figure(fits: list[LawFit], extra_curves: list[tuple[str, list, list]] = ()):
     """One panel per fit: observed points, fitted lines in the same colour; extra (label, x, y) dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(fits), figsize=(6 * len(fits), 4), squeeze=False)
     for ax, fit in zip(axes[0], fits):
         for i, curve in enumerate(fit.curves):
@@ -60,7 +61,7 @@ def _token_axis(ax, results: list[dict]) -> list:
 
 def sensitivity_figure(results: list[dict]):
     """Loss increase against the models' pre-training tokens, one line per (gamma, domain)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = _token_axis(ax, results)
     first = results[0]["sensitivity"]
@@ -76,7 +77,7 @@ def sensitivity_figure(results: list[dict]):
 
 def probe_figure(results: list[dict]):
     """In-domain gain and out-of-domain loss change of the same fine-tuning, per checkpoint."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = _token_axis(ax, results)
     ax.plot(xs, [r["in_domain_gain"] for r in results], marker="o", label="in-domain gain (loss fall)")
@@ -89,4 +90,4 @@ def probe_figure(results: list[dict]):
 
 def save_figure(fig, path: str | Path) -> None:
     write_bytes_atomic(path, png_bytes(fig))
-    _pyplot().close(fig)
+    pyplot().close(fig)

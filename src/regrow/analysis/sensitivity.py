@@ -15,7 +15,6 @@ The noise of seed k is the same draw for every gamma and every model of one arch
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from regrow.data.store import TokenStore
 from regrow.errors import RegrowError
 from regrow.models.evaluate import evaluate_domains
+from regrow.reading import read_json
 
 NOISES = ("init", "relative", "absolute")
 
@@ -120,7 +120,8 @@ def pretraining_tokens(model_dir: str | Path) -> int | None:
     for path, key in ((folder / "snapshot.json", "tokens"), (folder / "state.json", "tokens"),
                       (folder.parent / "summary.json", "tokens")):
         if path.is_file():
-            value = json.loads(path.read_text()).get(key)
+            data = read_json(path, "run record")
+            value = data.get(key) if isinstance(data, dict) else None
             if isinstance(value, int):
                 return value
     return None

@@ -7,12 +7,14 @@ Checked once here: missing columns are named, NaN and non-positive sizes or loss
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
 from regrow.errors import RegrowError
+from regrow.reading import read_text
 
 Table = dict[str, np.ndarray]
 TEXT_COLUMNS = ("run", "phase", "method", "group")
@@ -21,14 +23,22 @@ TEXT_COLUMNS = ("run", "phase", "method", "group")
 def read_csv(path: str | Path, optional_blank: tuple[str, ...] = ()) -> Table:
     """A CSV with a header row; cells of `optional_blank` columns may be empty (read as NaN)."""
     path = Path(path)
-    if not path.is_file():
-        raise RegrowError(f"--csv {str(path)!r} does not exist")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    text = read_text(path, "--csv")
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        lines = [[cell.strip() for cell in line] for line in reader]
+    except csv.Error as err:
+        raise RegrowError(f"--csv {str(path)!r} is not valid CSV: {err}") from err
+    header = lines[0] if lines else []
     if not header:
         raise RegrowError(f"--csv {str(path)!r} is empty; it needs a header row")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise RegrowError(f"--csv {str(path)!r} names column {repeated[0]!r} twice; each column may appear once")
+    for number, line in enumerate(lines[1:], start=2):
+        if line and len(line) != len(header):
+            raise RegrowError(f"{path.name} line {number} has {len(line)} cells; the header has {len(header)}")
+    rows = [dict(zip(header, line)) for line in lines[1:] if line]
     table: Table = {}
     for name in header:
         values = [row.get(name, "") for row in rows]
@@ -44,8 +54,9 @@ def read_csv(path: str | Path, optional_blank: tuple[str, ...] = ()) -> Table:
                 value = float(text)
             except ValueError:
                 raise RegrowError(f"{path.name} line {i}: column {name!r} has {text!r}, not a number") from None
-            if math.isnan(value):
-                raise RegrowError(f"{path.name} line {i}: column {name!r} is NaN; remove the row or fill it in")
+            if not math.isfinite(value):
+                raise RegrowError(f"{path.name} line {i}: column {name!r} is {text}; every value must be a finite "
+                                  "number: remove the row or fill it in")
             numbers.append(value)
         table[name] = np.array(numbers, dtype=np.float64)
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from regrow.cli.argtypes import finite_float
 from regrow.cli.inputs import add_input_arguments, documents_from_args
 from regrow.data.prepare import prepare_domain
 from regrow.data.sources import SourceRecord
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     prep.add_argument("--domain", help="domain name (default: the builtin's name)")
     prep.add_argument("--tokenizer", required=True, help="an HF tokenizer folder")
     prep.add_argument("--out", required=True, help="the data folder (created or extended)")
-    prep.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents held out for validation")
+    prep.add_argument("--val-fraction", type=finite_float, default=0.01, help="fraction of documents held out for validation")
     prep.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
     prep.add_argument("--trust-remote-code", action="store_true")
     prep.add_argument("--no-progress", action="store_true")
@@ -25,6 +26,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise RegrowError(f"--workers is {args.workers}; it must be >= 1")
     if args.builtin and args.inputs:
         raise RegrowError("give either INPUT files or --builtin, not both")
     domain = args.domain or args.builtin

@@ -34,6 +34,8 @@ def run(args) -> int:
         raise RegrowError("nothing to evaluate: give --data DATA_DIR (per-domain loss) and/or --tasks TASK...")
     if args.limit is not None and args.limit < 1:
         raise RegrowError(f"--limit is {args.limit}; it must be >= 1")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise RegrowError(f"--num-fewshot is {args.num_fewshot}; it must be >= 0")
     device = resolve_device(args.device)
     out = {}
     if args.data is not None:

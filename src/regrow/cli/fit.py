@@ -14,7 +14,8 @@ from pathlib import Path
 from regrow.analysis.laws import LAWS, FitOptions, build_law
 from regrow.analysis.plots import law_figure
 from regrow.analysis.table import read_csv
-from regrow.cli.outputs import emit
+from regrow.cli.argtypes import finite_float
+from regrow.cli.outputs import check_output_args, emit
 from regrow.errors import RegrowError
 from regrow.study import scaling
 
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--min-step", type=int, default=1,
                         help="annealing / cpt: fit only points from this step on (pre-training phase for cpt)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the intervals (0: none)")
-    parser.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    parser.add_argument("--level", type=finite_float, default=0.95, help="confidence level of the intervals")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--plot", default=None, metavar="FILE.png", help="draw the data against the fitted curves")
@@ -75,6 +76,7 @@ def prediction_for(args, fits) -> dict | None:
 
 
 def run(args) -> int:
+    check_output_args(args, "law", "fits")
     options = FitOptions(bootstrap=args.bootstrap, seed=args.seed, level=args.level, min_step=args.min_step)
     options.validate()
     law = build_law(args.law)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator
 
 from regrow.data.sources import (
+    AUTO_PARAGRAPH_BELOW,
     BUILTIN_DOMAINS,
     DOCUMENT_UNITS,
     SourceRecord,
+    effective_unit,
+    expand_inputs,
     iter_builtin,
     iter_documents,
 )
@@ -22,7 +26,9 @@ def add_input_arguments(parser, several_builtins: bool) -> None:
     else:
         parser.add_argument("--builtin", choices=BUILTIN_DOMAINS, help="use a builtin corpus instead of INPUT")
     parser.add_argument("--text-field", default="text", help="JSONL field / Parquet column with the text")
-    parser.add_argument("--documents", choices=DOCUMENT_UNITS, default="file", help="a text file is one document, or one per paragraph")
+    parser.add_argument("--documents", choices=DOCUMENT_UNITS, default="auto",
+                        help="a text file is one document (file), one per blank-line paragraph (paragraph), or "
+                             f"auto: paragraphs when fewer than {AUTO_PARAGRAPH_BELOW} text files are given, else files")
 
 
 def documents_from_args(args, record: SourceRecord, max_per_source: int | None = None) -> Iterator[str]:
@@ -32,5 +38,9 @@ def documents_from_args(args, record: SourceRecord, max_per_source: int | None =
         raise RegrowError("no input given; pass files or folders, or --builtin NAME")
     streams = [iter_builtin(name, record) for name in builtins]
     if args.inputs:
+        paths = expand_inputs(args.inputs)
+        if args.documents == "auto" and effective_unit(paths, "auto") == "paragraph":
+            print(f"regrow: note: {len(paths)} input file(s): each blank-line paragraph of a text file is one "
+                  "document (--documents file keeps every file whole)", file=sys.stderr)
         streams.append(iter_documents(args.inputs, record, args.text_field, args.documents))
     return itertools.chain(*(itertools.islice(s, max_per_source) for s in streams))

@@ -25,8 +25,22 @@ from regrow.errors import RegrowError
 COMMANDS = (tokenizer, data, train, prune, study, report, schedule, evaluate, sensitivity, probe, fit, demo)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported like every other one: one line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"regrow: error: {message} (see {self.prog} --help)\n")
+
+
+def describe_os_error(err: OSError) -> str:
+    """`path: reason` of an OS error (a full disk, a read-only folder, ...)."""
+    where = " -> ".join(str(p) for p in (err.filename, err.filename2) if p)
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{where}: {reason}" if where else reason
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="regrow",
         description="Compress a large language model, continue pre-training it cheaply, measure what it buys.",
     )
@@ -48,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("regrow: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the environment (disk full, read-only folder), not the input: exit 1
+        print(f"regrow: error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,16 @@ import json
 
 from regrow.analysis.plots import save_figure
 from regrow.atomic import write_json_atomic
+from regrow.paths import check_output_file, is_json_record, is_regrow_png
+
+
+def check_output_args(args, *record_keys: str) -> None:
+    """Before any work: --out FILE.json may replace only this command's record (`record_keys`),
+    --plot FILE.png only a figure regrow drew."""
+    if getattr(args, "out", None):
+        check_output_file(args.out, "--out", is_json_record(*record_keys))
+    if getattr(args, "plot", None):
+        check_output_file(args.plot, "--plot", is_regrow_png)
 
 
 def emit(args, record: dict, figure, printed=None) -> bool:

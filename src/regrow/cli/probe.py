@@ -7,7 +7,8 @@ out-of-domain loss change, as a curve against the checkpoint's pre-training toke
 from __future__ import annotations
 
 from regrow.analysis.plots import probe_figure
-from regrow.cli.outputs import emit
+from regrow.cli.argtypes import finite_float
+from regrow.cli.outputs import check_output_args, emit
 from regrow.study.probe import ProbeRecipe, run_probe
 
 
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True, help="a data folder made by `regrow data prepare`")
     parser.add_argument("--finetune", required=True, metavar="DOMAIN", help="the domain to fine-tune on")
     parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--lr", type=finite_float, required=True)
     parser.add_argument("--schedule", default="constant", help="schedule name (constant, cosine, wsd, ...)")
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output_args(args, "kind", "models")
     recipe = ProbeRecipe(args.finetune, args.steps, args.lr, args.batch_size, args.seq_len, args.warmup_steps,
                          args.schedule, args.eval_tokens, args.seed, args.device)
     record = run_probe(args.model, args.data, recipe, args.work_dir)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from regrow.cli.argtypes import finite_float
 from regrow.compress.config import PruneConfig
 from regrow.compress.methods import METHODS
 from regrow.compress.prune import prune
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="source HF model folder")
     parser.add_argument("--target", metavar="SPEC", help="YAML/JSON with any of num_hidden_layers, hidden_size, "
                         "num_attention_heads, num_key_value_heads, intermediate_size; or an HF config.json to match")
-    parser.add_argument("--target-ratio", type=float, metavar="R", help="fraction of parameters to keep (0 < R <= 1)")
+    parser.add_argument("--target-ratio", type=finite_float, metavar="R", help="fraction of parameters to keep (0 < R <= 1)")
     parser.add_argument("--method", help=f"one of {', '.join(METHODS)} (default activation)")
     parser.add_argument("--data", metavar="DATA_DIR", help="calibration / mask-training data (`regrow data prepare`)")
     parser.add_argument("--mixture", nargs="+", metavar="NAME=W", help="domain weights (default: all domains equally)")
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
     parser.add_argument("--streaming", action="store_true", default=None,
                         help="prune a checkpoint larger than memory: read it lazily, calibrate one layer at a time, "
                              "write shard by shard (methods without gradients: activation, depth, magnitude, random)")
-    parser.add_argument("--activation-memory-gb", type=float, metavar="GB",
+    parser.add_argument("--activation-memory-gb", type=finite_float, metavar="GB",
                         help="--streaming: keep calibration activations in memory up to this size, else on disk (default 1)")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
-from pathlib import Path
 
-from regrow.atomic import write_bytes_atomic
+from regrow.analysis.plots import save_figure
+from regrow.cli.outputs import check_output_args
 from regrow.config import apply_overrides, read_yaml
 from regrow.errors import RegrowError
 from regrow.train.schedules import build_schedule
@@ -31,14 +30,15 @@ def schedule_from_recipe(path: str, overrides: list[str]):
 
 
 def run(args) -> int:
+    check_output_args(args)
     schedule = schedule_from_recipe(args.recipe, args.set)
-    steps = args.steps or schedule.total
+    steps = args.steps if args.steps is not None else schedule.total
     if steps < 1:
         raise RegrowError(f"--steps {steps} must be >= 1")
     xs = list(range(1, steps + 1))
     lrs = [schedule(s) for s in xs]
     if args.plot:
-        plot_schedule(xs, lrs, schedule.name, args.plot)
+        save_figure(schedule_figure(xs, lrs, schedule.name), args.plot)
     if args.json:
         print(json.dumps({"step": xs, "lr": lrs}))
     elif not args.plot:
@@ -47,20 +47,14 @@ def run(args) -> int:
     return 0
 
 
-def plot_schedule(xs: list[int], lrs: list[float], name: str, path: str) -> None:
-    import matplotlib
+def schedule_figure(xs: list[int], lrs: list[float], name: str):
+    from regrow.analysis.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     ax.plot(xs, lrs)
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_title(f"schedule: {name}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    return fig

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from regrow.analysis.plots import sensitivity_figure
 from regrow.analysis.sensitivity import NOISES, check_sensitivity_args, sensitivity_of_models
+from regrow.cli.argtypes import finite_float
 from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
-from regrow.cli.outputs import emit
+from regrow.cli.outputs import check_output_args, emit
 from regrow.train.trainer import resolve_device
 
 
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("sensitivity", help="loss increase under parameter perturbation, per checkpoint")
     parser.add_argument("--model", nargs="+", required=True, metavar="DIR", help="HF model folders (e.g. snapshots of one run)")
     add_eval_arguments(parser)
-    parser.add_argument("--gamma", nargs="+", type=float, default=[0.5, 1.0], help="perturbation scales")
+    parser.add_argument("--gamma", nargs="+", type=finite_float, default=[0.5, 1.0], help="perturbation scales")
     parser.add_argument("--seeds", type=int, default=3, help="noise draws per gamma")
     parser.add_argument("--noise", choices=NOISES, default="init",
                         help="sigma of each tensor: its initialisation std (matrices only), its own RMS, or 1")
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output_args(args, "kind", "models")
     check_sensitivity_args(args.gamma, args.seeds, args.noise)
     store, domains = open_data(args)
     result = sensitivity_of_models(args.model, store, domains, args.gamma, args.seeds, args.noise, args.seq_len,

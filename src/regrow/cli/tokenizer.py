@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from regrow.cli.inputs import add_input_arguments, documents_from_args
 from regrow.data.sources import SourceRecord
-from regrow.data.tokenizer import train_bpe
+from regrow.data.tokenizer import is_tokenizer_dir, train_bpe
+from regrow.errors import RegrowError
+from regrow.paths import check_output_dir
 
 
 def register(subparsers) -> None:
@@ -20,6 +22,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    for flag, value in (("--vocab-size", args.vocab_size), ("--min-frequency", args.min_frequency),
+                        ("--max-documents", args.max_documents)):
+        if value is not None and value < 1:
+            raise RegrowError(f"{flag} is {value}; it must be >= 1")
+    check_output_dir(args.out, "--out", own=is_tokenizer_dir, what="a tokenizer folder")
     record = SourceRecord()
     documents = documents_from_args(args, record, args.max_documents)
     out = train_bpe(documents, args.vocab_size, args.out, args.min_frequency)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -21,12 +20,13 @@ from regrow.compress.reinit import REINITS
 from regrow.compress.report import CONFIG, REPORT, pruning_flops, pruning_report
 from regrow.compress.select import select
 from regrow.compress.slicing import slice_model
-from regrow.compress.streaming import prune_streaming
+from regrow.compress.streaming import check_streaming, prune_streaming
 from regrow.compress.targets import checked_target, count_parameters
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.errors import RegrowError
 from regrow.models.hf import load_model
+from regrow.paths import check_output_dir
 from regrow.train.trainer import resolve_device
 from regrow.world import World
 
@@ -61,10 +61,10 @@ def logits_of(model, ids: torch.Tensor, adapter=None, masks: Masks | None = None
 def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     """Run one pruning job; returns the report (also written to OUT/pruning_report.json)."""
     cfg.validate(list(METHODS), list(REINITS))
-    out = Path(cfg.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RegrowError(f"--out {str(out)!r} already exists and is not empty; choose another folder")
+    out = check_output_dir(cfg.out, "--out")
     method = METHODS[cfg.method]()
+    if cfg.streaming:
+        check_streaming(cfg)
     if method.needs_data and not cfg.data:
         raise RegrowError(f"method {cfg.method!r} needs calibration data: pass --data DATA_DIR (made by `regrow data prepare`)")
     if cfg.streaming:

@@ -7,11 +7,11 @@ A target is a YAML/JSON file with any of the five keys (others kept), an existin
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from regrow.errors import RegrowError
+from regrow.reading import read_json, read_yaml
 
 SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 
@@ -44,15 +44,10 @@ class ArchShape:
 
 def read_target_spec(path: str | Path) -> dict:
     """The raw mapping of a target file (YAML or JSON)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise RegrowError(f"--target {str(path)!r} is not a file; give a YAML/JSON shape or an HF config.json")
-    try:
-        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise RegrowError(f"--target {str(path)!r} is not valid YAML/JSON: {str(err).splitlines()[0]}") from err
+    data = read_json(path, "--target") if path.suffix == ".json" else read_yaml(path, "--target")
     if not isinstance(data, dict) or not data:
         raise RegrowError(f"--target {str(path)!r} must be a mapping with any of: {', '.join(SHAPE_KEYS)}")
     return data

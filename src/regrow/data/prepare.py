@@ -9,7 +9,6 @@ rewritten atomically after that, so an interrupted prepare leaves the store as i
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import time
@@ -21,9 +20,10 @@ from tqdm import tqdm
 
 from regrow.atomic import atomic_dir, write_json_atomic
 from regrow.data.sources import SourceRecord
-from regrow.data.store import MANIFEST, token_dtype
+from regrow.data.store import MANIFEST, read_manifest, token_dtype
 from regrow.data.tokenizer import fingerprint, vocab_size_of
 from regrow.errors import RegrowError
+from regrow.paths import check_output_dir
 
 CHUNK_BYTES = 1 << 20  # documents are sent to workers in batches of about this much text
 _worker_tokenizer = None  # set once per worker process by _init_worker
@@ -92,8 +92,13 @@ def prepare_domain(
     dtype = token_dtype(vocab)
     eos_id = int(tokenizer.eos_token_id)
     tokenizer_info = {"path": str(tokenizer_path), "fingerprint": fingerprint(tokenizer), "vocab_size": vocab}
+    check_output_dir(data_dir, "--out", own=lambda p: (p / MANIFEST).is_file(), what="a regrow data folder")
     manifest = _read_manifest(data_dir)
     _check_same_tokenizer(manifest, domain, tokenizer_info)
+    target = data_dir / domain
+    if target.exists() and (not target.is_dir() or domain not in manifest["domains"]):
+        raise RegrowError(f"{str(target)!r} exists and is not a domain of {str(data_dir / MANIFEST)!r}; regrow "
+                          "replaces only the domains it prepared: choose another --domain or remove it yourself")
     counts = {s: {"tokens": 0, "documents": 0} for s in ("train", "validation")}
     start = time.perf_counter()
     total_bytes = 0
@@ -141,8 +146,8 @@ def prepare_domain(
 
 def _read_manifest(data_dir: Path) -> dict:
     path = data_dir / MANIFEST
-    if path.is_file():
-        return json.loads(path.read_text())
+    if path.exists():
+        return read_manifest(path)
     return {"version": 1, "domains": {}}
 
 

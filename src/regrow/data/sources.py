@@ -20,7 +20,8 @@ from regrow.errors import RegrowError
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 PARQUET_SUFFIXES = {".parquet"}
-DOCUMENT_UNITS = ("file", "paragraph")
+DOCUMENT_UNITS = ("auto", "file", "paragraph")
+AUTO_PARAGRAPH_BELOW = 100  # `auto`: fewer text files than this are split into paragraphs
 BUILTIN_DOMAINS = ("stdlib-prose", "stdlib-code")
 _SKIPPED_STDLIB_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "dist-packages"}
 
@@ -59,6 +60,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
+def effective_unit(paths: list[Path], unit: str) -> str:
+    """`auto` -> `paragraph` when the text files are few (a book or two: whole files would give too few
+    documents for a validation split), else `file`."""
+    if unit != "auto":
+        return unit
+    texts = [p for p in paths if p.suffix.lower() not in JSONL_SUFFIXES | PARQUET_SUFFIXES]
+    return "paragraph" if 0 < len(texts) < AUTO_PARAGRAPH_BELOW else "file"
+
+
 def _split_paragraphs(text: str) -> list[str]:
     parts = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
     return [p for p in parts if p]
@@ -74,7 +84,8 @@ def iter_documents(
     one per blank-line-separated paragraph (useful for books). Inputs are checked at once."""
     if unit not in DOCUMENT_UNITS:
         raise RegrowError(f"unknown document unit {unit!r}; allowed: {', '.join(DOCUMENT_UNITS)}")
-    return _documents(expand_inputs(inputs), record, text_field, unit)
+    paths = expand_inputs(inputs)
+    return _documents(paths, record, text_field, effective_unit(paths, unit))
 
 
 def _documents(paths: list[Path], record: SourceRecord, text_field: str, unit: str) -> Iterator[str]:
@@ -98,7 +109,11 @@ def _documents(paths: list[Path], record: SourceRecord, text_field: str, unit: s
 
 
 def _jsonl_documents(path: Path, data: bytes, text_field: str) -> Iterator[str]:
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RegrowError(f"input {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -12,16 +12,36 @@ store larger than memory costs nothing to open.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from regrow.errors import RegrowError
+from regrow.reading import read_json
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
+
+
+def read_manifest(path: Path) -> dict:
+    """A data folder's manifest, its structure checked (every domain's dtype, token counts, tokenizer)."""
+    manifest = read_json(path, "manifest", ("domains",))
+    domains = manifest["domains"]
+    if not isinstance(domains, dict):
+        raise RegrowError(f"manifest {str(path)!r} is damaged: `domains` is not a mapping")
+    for name, info in domains.items():
+        try:
+            np.dtype(info["dtype"])
+            counts = [info["splits"][s]["tokens"] for s in SPLITS]
+            tokenizer = info["tokenizer"]
+            ok = all(isinstance(c, int) and c >= 0 for c in counts) and {"fingerprint", "vocab_size"} <= set(tokenizer)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok or "/" in str(name) or str(name).startswith("."):
+            raise RegrowError(f"manifest {str(path)!r} is damaged: domain {name!r} lacks a valid dtype, token counts "
+                              "or tokenizer; prepare that domain again")
+    return manifest
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -46,7 +66,20 @@ class Domain:
         count = self.info["splits"][split]["tokens"]
         if count == 0:
             return np.zeros(0, dtype=self.dtype)
-        return np.memmap(self.root / self.name / f"{split}.bin", dtype=self.dtype, mode="r", shape=(count,))
+        return np.memmap(self.check_file(split), dtype=self.dtype, mode="r", shape=(count,))
+
+    def check_file(self, split: str) -> Path:
+        """The split's token file, which must hold exactly the manifest's token count."""
+        path = self.root / self.name / f"{split}.bin"
+        expected = self.info["splits"][split]["tokens"] * self.dtype.itemsize
+        if not path.is_file():
+            raise RegrowError(f"token file {str(path)!r} is missing (the manifest lists {expected} bytes of tokens)")
+        size = path.stat().st_size
+        if size != expected:
+            state = "truncated" if size < expected else "longer than its manifest says"
+            raise RegrowError(f"token file {str(path)!r} is {state}: {size} bytes, the manifest says {expected}; "
+                              "prepare the domain again")
+        return path
 
 
 class TokenStore:
@@ -55,11 +88,16 @@ class TokenStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         manifest = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise RegrowError(f"data folder {str(self.path)!r} is not a folder (make one with `regrow data prepare`)")
         if not manifest.is_file():
             raise RegrowError(
                 f"data folder {str(self.path)!r} has no {MANIFEST} (make one with `regrow data prepare`)"
             )
-        self.manifest = json.loads(manifest.read_text())
+        self.manifest = read_manifest(manifest)
+        for name in self.domain_names:
+            for split in SPLITS:
+                self.domain(name).check_file(split)
 
     @property
     def domain_names(self) -> list[str]:

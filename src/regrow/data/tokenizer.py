@@ -13,9 +13,25 @@ from pathlib import Path
 
 from regrow.atomic import atomic_dir
 from regrow.errors import RegrowError
+from regrow.paths import only_entries
 
 EOS_TOKEN = "<|endoftext|>"
 MIN_VOCAB = 256 + 1  # every byte, plus the end-of-sequence token
+
+
+# what `save_pretrained` writes for a tokenizer (a folder of only these is a tokenizer folder)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model",
+                   "vocab.txt", "spiece.model")
+
+
+def has_tokenizer_files(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES if name != "special_tokens_map.json")
+
+
+def is_tokenizer_dir(folder: Path) -> bool:
+    """A folder holding a tokenizer and nothing else (what `regrow tokenizer train` may replace)."""
+    return only_entries(*TOKENIZER_FILES, required=("tokenizer.json",))(folder)
 
 
 def train_bpe(documents: Iterable[str], vocab_size: int, out_dir: str | Path, min_frequency: int = 2) -> Path:
@@ -59,10 +75,13 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     path = Path(path)
     if not path.is_dir():
         raise RegrowError(f"tokenizer {str(path)!r} is not a folder (train one with `regrow tokenizer train`)")
+    if not has_tokenizer_files(path):
+        raise RegrowError(f"tokenizer {str(path)!r} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise RegrowError(f"tokenizer {str(path)!r} could not be loaded: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # noqa: BLE001  (a damaged tokenizer file fails in many ways, in Python and in Rust)
+        first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+        raise RegrowError(f"tokenizer {str(path)!r} could not be loaded: {first}") from err
     if tokenizer.eos_token_id is None:
         raise RegrowError(f"tokenizer {str(path)!r} has no end-of-sequence token; regrow separates documents with it")
     return tokenizer
@@ -70,7 +89,10 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
 
 def load_tokenizer_if_any(path: str | Path, trust_remote_code: bool = False):
     """The tokenizer saved in a model folder, or None when the folder has none (or it cannot load):
-    callers then check only the vocabulary size."""
+    callers then check only the vocabulary size. A folder without tokenizer files has none
+    (transformers 5 would build an empty tokenizer of the model's class for it)."""
+    if not has_tokenizer_files(Path(path)):
+        return None
     try:
         return load_tokenizer(path, trust_remote_code)
     except RegrowError:

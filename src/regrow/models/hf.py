@@ -15,6 +15,7 @@ import torch
 
 from regrow.atomic import atomic_dir
 from regrow.errors import RegrowError
+from regrow.models.lazy import LazyCheckpoint
 
 SAFETENSORS_GLOBS = ("model.safetensors", "model-*.safetensors")
 
@@ -42,6 +43,7 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
         raise RegrowError(f"model {str(path)!r} is not a folder")
     if not is_model_dir(path):
         raise RegrowError(f"model folder {str(path)!r} needs config.json and *.safetensors weights")
+    checkpoint = LazyCheckpoint(path)  # every shard's header read: missing, truncated, corrupt files are named
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(path),
@@ -49,8 +51,30 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
             dtype=dtype,
             use_safetensors=True,
         )
-    except (OSError, ValueError, KeyError) as err:
-        raise RegrowError(f"model {str(path)!r} could not be loaded: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # noqa: BLE001  (a damaged folder fails in many ways; each is about the folder)
+        mismatch = _shape_mismatch(path, checkpoint, trust_remote_code)
+        if mismatch:
+            raise RegrowError(f"config.json of {str(path)!r} does not match its weights: {mismatch}") from err
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise RegrowError(f"model {str(path)!r} could not be loaded: {first}") from err
+
+
+def _shape_mismatch(path: Path, checkpoint: LazyCheckpoint, trust_remote_code: bool) -> str | None:
+    """The first tensor whose stored shape differs from what config.json builds (None: no such tensor)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        checkpoint.bind(model)
+    except Exception:  # noqa: BLE001  (the config itself is the problem: the caller reports the load error)
+        return None
+    for name, tensor in model.state_dict().items():
+        stored = checkpoint.shapes.get(name)
+        if stored is not None and list(tensor.shape) != stored:
+            return f"{name} is {stored} in the weights but {list(tensor.shape)} by the config"
+    return None
 
 
 def build_model(fields: dict[str, Any], seed: int, trust_remote_code: bool = False):

@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 from regrow.errors import RegrowError
+from regrow.reading import read_json
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -73,12 +74,19 @@ class LazyCheckpoint:
         index = self.folder / INDEX
         if index.is_file():
             try:
-                return dict(json.loads(index.read_text())["weight_map"])
+                weight_map = dict(read_json(index, "safetensors index")["weight_map"])
+                if not all(isinstance(v, str) and "/" not in v and not v.startswith(".") for v in weight_map.values()):
+                    raise ValueError("a shard name is not a file of the folder")
+                return weight_map
             except (ValueError, KeyError, TypeError) as err:
                 raise RegrowError(f"{str(index)!r} is not a valid safetensors index ({err})") from err
         if (self.folder / SINGLE).is_file():
-            with safe_open(self.folder / SINGLE, framework="pt") as handle:
-                return {key: SINGLE for key in handle.keys()}
+            try:
+                with safe_open(self.folder / SINGLE, framework="pt") as handle:
+                    return {key: SINGLE for key in handle.keys()}
+            except Exception as err:  # noqa: BLE001  (SafetensorError and OS errors of a damaged file)
+                raise RegrowError(f"model folder {str(self.folder)!r} has a corrupt or truncated {SINGLE}: "
+                                  f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
         raise RegrowError(f"model folder {str(self.folder)!r} has neither {INDEX} nor {SINGLE}")
 
     def bind(self, model) -> None:

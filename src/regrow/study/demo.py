@@ -17,7 +17,6 @@ Finished runs are skipped (the study index), so a second call is quick.
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,10 @@ from regrow.atomic import write_json_atomic, write_text_atomic
 from regrow.config import from_dict
 from regrow.data.prepare import prepare_domain
 from regrow.data.sources import SourceRecord, iter_builtin
-from regrow.data.store import MANIFEST, TokenStore
+from regrow.data.store import MANIFEST, TokenStore, read_manifest
 from regrow.data.tokenizer import load_tokenizer, train_bpe
 from regrow.models.hf import load_model
+from regrow.paths import check_output_dir, only_entries
 from regrow.study.config import StudyConfig
 from regrow.study.probe import ProbeRecipe, run_probe
 from regrow.study.report import build_report, headline_table
@@ -114,7 +114,7 @@ def prepare_demo_data(out: Path, max_documents: int | None = None) -> tuple[Path
         )
         train_bpe(docs, VOCAB_SIZE, tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
-    have = json.loads((data_dir / MANIFEST).read_text())["domains"] if (data_dir / MANIFEST).is_file() else {}
+    have = read_manifest(data_dir / MANIFEST)["domains"] if (data_dir / MANIFEST).is_file() else {}
     for domain, builtin in (("prose", "stdlib-prose"), ("code", "stdlib-code")):
         if domain not in have:
             print(f"[demo] building domain {domain!r} from {builtin}")
@@ -143,7 +143,8 @@ def demo_analysis(study_dir: Path, data_dir: Path, size: DemoSize) -> None:
 
 
 def run_demo(out: str | Path, size: DemoSize = FULL) -> dict:
-    out = Path(out)
+    out = check_output_dir(out, "--out", own=only_entries("tokenizer", "data", "study", "results.md"),
+                           what="a regrow demo folder")
     started = time.perf_counter()
     tokenizer_dir, data_dir = prepare_demo_data(out, size.max_documents)
     print("[demo] study: pre-train on prose, prune to ~50% (sheared, activation, depth, scratch control), "

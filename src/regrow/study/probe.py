@@ -17,6 +17,7 @@ from regrow.config import from_dict
 from regrow.data.store import TokenStore
 from regrow.errors import RegrowError
 from regrow.train.config import RunConfig
+from regrow.train.schedules import SCHEDULES
 from regrow.train.trainer import train
 
 
@@ -39,9 +40,13 @@ class ProbeRecipe:
                               f"allowed: {', '.join(store.domain_names)}")
         if len(store.domain_names) < 2:
             raise RegrowError("the probe needs a second domain to measure out-of-domain change; the data has one")
-        for flag, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--seq-len", self.seq_len)):
-            if value < 1:
-                raise RegrowError(f"{flag} is {value}; it must be >= 1")
+        for flag, value, low in (("--steps", self.steps, 1), ("--batch-size", self.batch_size, 1),
+                                 ("--seq-len", self.seq_len, 1), ("--eval-tokens", self.eval_tokens, 1),
+                                 ("--warmup-steps", self.warmup_steps, 0)):
+            if value < low:
+                raise RegrowError(f"{flag} is {value}; it must be >= {low}")
+        if self.schedule not in SCHEDULES:
+            raise RegrowError(f"--schedule {self.schedule!r} is unknown; allowed: {', '.join(SCHEDULES)}")
         if not self.lr > 0:
             raise RegrowError(f"--lr is {self.lr}; it must be > 0")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import statistics
 from collections import defaultdict
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from regrow.analysis.plots import png_bytes
 from regrow.atomic import write_text_atomic
 from regrow.config import read_yaml
 from regrow.errors import RegrowError
@@ -64,9 +64,7 @@ def saving_factor(method: tuple[np.ndarray, np.ndarray], control: tuple[np.ndarr
 
 
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(png_bytes(fig)).decode()
 
 
 def _fmt(value, spec: str = ".3f") -> str:

@@ -9,12 +9,12 @@ Sensitivity: the JSON files that `regrow sensitivity` / `regrow probe` wrote wit
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from regrow.analysis.laws import FitOptions, LawFit, build_law
 from regrow.analysis.plots import law_figure, probe_figure, sensitivity_figure
 from regrow.errors import RegrowError
+from regrow.reading import read_json
 from regrow.study.scaling import finished_runs, predicted_savings, study_table
 
 LAWS_IN_REPORT = ("transfer", "data", "annealing", "cpt", "chinchilla")
@@ -86,8 +86,8 @@ def sensitivity_section(study_dir: Path) -> tuple[list[str], dict, dict]:
     """Tables and figures of analysis/*.json written by `regrow sensitivity` and `regrow probe`."""
     lines, figures, out = [], {}, {}
     for path in sorted((study_dir / "analysis").glob("*.json")):
-        data = json.loads(path.read_text())
-        kind = data.get("kind")
+        data = read_json(path, "analysis record")
+        kind = data.get("kind") if isinstance(data, dict) else None
         if kind == "sensitivity":
             gamma = f"{data['gammas'][-1]:g}"
             lines += [f"### {path.stem}: loss increase under perturbation (noise {data['noise']}, gamma {gamma}, "

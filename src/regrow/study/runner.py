@@ -10,21 +10,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
+import tempfile
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
 from regrow.atomic import write_text_atomic
 from regrow.config import flatten, from_dict, read_yaml, to_dict, write_yaml_atomic
 from regrow.errors import RegrowError
+from regrow.paths import check_output_dir
+from regrow.reading import read_json
 from regrow.study.config import StudyConfig
 from regrow.study.index import StudyIndex
 from regrow.study.plan import Job, make_plan, target_file
 
 STUDY_FILE = "study.yaml"
 INDEX_FILE = "index.sqlite"
+
+
+def is_study_dir(folder: Path) -> bool:
+    return (folder / STUDY_FILE).is_file() or (folder / INDEX_FILE).is_file()
 
 
 def check_compatible(out: Path, resolved: dict) -> None:
@@ -52,11 +60,24 @@ def validate_against_data(cfg: StudyConfig, jobs: list[Job]) -> None:
     if missing:
         raise RegrowError(f"data.old/new name domain(s) {', '.join(missing)} that {cfg.data.path!r} lacks; "
                           f"it has: {', '.join(store.domain_names)}")
+    from regrow.compress.streaming import check_streaming
+
     for job in jobs:
-        if job.kind == "prune":
-            from_dict(PruneConfig, job.config).validate(list(METHODS), list(REINITS))
-        else:
-            from_dict(RunConfig, job.config).validate()
+        try:
+            if job.kind == "prune":
+                prune_cfg = from_dict(PruneConfig, job.config)
+                prune_cfg.validate(list(METHODS), list(REINITS))
+                if prune_cfg.streaming:
+                    check_streaming(prune_cfg)
+            else:
+                from_dict(RunConfig, job.config).validate()
+        except RegrowError as err:
+            raise RegrowError(f"run {job.key}: {err}") from err
+
+
+def write_targets(folder: Path, cfg: StudyConfig) -> None:
+    for i, spec in enumerate(cfg.grid.target):
+        write_text_atomic(target_file(folder, i), json.dumps(spec) + "\n")
 
 
 def check_targets(cfg: StudyConfig) -> None:
@@ -79,11 +100,22 @@ def check_targets(cfg: StudyConfig) -> None:
             config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         except (KeyError, ValueError, TypeError) as err:
             raise RegrowError(f"source.pretrain.config is not a valid model config: {err}") from err
+    from regrow.compress.methods import METHODS
+
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     adapter = adapter_for(model.config)
-    for i in range(len(cfg.grid.target)):
-        checked_target(model, adapter, str(target_file(Path(cfg.out_dir), i)), None, depth_only=False)
+    source = adapter.shape(model.config)
+    with tempfile.TemporaryDirectory(prefix="regrow-targets-") as tmp:  # the study folder is written after every check
+        write_targets(Path(tmp), cfg)
+        targets = [checked_target(model, adapter, str(target_file(Path(tmp), i)), None, depth_only=False)
+                   for i in range(len(cfg.grid.target))]
+    for i, (spec, target) in enumerate(zip(cfg.grid.target, targets)):
+        for method in cfg.grid.method:
+            try:
+                METHODS[method]().check_target(source, target)
+            except RegrowError as err:
+                raise RegrowError(f"grid.target[{i}] {spec} with method {method!r}: {err}") from err
 
 
 def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, float]:
@@ -101,7 +133,8 @@ def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, 
         if not report_path.is_file():
             shutil.rmtree(out, ignore_errors=True)
             prune(from_dict(PruneConfig, config), echo=lambda _: None)
-        report = json.loads(report_path.read_text())
+        report = read_json(report_path, "pruning report", ("source", "target", "flops", "exactness", "wall_seconds",
+                                                           "calibration_tokens"))
         result = {k: report[k] for k in ("source", "target", "flops", "exactness", "wall_seconds", "calibration_tokens")}
         return result, float(report["flops"])
 
@@ -116,7 +149,7 @@ def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, 
         if not resume:
             shutil.rmtree(out, ignore_errors=True)  # killed before its first checkpoint: start again
         train(from_dict(RunConfig, config), resume=resume)
-    summary = json.loads(summary_path.read_text())
+    summary = read_json(summary_path, "run summary", ("compute",))
     return summary, float(summary["compute"]["flops"]["total"])
 
 
@@ -145,15 +178,14 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
             raise RegrowError(f"executor {executor!r} needs submitit: pip install 'regrow[slurm]'") from err
         if executor == "slurm" and shutil.which("sbatch") is None:
             raise RegrowError("executor 'slurm' needs Slurm's sbatch on PATH; on a single machine use --executor local")
-    out = Path(cfg.out_dir)
+    out = check_output_dir(cfg.out_dir, "out_dir", own=is_study_dir, what="a study folder")
     resolved = to_dict(cfg)
     check_compatible(out, resolved)
     plan = make_plan(cfg)
     validate_against_data(cfg, plan)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, spec in enumerate(cfg.grid.target):
-        write_text_atomic(target_file(out, i), json.dumps(spec) + "\n")
     check_targets(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_targets(out, cfg)
     write_yaml_atomic(out / STUDY_FILE, resolved)
 
     index = StudyIndex(out / INDEX_FILE)
@@ -187,11 +219,44 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
 EXECUTORS = ("local", "slurm", "submitit-local")
 
 
+class JobFailed(Exception):
+    """A run's failure as it crosses a process boundary: `Type: last line of its message`."""
+
+    @classmethod
+    def of(cls, err: BaseException) -> JobFailed:
+        if isinstance(err, JobFailed):
+            return err
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        return cls(f"{type(err).__name__}: {message}")
+
+
+def _execute_in_worker(args: tuple[str, str, dict, int]) -> tuple[str, tuple[dict, float] | JobFailed]:
+    """A worker's job: (key, outcome); a failure comes back as a value so the others go on."""
+    key, kind, config, threads = args
+    try:
+        return key, execute(kind, config, threads)
+    except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
+        traceback.print_exc()
+        return key, JobFailed.of(err)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the study process dies (even by
+    SIGKILL), so no run goes on writing into a study nobody is running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _record(index: StudyIndex, job: Job, outcome: tuple[dict, float] | BaseException, failed: set[str],
             echo: Callable[[str], None]) -> None:
     if isinstance(outcome, BaseException):
-        message = str(outcome).strip().splitlines()[-1] if str(outcome).strip() else type(outcome).__name__
-        index.fail(job.key, f"{type(outcome).__name__}: {message}")
+        message = str(JobFailed.of(outcome))
+        index.fail(job.key, message)
         failed.add(job.key)
         echo(f"  failed {job.key}: {message}")
     else:
@@ -231,18 +296,22 @@ def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, f
                     outcome = err
                 _record(index, job, outcome, failed, echo)
             return
-        with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn")) as pool:
-            futures = {}
+        # one fresh process per run; workers die with this process (SIGKILL included), and Ctrl-C
+        # terminates them at once
+        pool = get_context("spawn").Pool(parallel, initializer=_die_with_parent, initargs=(os.getpid(),),
+                                          maxtasksperchild=1)
+        try:
+            by_key = {job.key: job for job in todo}
             for job in todo:
                 index.start(job.key)
                 echo(f"  run    {job.key}")
-                futures[pool.submit(execute, job.kind, job.config, threads)] = job
-            for future in as_completed(futures):
-                try:
-                    outcome = future.result()
-                except Exception as err:  # noqa: BLE001
-                    outcome = err
-                _record(index, futures[future], outcome, failed, echo)
+            work = [(job.key, job.kind, job.config, threads) for job in todo]
+            for key, outcome in pool.imap_unordered(_execute_in_worker, work):
+                _record(index, by_key[key], outcome, failed, echo)
+            pool.close()
+        finally:
+            pool.terminate()
+            pool.join()
     except KeyboardInterrupt:
         for _, handle in handles:
             handle.cancel(check=False)

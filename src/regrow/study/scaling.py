@@ -20,14 +20,14 @@ import numpy as np
 from regrow.analysis.laws.annealing import schedule_warnings
 from regrow.analysis.laws.transfer import transferred
 from regrow.analysis.table import Table
-from regrow.config import read_yaml
+from regrow.config import from_dict, read_yaml
 from regrow.errors import RegrowError
 from regrow.models.flops import shape_of_folder
 from regrow.study.plan import RunName
 from regrow.study.runner import STUDY_FILE, study_status
 from regrow.train.config import RunConfig
 from regrow.train.metrics import read_metrics
-from regrow.train.schedules import build_schedule
+from regrow.train.schedules import Schedule, build_schedule
 from regrow.train.summary import new_domains_of
 
 
@@ -41,23 +41,22 @@ def eval_points(run_dir: Path, domains: list[str]) -> tuple[np.ndarray, np.ndarr
             np.array([np.mean([r[f"eval/{d}/loss"] for d in domains]) for r in rows]))
 
 
-def learning_rates(schedule_spec: dict, steps: int) -> np.ndarray:
-    schedule = build_schedule(schedule_spec, steps)
+def learning_rates(schedule: Schedule, steps: int) -> np.ndarray:
     return np.array([schedule(s) for s in range(1, steps + 1)])
 
 
 def run_learning_rates(run_dir: Path) -> np.ndarray:
     """The LR of every step 1..T of a finished run, from its resolved config."""
     config = read_yaml(run_dir / "config.yaml")
-    return learning_rates(config["resolved"]["schedule"], int(config["train"]["steps"]))
+    steps = int(config["train"]["steps"])
+    return learning_rates(build_schedule(config["resolved"]["schedule"], steps), steps)
 
 
 def recipe_learning_rates(recipe: str | Path) -> np.ndarray:
-    """The LR of every step of a recipe (`regrow train` YAML) that has not run."""
-    from regrow.config import load_config
-
-    cfg = load_config(RunConfig, recipe, [])
-    return learning_rates(cfg.schedule, cfg.train.steps)
+    """The LR of every step of a recipe (`regrow train` YAML) that has not run: only its
+    schedule and train.steps are needed, so the rest of the recipe is not validated."""
+    cfg = from_dict(RunConfig, read_yaml(recipe))
+    return learning_rates(cfg.resolved_schedule(), cfg.train.steps)
 
 
 def _curve_rows(rows: dict[str, list], run_dir: Path, domains: list[str], **labels) -> None:

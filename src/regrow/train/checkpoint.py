@@ -11,8 +11,9 @@ name and renamed, so a kill during a save leaves the previous checkpoint as the 
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -32,6 +34,7 @@ from regrow.atomic import write_json_atomic
 from regrow.config import write_yaml_atomic
 from regrow.errors import RegrowError
 from regrow.models.hf import write_model_files
+from regrow.reading import read_json
 from regrow.world import World
 
 SHARDS = "shards"
@@ -86,12 +89,10 @@ def save_checkpoint(
             torch.save(_rng_state(), tmp / "rng.pt")
             write_yaml_atomic(tmp / "config.yaml", config)
             write_json_atomic(tmp / "state.json", {**state, "world_size": world.world_size})  # last: marks it complete
-            shutil.rmtree(final, ignore_errors=True)
+            if final.exists():
+                _delete(final)
             os.replace(tmp, final)
-            for old in list_checkpoints(root)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-            for leftover in root.glob(".step_*.tmp"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            remove_old(root, keep)
     except BaseException:
         if world.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -100,9 +101,109 @@ def save_checkpoint(
     return final
 
 
+def _delete(folder: Path) -> None:
+    """Rename, then remove: a kill half-way leaves a hidden `.tmp` folder, never a half checkpoint."""
+    doomed = folder.with_name(f".{folder.name}.del.tmp")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_old(root: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints; drop temporary and incomplete folders (no state.json)."""
+    for old in list_checkpoints(root)[:-keep]:
+        _delete(old)
+    for leftover in root.glob(".step_*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for path in root.glob("step_*"):
+        if path.is_dir() and _NAME.match(path.name) and not (path / "state.json").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_leftovers(out: Path, keep: int) -> None:
+    """What a kill can leave in a run folder: temporary folders and files of atomic writes
+    (`.model.*.tmp`, `.config.yaml.*.tmp`, ...), incomplete checkpoints, one checkpoint too many."""
+    for pattern in (".*.tmp", "snapshots/.*.tmp"):
+        for leftover in out.glob(pattern):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+    if (out / "checkpoints").is_dir():
+        remove_old(out / "checkpoints", keep)
+
+
 def gathered_state_dict(model) -> dict[str, torch.Tensor]:
     """The full (unsharded) weights on rank 0's CPU; an empty dict on the other ranks."""
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+# What DCP's `.metadata` pickle is made of (torch 2.4 - 2.13); nothing else may be built from it.
+_METADATA_CLASSES = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING",
+    },
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """An unpickler that builds only DCP metadata classes (and torch dtypes): a crafted
+    `.metadata` cannot run code; it fails with UnpicklingError naming the class it asked for."""
+
+    def find_class(self, module: str, name: str):
+        if name in _METADATA_CLASSES.get(module, ()):
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}, which DCP metadata never holds")
+
+
+def read_metadata_safely(path: Path):
+    try:
+        return _MetadataUnpickler(io.BytesIO(path.read_bytes())).load()
+    except Exception as err:  # noqa: BLE001  (a damaged or crafted pickle can raise anything)
+        detail = str(err) if isinstance(err, pickle.UnpicklingError) else type(err).__name__
+        raise RegrowError(f"{str(path)!r} is corrupt or not DCP metadata: {detail}") from err
+
+
+class _SafeReader(dcp.FileSystemReader):
+    """DCP's file reader with the metadata read by the restricted unpickler."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any):
+        metadata = read_metadata_safely(Path(self._get_metadata_path(kwargs.get("rank"))))
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = dcp.metadata.StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class _SafePlanner(DefaultLoadPlanner):
+    """DCP's load planner with non-tensor entries (optimizer step counts, hyper-parameters) read
+    by `torch.load(weights_only=True)`; the default planner unpickles them without limits."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        try:
+            loaded = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise RegrowError(f"a checkpoint entry {read_item.dest_index.fqn!r} holds objects that are not plain "
+                              f"data; refused ({str(err).splitlines()[0]})") from err
+        if self.flatten_state_dict:
+            from torch.distributed.checkpoint._nested_dict import set_element
+
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+def _dcp_load(state: dict, shards: Path) -> None:
+    with _one_process_is_fine():
+        dcp.load(state, storage_reader=_SafeReader(str(shards)), planner=_SafePlanner())
 
 
 def check_shards(folder: str | Path) -> Path:
@@ -111,10 +212,9 @@ def check_shards(folder: str | Path) -> Path:
     shards = Path(folder) / SHARDS
     if not (shards / ".metadata").is_file():
         raise RegrowError(f"checkpoint {str(folder)!r} has no sharded state ({SHARDS}/.metadata is missing)")
-    try:
-        metadata = dcp.FileSystemReader(str(shards)).read_metadata()
-    except Exception as err:  # a damaged pickle can raise anything
-        raise RegrowError(f"checkpoint {str(folder)!r}: {SHARDS}/.metadata is corrupt ({type(err).__name__})") from err
+    metadata = read_metadata_safely(shards / ".metadata")
+    if not hasattr(metadata, "storage_data"):
+        raise RegrowError(f"{str(shards / '.metadata')!r} is not DCP metadata")
     needed: dict[str, int] = {}
     for info in (metadata.storage_data or {}).values():
         needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
@@ -133,8 +233,7 @@ def load_checkpoint(folder: str | Path, model, optimizer: torch.optim.Optimizer,
     shards = check_shards(folder)
     model_state, optim_state = get_state_dict(model, optimizer)
     wanted = {"model": model_state, "optim": optim_state} if weights else {"optim": optim_state}
-    with _one_process_is_fine():
-        dcp.load(wanted, checkpoint_id=shards)
+    _dcp_load(wanted, shards)
     set_state_dict(model, optimizer, model_state_dict=model_state if weights else {}, optim_state_dict=optim_state)
 
 
@@ -164,11 +263,25 @@ def _rng_state() -> dict:
 
 
 def load_rng(folder: str | Path) -> None:
-    rng = torch.load(Path(folder) / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    path = Path(folder) / "rng.pt"
+    try:
+        rng = torch.load(path, weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    except FileNotFoundError as err:
+        raise RegrowError(f"checkpoint {str(folder)!r} lacks rng.pt") from err
+    except Exception as err:  # noqa: BLE001  (weights_only refusals, truncation, wrong contents)
+        reason = str(err).splitlines()[0][:200] if isinstance(err, pickle.UnpicklingError) else type(err).__name__
+        raise RegrowError(f"{str(path)!r} is corrupt or not regrow's RNG state: {reason}") from err
+
+
+STATE_KEYS = ("step", "sampler", "phase_start_eval", "elapsed_seconds", "domain_tokens", "eval_tokens",
+              "dynamic_reference")
 
 
 def load_state(folder: str | Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "state.json").read_text())
+    state = read_json(Path(folder) / "state.json", "checkpoint state", STATE_KEYS)
+    if not isinstance(state["step"], int) or not isinstance(state["sampler"], dict):
+        raise RegrowError(f"checkpoint state {str(Path(folder) / 'state.json')!r} is damaged: bad step or sampler")
+    return state

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regrow.errors import RegrowError
+from regrow.train.dynamic import check_reference
+from regrow.train.schedules import Cosine, Schedule
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -66,7 +68,7 @@ class TrainSettings:
     keep_checkpoints: int = 2
     save_at_tokens: list[int] = field(default_factory=list)  # HF snapshots at these token counts (snapshots/tokens-N)
     log_every: int = 10
-    grad_clip: float = 1.0
+    grad_clip: float | None = 1.0  # null: no clipping
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -87,9 +89,14 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
-    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
+    schedule: Schedule = field(default_factory=Cosine)  # one class per `name` (train/schedules.py)
+
+    def resolved_schedule(self) -> Schedule:
+        """The schedule with total_steps filled in (train.steps when the recipe gives none), checked."""
+        return self.schedule.resolved(self.train.steps)
 
     def validate(self) -> None:
+        """Every check that needs no files: called once when the recipe is loaded."""
         if (self.model.init is None) == (self.model.config is None):
             raise RegrowError("set exactly one of model.init (a model folder) and model.config (config fields)")
         if self.model.config is not None and self.tokenizer is None:
@@ -112,10 +119,30 @@ class RunConfig:
             raise RegrowError(f"train.precision {t.precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
         if t.device not in DEVICES:
             raise RegrowError(f"train.device {t.device!r} is not supported; allowed: {', '.join(DEVICES)}")
-        if t.grad_clip < 0 or t.weight_decay < 0:
-            raise RegrowError("train.grad_clip and train.weight_decay must be >= 0")
+        if t.grad_clip is not None and t.grad_clip <= 0:
+            raise RegrowError(f"train.grad_clip is {t.grad_clip}; it must be > 0, or null to turn clipping off")
+        if t.weight_decay < 0:
+            raise RegrowError(f"train.weight_decay is {t.weight_decay}; it must be >= 0")
+        for i, beta in enumerate(t.betas):
+            if not 0 <= beta < 1:
+                raise RegrowError(f"train.betas[{i}] is {beta}; allowed: 0 <= beta < 1")
+        if t.eps <= 0:
+            raise RegrowError(f"train.eps is {t.eps}; it must be > 0")
+        for name, weight in self.data.mixture.items():
+            if weight < 0:
+                raise RegrowError(f"data.mixture weight of {name!r} is {weight}; weights must be >= 0")
+        if self.data.mixture and sum(self.data.mixture.values()) <= 0:
+            raise RegrowError("data.mixture weights are all zero; at least one must be positive")
+        unknown = [d for d in self.data.new_domains or [] if d not in self.data.mixture]
+        if unknown:
+            raise RegrowError(f"data.new_domains names {unknown[0]!r}, which data.mixture lacks; "
+                              f"allowed: {', '.join(self.data.mixture) or '(the mixture is empty)'}")
+        if self.model.config is not None:
+            check_model_fields(self.model.config)
+        self.resolved_schedule()
         d = self.data.dynamic
         if d is not None:
+            check_reference(d.reference, list(self.data.mixture))
             if d.interval < 1:
                 raise RegrowError(f"data.dynamic.interval is {d.interval}; it must be >= 1")
             if d.eta <= 0:
@@ -134,8 +161,34 @@ class RunConfig:
                 raise RegrowError(f"train.distill.temperature is {k.temperature}; it must be > 0")
 
 
+SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "head_dim", "max_position_embeddings", "n_layer", "n_head", "n_embd",
+             "n_positions", "ffn_hidden_size", "moe_intermediate_size", "num_experts", "num_experts_per_tok")
+
+
+def check_model_fields(fields: dict[str, Any]) -> None:
+    """Sizes of a model to build must be positive integers (checked before anything is built)."""
+    if not isinstance(fields.get("model_type"), str) or not fields.get("model_type"):
+        raise RegrowError("model.config needs a model_type (e.g. llama, mistral, qwen2, gpt_neox, bloom, olmo2)")
+    for key in SIZE_KEYS:
+        value = fields.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RegrowError(f"model.config.{key} is {value!r}; it must be a positive integer")
+    from transformers import AutoConfig
+
+    rest = {k: v for k, v in fields.items() if k != "model_type"}
+    try:
+        AutoConfig.for_model(fields["model_type"], **rest)  # HF's own checks of the fields, nothing built
+    except Exception as err:  # noqa: BLE001  (config classes raise ValueError, TypeError, KeyError, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RegrowError(f"model.config is not a valid {fields['model_type']!r} config: {first}") from err
+
+
 # Keys that may differ between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = (
+    "out_dir",  # a run folder may be moved
     "train.steps", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.log_every", "train.compile", "train.device", "train.progress", "train.save_at_tokens",
     "train.activation_checkpointing",

@@ -54,6 +54,14 @@ def fit_power_law(params: list[float], losses: list[float]) -> tuple[float, floa
     return a, b, c
 
 
+def check_reference(spec: Any, domains: list[str]) -> None:
+    """The shape of `data.dynamic.reference`, checked when the recipe is loaded: `source`,
+    {domain: loss} for every mixture domain, or {fit: [>= 3 sizes]} (resolved against a size later)."""
+    if spec == "source":
+        return
+    reference_losses(spec, domains, None, 1)
+
+
 def reference_losses(spec: Any, domains: list[str], start_losses: dict[str, float] | None, num_params: int) -> dict[str, float]:
     """Resolve `data.dynamic.reference` into one reference loss per mixture domain."""
     if spec == "source":

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from regrow.atomic import write_text_atomic
+from regrow.errors import RegrowError
+from regrow.reading import read_text
 
 
 class MetricsLogger:
@@ -19,12 +21,12 @@ class MetricsLogger:
 
     def __init__(self, out_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True):
         self.path = Path(out_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= resume_step]
-            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+            kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
+            write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a")
         self._writer = None
         if tensorboard:
@@ -49,10 +51,27 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The events of a metrics.jsonl. A last line without its newline is an interrupted write
+    (a kill) and is dropped; any other line that is not an event is damage, named."""
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = read_text(path, "metrics file")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int) or "event" not in row:
+                raise ValueError("not an event")
+        except ValueError as err:
+            if number == len(lines):  # no newline after it: cut off by a kill
+                break
+            raise RegrowError(f"metrics file {str(path)!r} is damaged at line {number}: {err}") from err
+        rows.append(row)
+    return rows
 
 
 class NullLogger:

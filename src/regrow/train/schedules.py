@@ -10,6 +10,7 @@ Adding a schedule = one class with `@register("name")`; its dataclass fields are
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,13 +30,15 @@ def _check_shape(kind: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass
 class Schedule:
-    """Keys every schedule has."""
+    """Keys every schedule has. A recipe's `schedule` mapping picks its class by `name`
+    (`variants`, a tagged union of the config loader), so each schedule's own keys are typed."""
 
     lr_max: float = 3e-4
     lr_min: float = 3e-5
     warmup_steps: int = 0
     total_steps: int | None = None
     name: ClassVar[str] = ""
+    variants: ClassVar[dict[str, type[Schedule]]] = SCHEDULES
 
     def validate(self) -> None:
         if self.lr_max <= 0:
@@ -49,8 +52,17 @@ class Schedule:
 
     @property
     def total(self) -> int:
-        assert self.total_steps is not None, "total_steps is filled in by build_schedule"
+        assert self.total_steps is not None, "total_steps is filled in by resolved()"
         return self.total_steps
+
+    def resolved(self, default_total_steps: int | None) -> Schedule:
+        """A validated copy whose total_steps is set (a run's train.steps when the recipe gives none)."""
+        total = self.total_steps if self.total_steps is not None else default_total_steps
+        if total is None:
+            raise RegrowError("schedule.total_steps is not set and there is no train.steps to default to")
+        schedule = dataclasses.replace(self, total_steps=total)
+        schedule.validate()
+        return schedule
 
     def warmup(self, step: int) -> float | None:
         """Linear warmup eta_max * t / T_w for t <= T_w, else None."""
@@ -229,16 +241,5 @@ class InverseSqrt(Schedule):
 
 def build_schedule(spec: dict[str, Any], default_total_steps: int | None = None) -> Schedule:
     """Build and validate a schedule from its config mapping (`name` plus the class's keys)."""
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    if name not in SCHEDULES:
-        raise RegrowError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
-    cls = SCHEDULES[name]
-    schedule = from_dict(cls, spec, where="schedule")
-    if schedule.total_steps is None:
-        if default_total_steps is None:
-            raise RegrowError("schedule.total_steps is not set and there is no train.steps to default to")
-        schedule.total_steps = default_total_steps
-    schedule.validate()
-    return schedule
+    return from_dict(Schedule, spec, where="schedule").resolved(default_total_steps)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import math
 import time
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from regrow.errors import RegrowError
 from regrow.models.evaluate import causal_lm_loss, evaluate_domains
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
+from regrow.paths import check_output_dir, only_entries
+from regrow.reading import read_json
 from regrow.resources import peak_rss_bytes
 from regrow.train import checkpoint as ckpt
 from regrow.train.config import RESUMABLE_CHANGES, RunConfig
@@ -35,9 +37,11 @@ from regrow.train.distill import Teacher, distillation_loss
 from regrow.train.dynamic import reference_losses, update_weights
 from regrow.train.metrics import MetricsLogger, NullLogger
 from regrow.train.parallel import full_norm, parallelize, rank_batch
-from regrow.train.schedules import build_schedule
 from regrow.train.summary import forgetting_adaptation, new_domains_of
 from regrow.world import World
+
+# what a run folder holds; a folder of only these is a run `regrow train` may start again or resume
+RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "model", "summary.json", "snapshots")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,7 +123,7 @@ class Trainer:
             distill.teacher, self.model, cfg.data.seq_len, self.device, cfg.model.trust_remote_code)
 
         # schedule, optimizer, sampler
-        self.schedule = build_schedule(cfg.schedule, cfg.train.steps)
+        self.schedule = cfg.resolved_schedule()
         self.optimizer = make_optimizer(self.model, cfg, self.device, sharded=self.world.distributed)
         self.sampler = MixtureSampler(
             self.store, self.mixture, cfg.data.seq_len, self.micro_batch, self.grad_accum, cfg.seed,
@@ -140,6 +144,7 @@ class Trainer:
         self.domain_tokens = {name: 0 for name in self.mixture}
         self.eval_tokens_seen = 0
         self.dynamic_reference: dict[str, float] | None = None
+        self.last_eval: dict | None = None  # {"step", "results"} of the latest evaluation in the loop
         self.last_parts: dict[str, float] = {}
         dyn = cfg.data.dynamic
         if dyn is not None and dyn.reference != "source":  # given or fitted: resolved (and checked) up front
@@ -153,6 +158,7 @@ class Trainer:
     def _resume_point(self, resume: bool | str) -> Path | None:
         """resume: True (a checkpoint must exist), False (out_dir must be new) or "auto" (resume
         when there is a checkpoint: jobs that a scheduler may requeue)."""
+        check_output_dir(self.out, "out_dir", own=only_entries(*RUN_ENTRIES), what="a regrow run folder")
         latest = ckpt.latest_checkpoint(self.ckpt_root)
         if resume == "auto" and latest is not None:
             return latest
@@ -169,7 +175,7 @@ class Trainer:
         self.store.check_tokenized_with(fingerprint(self.tokenizer), owner)
 
     def _restore(self, folder: Path) -> None:
-        check_resume_compatible(read_yaml(folder / "config.yaml"), self.config_dict)
+        check_resume_compatible(read_yaml(folder / "config.yaml", "checkpoint config"), self.config_dict)
         ckpt.load_checkpoint(folder, self.model, self.optimizer)
         ckpt.load_rng(folder)
         state = ckpt.load_state(folder)
@@ -180,6 +186,7 @@ class Trainer:
         self.domain_tokens = state["domain_tokens"]
         self.eval_tokens_seen = state["eval_tokens"]
         self.dynamic_reference = state["dynamic_reference"]
+        self.last_eval = state.get("last_eval")
 
     def _autocast(self):
         if self.cfg.train.precision == "bf16":
@@ -235,7 +242,7 @@ class Trainer:
             for key, value in parts.items():
                 parts_total[key] = parts_total.get(key, 0) + value / accum
         self.last_parts = {key: self.world.mean(value) for key, value in parts_total.items()}
-        if self.cfg.train.grad_clip > 0:
+        if self.cfg.train.grad_clip is not None:
             grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
         else:
             grad_norm = float("nan")
@@ -246,17 +253,16 @@ class Trainer:
     def run(self) -> dict:
         t = self.cfg.train
         main = self.world.is_main
-        if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_yaml_atomic(self.out / "config.yaml", self.config_dict)
         logger = MetricsLogger(self.out, resume_step=self.step if self.resume_from is not None else None) if main else NullLogger()
         try:
+            if main:
+                ckpt.remove_leftovers(self.out, t.keep_checkpoints)
+                write_yaml_atomic(self.out / "config.yaml", self.config_dict)
             if self.phase_start_eval is None:
                 self.phase_start_eval = self.evaluate()
                 logger.log("eval", 0, {"tokens": 0, **_eval_values(self.phase_start_eval)})
                 if self.cfg.data.dynamic is not None:
                     self._start_dynamic(logger)
-            last_eval = None
             bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not (t.progress and main), dynamic_ncols=True)
             window_seconds, window_tokens = 0.0, 0  # train-step time only: eval and saves excluded
             while self.step < t.steps:
@@ -277,8 +283,8 @@ class Trainer:
                     bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
                 bar.update(1)
                 if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
-                    last_eval = self.evaluate()
-                    logger.log("eval", self.step, {"tokens": tokens, **_eval_values(last_eval)})
+                    self.last_eval = {"step": self.step, "results": self.evaluate()}
+                    logger.log("eval", self.step, {"tokens": tokens, **_eval_values(self.last_eval["results"])})
                 dyn = self.cfg.data.dynamic
                 if dyn is not None and self.step % dyn.interval == 0:  # also at the end: a resumed, longer run matches
                     logger.log("mixture", self.step, {"tokens": tokens, **_mixture_values(self.update_mixture())})
@@ -286,10 +292,10 @@ class Trainer:
                 if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.steps:
                     self.save_checkpoint()
             bar.close()
-            if last_eval is None:  # resumed a run that had already reached train.steps
-                last_eval = self.evaluate()
+            if self.last_eval is None or self.last_eval["step"] != self.step:  # resumed past train.steps
+                self.last_eval = {"step": self.step, "results": self.evaluate()}
             self.save_model(self.out / "model")
-            summary = self.summary(last_eval)
+            summary = self.summary(self.last_eval["results"])
             if main:
                 write_json_atomic(self.out / "summary.json", summary)
         finally:
@@ -314,6 +320,7 @@ class Trainer:
             "domain_tokens": self.domain_tokens,
             "eval_tokens": self.eval_tokens_seen,
             "dynamic_reference": self.dynamic_reference,
+            "last_eval": self.last_eval,  # a resume after the final save does not evaluate (and count) again
         }
         return ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, self.optimizer, state,
                                     self.config_dict, self.cfg.train.keep_checkpoints, self.world)
@@ -394,7 +401,10 @@ def _pruning_flops(init: Path | None) -> float:
     report = init / "pruning_report.json" if init is not None else None
     if report is None or not report.is_file():
         return 0.0
-    return float(json.loads(report.read_text()).get("flops", 0.0))
+    flops = read_json(report, "pruning report", ("flops",))["flops"]
+    if not isinstance(flops, (int, float)) or isinstance(flops, bool) or not math.isfinite(flops) or flops < 0:
+        raise RegrowError(f"pruning report {str(report)!r} is damaged: flops is {flops!r}")
+    return float(flops)
 
 
 def train(cfg: RunConfig, resume: bool | str = False) -> dict:
