@@ -142,6 +142,8 @@ PROBE_CASES = {
     "warmup_negative": (["--warmup-steps", "-1"], "--warmup-steps is -1; it must be >= 0"),
     "schedule_unknown": (["--schedule", "triangle"], "--schedule 'triangle' is unknown"),
     "out_foreign": (["--out", "{tmp}/r.json"], "was not written by this command"),
+    "work_dir_foreign": (["--work-dir", "{tmp}/work"], "already exists and is not a probe work folder"),
+    "work_dir_file": (["--work-dir", "{tmp}/r.json"], "is a file; a folder is expected here"),
 }
 
 
@@ -149,6 +151,8 @@ PROBE_CASES = {
 def test_probe(case, model_dir, data_dir, tmp_path, capsys):
     extra, expect = PROBE_CASES[case]
     _foreign_json(tmp_path / "r.json")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "results.csv").write_text("mine")
     flags = {"--model": model_dir, "--data": data_dir, "--finetune": "code", "--steps": "2", "--lr": "1e-3",
              "--seq-len": "32"}
     flags.update(dict(zip(extra[::2], [x.format(tmp=tmp_path) for x in extra[1::2]])))

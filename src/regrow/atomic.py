@@ -23,6 +23,32 @@ def _umask() -> int:
     return mask
 
 
+def os_error_of(err: BaseException, path: str | os.PathLike) -> OSError | None:
+    """The OS error behind a failed write, with the path it concerns: found in the exception's
+    chain (and in DCP's per-rank failures), or ENOSPC when the disk under `path` is full (torch's
+    writers report a full disk as RuntimeError). None: the failure is not the environment's."""
+    stack: list = [err]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple) and item:  # DCP wraps a rank's failure as (exception, traceback)
+            item = item[0]
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.errno is not None:
+            if item.filename is None:
+                return type(item)(item.errno, item.strerror or os.strerror(item.errno), str(path))
+            return item
+        stack += [item.__cause__, item.__context__, *(getattr(item, "failures", None) or {}).values()]
+    try:
+        if shutil.disk_usage(Path(path).parent if not Path(path).exists() else path).free < (1 << 20):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    except OSError:
+        pass
+    return None
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +60,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        os_error = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else os_error_of(err, path)
+        if os_error is not None and os_error is not err:
+            raise os_error from err
         raise
 
 
@@ -73,9 +102,12 @@ def atomic_dir(final: str | os.PathLike, replace: bool = True) -> Iterator[Path]
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(final.parent, created)
+        os_error = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else os_error_of(err, final)
+        if os_error is not None and os_error is not err:
+            raise os_error from err
         raise
 
 

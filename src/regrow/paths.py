@@ -8,6 +8,7 @@ file where a folder is expected, and the reverse, is named as such.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +19,18 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_SOFTWARE = "regrow"  # the Software text chunk of every figure regrow writes
 
 
+def _check_writable(path: Path) -> None:
+    """A folder or file that cannot be written is the environment's problem (exit 1), named with the OS reason."""
+    if not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+        raise PermissionError(errno.EACCES, "not writable (permissions or a read-only file system)", str(path))
+
+
 def _check_parent(path: Path, flag: str) -> None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise RegrowError(f"{flag} {str(path)!r}: {str(parent)!r} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise RegrowError(f"{flag} {str(path)!r}: folder {str(parent)!r} is not writable")
+            _check_writable(parent)
             return
 
 
@@ -39,8 +45,7 @@ def check_output_dir(path: str | os.PathLike, flag: str, own: Callable[[Path], b
             what = f"is not {what}" if own is not None else "is not empty"
             raise RegrowError(f"{flag} {str(path)!r} already exists and {what}; regrow does not write into "
                               "folders it did not make: choose a new path or remove it yourself")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise RegrowError(f"{flag} {str(path)!r} is not writable")
+        _check_writable(path)
         return path
     _check_parent(path, flag)
     return path
@@ -55,8 +60,7 @@ def check_output_file(path: str | os.PathLike, flag: str, own: Callable[[Path], 
         if not own(path):
             raise RegrowError(f"{flag} {str(path)!r} already exists and was not written by this command; regrow "
                               "does not overwrite it: choose another path or remove it yourself")
-        if not os.access(path, os.W_OK):
-            raise RegrowError(f"{flag} {str(path)!r} is not writable")
+        _check_writable(path)
     _check_parent(path, flag)
     return path
 

@@ -53,6 +53,7 @@ def run_tasks(model_dir: str, tasks: list[str], include_path: str | None = None,
         tasks=tasks, task_manager=manager, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, device=device,
         log_samples=False, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
         fewshot_random_seed=seed,
+        use_cache=None, cache_requests=False,  # the harness's caches are pickles: never read (or written) here
     )
     return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("sample_len",)}
             for task, metrics in results["results"].items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from regrow.analysis.plots import probe_figure
 from regrow.cli.argtypes import finite_float
 from regrow.cli.outputs import check_output_args, emit
+from regrow.paths import check_output_dir
 from regrow.study.probe import ProbeRecipe, run_probe
 
 
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     check_output_args(args, "kind", "models")
+    if args.work_dir:
+        check_output_dir(args.work_dir, "--work-dir", what="a probe work folder",
+                         own=lambda p: all(entry.name.startswith("probe-") for entry in p.iterdir()))
     recipe = ProbeRecipe(args.finetune, args.steps, args.lr, args.batch_size, args.seq_len, args.warmup_steps,
                          args.schedule, args.eval_tokens, args.seed, args.device)
     record = run_probe(args.model, args.data, recipe, args.work_dir)

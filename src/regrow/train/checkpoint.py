@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from regrow.atomic import write_json_atomic
+from regrow.atomic import os_error_of, write_json_atomic
 from regrow.config import write_yaml_atomic
 from regrow.errors import RegrowError
 from regrow.models.hf import write_model_files
@@ -93,9 +93,12 @@ def save_checkpoint(
                 _delete(final)
             os.replace(tmp, final)
             remove_old(root, keep)
-    except BaseException:
+    except BaseException as err:
         if world.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
+        os_error = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else os_error_of(err, final)
+        if os_error is not None and os_error is not err:
+            raise os_error from err  # a full disk or a read-only folder: exit 1 naming the checkpoint
         raise
     world.barrier()
     return final

@@ -1,0 +1,75 @@
+"""Defaults that work: one book prepared with no options, a model folder without tokenizer files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from regrow.cli.main import main
+
+BOOK = Path(__file__).resolve().parents[2] / "shared" / "data" / "en" / "twain_tom_sawyer.txt"
+
+
+def paragraphs(text: str) -> list[str]:
+    """Blank-line paragraphs, written here independently of regrow's reader."""
+    out, current = [], []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.strip():
+            current.append(line)
+        elif current:
+            out.append("\n".join(current).strip())
+            current = []
+    if current:
+        out.append("\n".join(current).strip())
+    return [p for p in out if p]
+
+
+def test_one_book_with_default_options_gets_a_validation_split(tmp_path, tokenizer_dir, capsys):
+    if BOOK.is_file():
+        book = tmp_path / BOOK.name
+        shutil.copy(BOOK, book)
+    else:  # outside the workplace: a book-like text of its own
+        book = tmp_path / "book.txt"
+        book.write_text("\n\n".join(f"Chapter line {i}: the quick brown fox jumps over the lazy dog." for i in range(3000)))
+    capsys.readouterr()
+    assert main(["data", "prepare", str(book), "--domain", "en", "--tokenizer", str(tokenizer_dir),
+                 "--out", str(tmp_path / "data"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("regrow: note:")]
+    assert len(notes) == 1 and "paragraph" in notes[0]
+    splits = json.loads((tmp_path / "data" / "manifest.json").read_text())["domains"]["en"]["splits"]
+    expected = len(paragraphs(book.read_text()))
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == expected
+    assert splits["validation"]["documents"] >= 1
+
+
+def test_many_files_stay_whole_documents(tmp_path, corpus, tokenizer_dir, capsys):
+    files = sorted(corpus["prose"].glob("*.txt"))
+    assert len(files) >= 100  # `auto` keeps files whole from 100 files on
+    assert main(["data", "prepare", str(corpus["prose"]), "--domain", "p", "--tokenizer", str(tokenizer_dir),
+                 "--out", str(tmp_path / "data"), "--no-progress", "--val-fraction", "0.1"]) == 0
+    assert "regrow: note:" not in capsys.readouterr().err
+    splits = json.loads((tmp_path / "data" / "manifest.json").read_text())["domains"]["p"]["splits"]
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == sum(
+        1 for f in files if f.read_text().strip())
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gpt_neox"])
+def test_model_folder_without_tokenizer_files_prunes_with_calibration_data(family, family_models, data_dir, tmp_path):
+    """transformers 5 builds an empty tokenizer for such a folder; regrow must treat it as having none."""
+    folder = tmp_path / "model"
+    shutil.copytree(family_models[family], folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        (folder / name).unlink(missing_ok=True)
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(folder), "--data", str(data_dir), "--target-ratio", "0.6",
+                 "--method", "activation", "--calibration-samples", "8", "--seq-len", "32", "--batch-size", "4",
+                 "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert 0.45 < report["target"]["fraction_kept"] < 0.75  # the ratio asked for, to the shape grid's rounding
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out).num_parameters() == report["target"]["parameters"]
