@@ -50,7 +50,7 @@ def assert_refused(capsys, argv, expect: str, watched: list[Path], code: int = 2
     rc = run_cli(argv)
     captured = capsys.readouterr()
     err = captured.err.strip()
-    lines = [line for line in err.splitlines() if not line.startswith("regrow: note:")]
+    lines = err.splitlines()
     assert rc == code, f"exit {rc}, stderr: {err}"
     assert len(lines) == 1 and lines[0].startswith("regrow: error: "), err
     assert "Traceback" not in err + captured.out

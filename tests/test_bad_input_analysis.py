@@ -11,6 +11,7 @@ import pytest
 import yaml
 from badinput import assert_refused, write_yaml
 from conftest import recipe
+from test_study import study_file
 
 from regrow.cli.main import main
 from regrow.config import from_dict
@@ -277,29 +278,6 @@ def test_report(case, tmp_path, capsys):
     assert_refused(capsys, ["report", *[x.format(tmp=tmp_path) for x in extra]], expect, [tmp_path])
 
 
-TARGET = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48}
-
-
-def _study(tmp_path, family_models, data_dir, **changes):
-    study = {
-        "out_dir": str(tmp_path / "study"),
-        "source": {"model": str(family_models["llama"])},
-        "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32},
-        "grid": {"method": ["activation"], "target": [TARGET], "reinit": ["none"],
-                 "schedule": [{"name": "cosine", "lr_max": 1e-3, "lr_min": 1e-4, "warmup_steps": 1}],
-                 "replay": [0.0], "tokens": [512], "seed": [0]},
-        "prune": {"calibration_samples": 8, "batch_size": 4},
-        "train": {"batch_size": 4, "eval_tokens": 256},
-    }
-    for key, value in changes.items():
-        section, _, leaf = key.partition(".")
-        if leaf:
-            study[section][leaf] = value
-        else:
-            study[section] = value
-    return write_yaml(tmp_path / "study.yaml", study)
-
-
 STUDY_CASES = {
     "schedule_unknown": ({"grid.schedule": [{"name": "triangle"}]}, "unknown schedule 'triangle'"),
     "schedule_typo": ({"grid.schedule": [{"name": "wsd", "decay_shap": "sqrt"}]}, "unknown config key 'schedule.decay_shap'"),
@@ -335,7 +313,7 @@ def test_study(case, tmp_path, family_models, data_dir, capsys):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "paper.pdf").write_bytes(b"%PDF")
     changes = {k: (v.format(tmp=tmp_path) if isinstance(v, str) else v) for k, v in changes.items()}
-    path = _study(tmp_path, family_models, data_dir, **changes)
+    path = study_file(tmp_path, family_models, data_dir, **changes)
     assert_refused(capsys, ["study", path], expect, [tmp_path, family_models["llama"], data_dir])
 
 
@@ -350,7 +328,7 @@ STUDY_FLAGS = {
 @pytest.mark.parametrize("case", list(STUDY_FLAGS), ids=list(STUDY_FLAGS))
 def test_study_flags(case, tmp_path, family_models, data_dir, capsys):
     extra, expect = STUDY_FLAGS[case]
-    path = _study(tmp_path, family_models, data_dir)
+    path = study_file(tmp_path, family_models, data_dir)
     assert_refused(capsys, ["study", path, *extra], expect, [tmp_path])
 
 
@@ -366,6 +344,18 @@ def test_study_files(case, tmp_path, capsys):
     content, expect = STUDY_FILES[case]
     (tmp_path / "study.yaml").write_bytes(content)
     assert_refused(capsys, ["study", tmp_path / "study.yaml"], expect, [tmp_path])
+
+
+@pytest.mark.parametrize("command", ["status", "report", "run"])
+def test_damaged_study_index(command, tmp_path, family_models, data_dir, capsys):
+    path = study_file(tmp_path, family_models, data_dir)
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "index.sqlite").write_bytes(b"this is not a database" * 50)
+    if command == "report":
+        (study / "study.yaml").write_text((tmp_path / "study.yaml").read_text())
+    argv = {"status": ["study", "status", study], "report": ["report", study], "run": ["study", path]}[command]
+    assert_refused(capsys, argv, "is damaged or not regrow's", [tmp_path])
 
 
 def test_study_status_of_a_foreign_folder(tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from badinput import assert_refused, write_yaml
+from badinput import assert_refused, run_cli, write_yaml
 from conftest import TINY_LLAMA, recipe
 
 NAN, INF = float("nan"), float("inf")
@@ -188,6 +188,20 @@ def test_bad_command_line(case, tokenizer_dir, data_dir, tmp_path, capsys):
     extra, expect = SET_CASES[case]
     path = write_yaml(tmp_path / "recipe.yaml", recipe(tokenizer_dir, data_dir, tmp_path / "run"))
     assert_refused(capsys, ["train", path, *extra], expect, [tmp_path, data_dir, tokenizer_dir])
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(tokenizer_dir, data_dir, tmp_path, capsys):
+    """A finite but absurd learning rate: the first NaN loss stops the run with one line (exit 2),
+    instead of training on and writing a NaN model and summary."""
+    data = recipe(tokenizer_dir, data_dir, tmp_path / "run")
+    data["schedule"] = {"name": "constant", "lr_max": 1e30}
+    data["train"].update(grad_clip=None, steps=20)
+    path = write_yaml(tmp_path / "recipe.yaml", data)
+    capsys.readouterr()
+    assert run_cli(["train", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the run diverged" in err and "is nan at step" in err, err
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "summary.json").exists()
 
 
 def _model_folder(tmp_path, tokenizer_dir, damage):

@@ -37,9 +37,9 @@ def test_one_book_with_default_options_gets_a_validation_split(tmp_path, tokeniz
     capsys.readouterr()
     assert main(["data", "prepare", str(book), "--domain", "en", "--tokenizer", str(tokenizer_dir),
                  "--out", str(tmp_path / "data"), "--no-progress"]) == 0
-    err = capsys.readouterr().err
-    notes = [line for line in err.splitlines() if line.startswith("regrow: note:")]
-    assert len(notes) == 1 and "paragraph" in notes[0]
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "1 input file(s): each blank-line paragraph of a text file is one document" in captured.out
     splits = json.loads((tmp_path / "data" / "manifest.json").read_text())["domains"]["en"]["splits"]
     expected = len(paragraphs(book.read_text()))
     assert splits["train"]["documents"] + splits["validation"]["documents"] == expected
@@ -51,7 +51,7 @@ def test_many_files_stay_whole_documents(tmp_path, corpus, tokenizer_dir, capsys
     assert len(files) >= 100  # `auto` keeps files whole from 100 files on
     assert main(["data", "prepare", str(corpus["prose"]), "--domain", "p", "--tokenizer", str(tokenizer_dir),
                  "--out", str(tmp_path / "data"), "--no-progress", "--val-fraction", "0.1"]) == 0
-    assert "regrow: note:" not in capsys.readouterr().err
+    assert "paragraph" not in capsys.readouterr().out
     splits = json.loads((tmp_path / "data" / "manifest.json").read_text())["domains"]["p"]["splits"]
     assert splits["train"]["documents"] + splits["validation"]["documents"] == sum(
         1 for f in files if f.read_text().strip())

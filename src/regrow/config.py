@@ -61,7 +61,7 @@ def _check_key_path(cls: type, keys: list[str], text: str) -> None:
     for depth, key in enumerate(keys):
         if dataclasses.is_dataclass(current):
             if _variants(current) and key != "name":
-                fields = {n for cls in _variants(current).values() for n in typing.get_type_hints(cls)}
+                fields = {f.name for variant in _variants(current).values() for f in dataclasses.fields(variant)}
                 if key not in fields:
                     raise RegrowError(f"unknown --set key {'.'.join(keys)!r}; no {'.'.join(keys[:depth])} kind has it")
                 return
@@ -72,7 +72,7 @@ def _check_key_path(cls: type, keys: list[str], text: str) -> None:
                 raise RegrowError(f"unknown --set key {'.'.join(keys)!r}; allowed here: {allowed}")
             current = _strip_optional(hints[key])
         else:
-            return  # inside a free-form mapping (model.config, data.mixture, schedule): any key
+            return  # inside a free-form mapping (model.config, data.mixture): any key
 
 
 def _strip_optional(tp: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from regrow.cli.argtypes import finite_float
-from regrow.cli.inputs import add_input_arguments, documents_from_args
+from regrow.cli.inputs import add_input_arguments, document_unit_note, documents_from_args
 from regrow.data.prepare import prepare_domain
 from regrow.data.sources import SourceRecord
 from regrow.data.tokenizer import load_tokenizer
@@ -43,6 +43,6 @@ def run(args) -> int:
     print(
         f"domain {domain!r} in {args.out}: train {splits['train']['tokens']:,} tokens / {splits['train']['documents']:,} docs, "
         f"validation {splits['validation']['tokens']:,} tokens / {splits['validation']['documents']:,} docs "
-        f"({info['bytes'] / max(info['seconds'], 1e-9) / 1e6:.1f} MB/s)"
+        f"({info['bytes'] / max(info['seconds'], 1e-9) / 1e6:.1f} MB/s){document_unit_note(args)}"
     )
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterator
 
 from regrow.data.sources import (
@@ -31,6 +30,17 @@ def add_input_arguments(parser, several_builtins: bool) -> None:
                              f"auto: paragraphs when fewer than {AUTO_PARAGRAPH_BELOW} text files are given, else files")
 
 
+def document_unit_note(args) -> str:
+    """What `--documents auto` decided, said once in the command's result line ('' otherwise)."""
+    if not args.inputs or args.documents != "auto":
+        return ""
+    paths = expand_inputs(args.inputs)
+    if effective_unit(paths, "auto") != "paragraph":
+        return ""
+    return (f"; {len(paths)} input file(s): each blank-line paragraph of a text file is one document "
+            "(--documents file keeps every file whole)")
+
+
 def documents_from_args(args, record: SourceRecord, max_per_source: int | None = None) -> Iterator[str]:
     """The documents of INPUT... and --builtin, in order; inputs are checked before any work."""
     builtins = args.builtin if isinstance(args.builtin, list) else [args.builtin] if args.builtin else []
@@ -38,9 +48,5 @@ def documents_from_args(args, record: SourceRecord, max_per_source: int | None =
         raise RegrowError("no input given; pass files or folders, or --builtin NAME")
     streams = [iter_builtin(name, record) for name in builtins]
     if args.inputs:
-        paths = expand_inputs(args.inputs)
-        if args.documents == "auto" and effective_unit(paths, "auto") == "paragraph":
-            print(f"regrow: note: {len(paths)} input file(s): each blank-line paragraph of a text file is one "
-                  "document (--documents file keeps every file whole)", file=sys.stderr)
         streams.append(iter_documents(args.inputs, record, args.text_field, args.documents))
     return itertools.chain(*(itertools.islice(s, max_per_source) for s in streams))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regrow.cli.inputs import add_input_arguments, documents_from_args
+from regrow.cli.inputs import add_input_arguments, document_unit_note, documents_from_args
 from regrow.data.sources import SourceRecord
 from regrow.data.tokenizer import is_tokenizer_dir, train_bpe
 from regrow.errors import RegrowError
@@ -30,5 +30,5 @@ def run(args) -> int:
     record = SourceRecord()
     documents = documents_from_args(args, record, args.max_documents)
     out = train_bpe(documents, args.vocab_size, args.out, args.min_frequency)
-    print(f"tokenizer saved to {out} ({args.vocab_size} tokens, {len(record.files)} files read)")
+    print(f"tokenizer saved to {out} ({args.vocab_size} tokens, {len(record.files)} files read){document_unit_note(args)}")
     return 0

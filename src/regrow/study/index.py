@@ -12,6 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from regrow.errors import RegrowError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
@@ -33,9 +35,16 @@ class StudyIndex:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.db = sqlite3.connect(str(self.path), timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        with self.db:
-            self.db.execute(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            with self.db:
+                self.db.execute(SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+            if not {"key", "kind", "status", "attempts", "result"} <= columns:
+                raise sqlite3.DatabaseError("its runs table lacks regrow's columns")
+        except sqlite3.DatabaseError as err:
+            self.db.close()
+            raise RegrowError(f"study index {str(self.path)!r} is damaged or not regrow's: {err}") from err
 
     def close(self) -> None:
         self.db.close()

@@ -184,6 +184,8 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
     plan = make_plan(cfg)
     validate_against_data(cfg, plan)
     check_targets(cfg)
+    if (out / INDEX_FILE).exists():
+        StudyIndex(out / INDEX_FILE).close()  # a damaged index is named before anything is written
     out.mkdir(parents=True, exist_ok=True)
     write_targets(out, cfg)
     write_yaml_atomic(out / STUDY_FILE, resolved)

@@ -268,6 +268,12 @@ class Trainer:
             while self.step < t.steps:
                 started = time.perf_counter()
                 loss, grad_norm = self.train_step(self.step)
+                if not math.isfinite(loss):
+                    last = ckpt.latest_checkpoint(self.ckpt_root)
+                    raise RegrowError(
+                        f"the training loss is {loss} at step {self.step + 1} (lr {self.schedule(self.step + 1):.3g}): "
+                        f"the run diverged; lower schedule.lr_max or set train.grad_clip"
+                        + (f"; the last checkpoint ({last.name}) is intact" if last else ""))
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
                 self.step += 1
