@@ -15,7 +15,8 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from multiprocessing import get_context
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import active_children, get_context
 from pathlib import Path
 
 from regrow.atomic import write_text_atomic
@@ -221,27 +222,6 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
 EXECUTORS = ("local", "slurm", "submitit-local")
 
 
-class JobFailed(Exception):
-    """A run's failure as it crosses a process boundary: `Type: last line of its message`."""
-
-    @classmethod
-    def of(cls, err: BaseException) -> JobFailed:
-        if isinstance(err, JobFailed):
-            return err
-        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        return cls(f"{type(err).__name__}: {message}")
-
-
-def _execute_in_worker(args: tuple[str, str, dict, int]) -> tuple[str, tuple[dict, float] | JobFailed]:
-    """A worker's job: (key, outcome); a failure comes back as a value so the others go on."""
-    key, kind, config, threads = args
-    try:
-        return key, execute(kind, config, threads)
-    except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
-        traceback.print_exc()
-        return key, JobFailed.of(err)
-
-
 def _die_with_parent(parent: int) -> None:
     """Worker initializer: the kernel kills this worker when the study process dies (even by
     SIGKILL), so no run goes on writing into a study nobody is running."""
@@ -257,7 +237,8 @@ def _die_with_parent(parent: int) -> None:
 def _record(index: StudyIndex, job: Job, outcome: tuple[dict, float] | BaseException, failed: set[str],
             echo: Callable[[str], None]) -> None:
     if isinstance(outcome, BaseException):
-        message = str(JobFailed.of(outcome))
+        text = str(outcome).strip()
+        message = f"{type(outcome).__name__}: {text.splitlines()[-1] if text else ''}".rstrip(": ")
         index.fail(job.key, message)
         failed.add(job.key)
         echo(f"  failed {job.key}: {message}")
@@ -298,22 +279,27 @@ def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, f
                     outcome = err
                 _record(index, job, outcome, failed, echo)
             return
-        # one fresh process per run; workers die with this process (SIGKILL included), and Ctrl-C
-        # terminates them at once
-        pool = get_context("spawn").Pool(parallel, initializer=_die_with_parent, initargs=(os.getpid(),),
-                                          maxtasksperchild=1)
+        # workers die with this process (SIGKILL included); Ctrl-C terminates them at once
+        pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         try:
-            by_key = {job.key: job for job in todo}
+            futures = {}
             for job in todo:
                 index.start(job.key)
                 echo(f"  run    {job.key}")
-            work = [(job.key, job.kind, job.config, threads) for job in todo]
-            for key, outcome in pool.imap_unordered(_execute_in_worker, work):
-                _record(index, by_key[key], outcome, failed, echo)
-            pool.close()
-        finally:
-            pool.terminate()
-            pool.join()
+                futures[pool.submit(execute, job.kind, job.config, threads)] = job
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
+                    outcome = err
+                _record(index, futures[future], outcome, failed, echo)
+        except KeyboardInterrupt:
+            for process in active_children():
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     except KeyboardInterrupt:
         for _, handle in handles:
             handle.cancel(check=False)
