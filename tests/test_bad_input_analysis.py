@@ -297,6 +297,8 @@ STUDY_CASES = {
     "new_unknown": ({"data.new": ["german"]}, "name domain(s) german"),
     "data_missing": ({"data.path": "/nonexistent/data"}, "is not a folder"),
     "train_key_nan": ({"train": {"batch_size": 4, "weight_decay": float("nan")}}, "'train.weight_decay' is nan"),
+    "train_batch_size_zero": ({"train": {"batch_size": 0}}, "train.batch_size is 0; it must be >= 1"),
+    "train_batch_size_text": ({"train": {"batch_size": ""}}, "'train.batch_size' must be an integer"),
     "train_grad_clip_zero": ({"train": {"batch_size": 4, "grad_clip": 0}}, "train.grad_clip is 0.0"),
     "target_too_big": ({"grid.target": [{"hidden_size": 4096}]}, "target hidden_size 4096 is larger than the source's"),
     "unknown_key": ({"grid.methods": ["depth"]}, "unknown config key 'grid.methods'"),

@@ -19,6 +19,8 @@ from conftest import recipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regrow.config import set_dotted
+
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -27,19 +29,6 @@ scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
 )
 values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=6), scalars, max_size=3))
-
-
-def set_key(data: dict, dotted: str, value) -> dict:
-    node = data
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-        node = child
-    node[keys[-1]] = value
-    return data
 
 
 def check_clean(capsys, argv) -> None:
@@ -83,7 +72,7 @@ def test_fuzzed_recipes(changes, tokenizer_dir, data_dir, quick_training, capsys
     with tempfile.TemporaryDirectory() as tmp:
         data = recipe(tokenizer_dir, data_dir, Path(tmp) / "run")
         for key, value in changes:
-            set_key(data, key, copy.deepcopy(value))
+            set_dotted(data, key.split("."), copy.deepcopy(value))
         path = Path(tmp) / "r.yaml"
         path.write_text(yaml.safe_dump(data))
         check_clean(capsys, ["train", str(path)])
@@ -138,7 +127,7 @@ def test_fuzzed_studies(changes, family_models, data_dir, no_runs, capsys):
             "train": {"batch_size": 4, "eval_tokens": 256},
         }
         for key, value in changes:
-            set_key(study, key, copy.deepcopy(value))
+            set_dotted(study, key.split("."), copy.deepcopy(value))
         path = Path(tmp) / "study.yaml"
         path.write_text(yaml.safe_dump(study))
         check_clean(capsys, ["study", str(path)])

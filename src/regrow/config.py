@@ -45,14 +45,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type | None
         keys, value = parse_override(text)
         if cls is not None:
             _check_key_path(cls, keys, text)
-        node = data
-        for key in keys[:-1]:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = {}
-                node[key] = child
-            node = child
-        node[keys[-1]] = value
+        set_dotted(data, keys, value)
+    return data
+
+
+def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> dict[str, Any]:
+    """data[k1][k2]...[kn] = value, creating (or replacing non-mapping) intermediate levels."""
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
     return data
 
 

@@ -13,8 +13,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from regrow.config import from_dict
 from regrow.errors import RegrowError
 from regrow.study.config import StudyConfig
+from regrow.train.config import TrainSettings
 
 
 @dataclass
@@ -47,7 +49,11 @@ def mixture_for(cfg: StudyConfig, replay: float) -> dict[str, float]:
 
 
 def steps_for(cfg: StudyConfig, tokens: int) -> int:
-    per_step = int(cfg.train.get("batch_size", 8)) * int(cfg.train.get("grad_accum", 1)) * cfg.data.seq_len
+    shared = from_dict(TrainSettings, cfg.train, where="train")  # the shared train keys, typed and checked
+    for key, value in (("train.batch_size", shared.batch_size), ("train.grad_accum", shared.grad_accum)):
+        if value < 1:
+            raise RegrowError(f"{key} is {value}; it must be >= 1")
+    per_step = shared.batch_size * shared.grad_accum * cfg.data.seq_len
     if tokens < per_step:
         raise RegrowError(f"grid.tokens {tokens} is smaller than one step ({per_step} tokens = train.batch_size x "
                           f"train.grad_accum x data.seq_len); allowed: >= {per_step}")
