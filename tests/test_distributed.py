@@ -12,7 +12,7 @@ from conftest import recipe
 from safetensors.torch import load_file
 
 from regrow.train.metrics import read_metrics
-from regrow.train.parallel import rank_batch
+from regrow.world import rank_batch
 
 STEPS = 4
 TRAIN = {"steps": STEPS, "batch_size": 4, "grad_accum": 1, "log_every": 1, "eval_every": 2, "checkpoint_every": 2,

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from regrow.config import load_config
+from regrow.schedules import build_schedule
 from regrow.train.config import RunConfig
-from regrow.train.schedules import build_schedule
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RECIPES = sorted(p for p in EXAMPLES.rglob("*.yaml") if "schedule" in yaml.safe_load(p.read_text()))

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from regrow.compress.methods.sheared import LOG_ALPHA_RANGE, HardConcrete, lr_factor, mask_layout
+from regrow.compress.methods.sheared import LOG_ALPHA_RANGE, HardConcrete, lr_schedule, mask_layout
 from regrow.compress.shape import ArchShape
 
 
@@ -40,5 +40,8 @@ def test_mask_layout_targets_and_schedule():
     assert set(layout) == {"head", "mlp", "hidden"}  # no layer mask: depth is unchanged
     assert layout["head"] == (32, 32, 1 - 20 / 32)
     assert layout["hidden"] == (1, 4096, 1 - 2560 / 4096)
-    assert lr_factor(1, 100, 0.1, 0.1) == 0.1 and lr_factor(10, 100, 0.1, 0.1) == 1.0
-    assert math.isclose(lr_factor(100, 100, 0.1, 0.1), 0.1)
+    factor = lr_schedule(100, 0.1, 0.1)
+    assert factor(1) == 0.1 and factor(10) == 1.0
+    assert math.isclose(factor(100), 0.1)
+    # between: cosine from 1 to 0.1 over steps 10..100, written out here
+    assert math.isclose(factor(55), 0.1 + 0.5 * 0.9 * (1 + math.cos(math.pi * 45 / 90)))

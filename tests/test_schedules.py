@@ -5,7 +5,7 @@ import math
 import pytest
 
 from regrow.errors import RegrowError
-from regrow.train.schedules import SCHEDULES, build_schedule
+from regrow.schedules import SCHEDULES, build_schedule
 
 LR_MAX, LR_MIN = 3e-4, 3e-5
 

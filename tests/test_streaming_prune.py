@@ -63,6 +63,12 @@ def test_streaming_equals_in_memory(family, sharded_models, data_dir, tmp_path):
         for kind, values in memory["scores"].items():
             np.testing.assert_allclose(streaming["scores"][kind], values, rtol=1e-5, atol=2e-6)
         assert streaming["target"] == memory["target"]
+        # one pipeline: the same report fields, each with its exactness check (layer by layer when streaming)
+        assert set(streaming) - {"streaming"} == set(memory)
+        assert memory["exactness"]["checked"] and memory["exactness"]["max_abs_logit_diff"] < 1e-4
+        check = streaming["exactness"]
+        assert check["checked"] and check["max_abs_hidden_diff"] < 1e-4, (family, method, check)
+        assert sorted(map(int, check["per_layer_max_abs_hidden_diff"])) == memory["kept"]["layers"]
         if method == "activation":
             assert streaming["streaming"]["activations"] == "disk"
             assert streaming["calibration_tokens"] == memory["calibration_tokens"] == 12 * 32
@@ -71,6 +77,32 @@ def test_streaming_equals_in_memory(family, sharded_models, data_dir, tmp_path):
         for key in a:
             assert a[key].equal(b[key]), (family, method, key)
         assert not list(outs["streaming"].glob(".activations*"))
+
+
+def test_streaming_check_finds_a_wrongly_written_layer(sharded_models, data_dir, tmp_path, monkeypatch):
+    """The layer-by-layer check reads the written model back: a weight changed after slicing shows
+    in that layer's difference and in no layer before it."""
+    from safetensors.torch import save_file
+
+    import regrow.compress.streaming as streaming
+
+    write_pruned = streaming.write_pruned
+
+    def write_then_damage(checkpoint, names, adapter, source, masks, folder):
+        written = write_pruned(checkpoint, names, adapter, source, masks, folder)
+        index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+        name = "model.layers.1.mlp.down_proj.weight"
+        tensors = load_file(folder / index[name])
+        tensors[name][0, 0] += 0.5
+        save_file(tensors, folder / index[name], metadata={"format": "pt"})
+        return written
+
+    monkeypatch.setattr(streaming, "write_pruned", write_then_damage)
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(sharded_models["llama"]), "--target-ratio", "0.5", "--method", "magnitude",
+                 "--out", str(out), "--streaming", *FAST]) == 0
+    per_layer = json.loads((out / "pruning_report.json").read_text())["exactness"]["per_layer_max_abs_hidden_diff"]
+    assert per_layer["0"] < 1e-5 and per_layer["1"] > 1e-3, per_layer
 
 
 def test_streamed_model_loads_in_plain_transformers(sharded_models, data_dir, tmp_path):

@@ -1,23 +1,73 @@
-"""Name -> implementation tables for the pluggable parts (schedules, pruning methods, reinits)."""
+"""The one way to extend regrow: a `Registry` per extension point (methods, reinits, schedules,
+laws, families, executors, loggers, callbacks, CLI commands).
+
+An implementation registers itself with `@REGISTRY.register("name")` in its own file; what it
+needs or can do is declared on the class (class attributes, methods), and every caller reads it
+from there, so no code outside an implementation tests its name. A registry is a read-only
+mapping name -> implementation; an unknown name is a RegrowError listing the known ones.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, TypeVar
+
+from regrow.errors import RegrowError
 
 T = TypeVar("T")
 
 
-def registrar(table: dict[str, T]) -> Callable[[str], Callable[[T], T]]:
-    """A `@register("name")` decorator that files its target in `table` (and sets `.name` on classes)."""
+class Registry(Mapping, Generic[T]):
+    """Name -> implementation for one extension point; `kind` names it in messages."""
 
-    def register(name: str) -> Callable[[T], T]:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: file the class (or function) under `name`; classes get `.name` set."""
+
         def add(item: T) -> T:
+            if name in self._items and self._items[name] is not item:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
             if isinstance(item, type):
                 item.name = name
-            table[name] = item
+            self._items[name] = item
             return item
 
         return add
 
-    return register
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests that register a toy implementation clean up with this)."""
+        self._items.pop(name, None)
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):
+            raise RegrowError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self._items)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._items
+        except TypeError:  # an unhashable value from a config file
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def where(self, predicate: Callable[[T], bool]) -> list[str]:
+        """Names of the entries for which `predicate(entry)` holds (e.g. methods that stream)."""
+        return [name for name, item in self._items.items() if predicate(item)]
+
+    def summaries(self) -> str:
+        """'name: summary; ...' for CLI help (an entry's `summary`, else its docstring's first line)."""
+        return "; ".join(f"{name}: {summary_of(item)}" for name, item in self._items.items())
+
+
+def summary_of(item: object) -> str:
+    text = getattr(item, "summary", "") or (getattr(item, "__doc__", "") or "")
+    return text.strip().splitlines()[0].rstrip(".") if text.strip() else ""

@@ -81,3 +81,26 @@ class World:
 
     def mean(self, value: torch.Tensor) -> float:
         return float(self.sum_(value.detach().clone().double())) / self.world_size
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def rank_batch(global_batch: int, batch_size: int, world_size: int,
+               source: str = "train.batch_size x train.grad_accum") -> tuple[int, int]:
+    """(micro-batch, accumulation steps) of each rank so that the global batch stays the recipe's.
+
+    The recipe's global batch is `train.batch_size x train.grad_accum` sequences per optimizer
+    step, whatever the number of processes; each rank takes `global / world_size` of them in
+    micro-batches of at most `train.batch_size` sequences (the largest divisor that fits).
+    """
+    if global_batch % world_size:
+        allowed = ", ".join(str(d) for d in divisors(global_batch))
+        raise RegrowError(
+            f"world size {world_size} does not divide the global batch of {global_batch} sequences "
+            f"({source}); allowed world sizes: {allowed}"
+        )
+    per_rank = global_batch // world_size
+    micro = max(d for d in divisors(per_rank) if d <= batch_size)
+    return micro, per_rank // micro

@@ -11,9 +11,9 @@ import json
 import torch
 
 from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
+from regrow.device import resolve_device
 from regrow.errors import RegrowError
 from regrow.models.evaluate import evaluate_domains
-from regrow.train.trainer import resolve_device
 
 
 def register(subparsers) -> None:

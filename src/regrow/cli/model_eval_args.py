@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint, load_tokenizer_if_any
+from regrow.device import DEVICES
 from regrow.errors import RegrowError
 from regrow.models.hf import check_compatible, load_model
 
@@ -14,7 +15,7 @@ def add_eval_arguments(parser, data_required: bool = True) -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=1 << 20, help="validation tokens per domain at most")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--trust-remote-code", action="store_true")
 
 

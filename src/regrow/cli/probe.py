@@ -9,6 +9,7 @@ from __future__ import annotations
 from regrow.analysis.plots import probe_figure
 from regrow.cli.argtypes import finite_float
 from regrow.cli.outputs import check_output_args, emit
+from regrow.device import DEVICES
 from regrow.paths import check_output_dir
 from regrow.study.probe import ProbeRecipe, run_probe
 
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--eval-tokens", type=int, default=65536, help="validation tokens per domain")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--work-dir", default=None, help="keep the fine-tuning runs here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--plot", default=None, metavar="FILE.png")

@@ -8,7 +8,7 @@ from regrow.analysis.plots import save_figure
 from regrow.cli.outputs import check_output_args
 from regrow.config import apply_overrides, read_yaml
 from regrow.errors import RegrowError
-from regrow.train.schedules import build_schedule
+from regrow.schedules import build_schedule
 
 
 def register(subparsers) -> None:

@@ -13,7 +13,7 @@ from regrow.analysis.sensitivity import NOISES, check_sensitivity_args, sensitiv
 from regrow.cli.argtypes import finite_float
 from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
 from regrow.cli.outputs import check_output_args, emit
-from regrow.train.trainer import resolve_device
+from regrow.device import resolve_device
 
 
 def register(subparsers) -> None:

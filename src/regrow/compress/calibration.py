@@ -7,8 +7,7 @@ from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint
 from regrow.models.hf import check_compatible
-from regrow.train.parallel import rank_batch
-from regrow.world import World
+from regrow.world import World, rank_batch
 
 
 def calibration_sampler(cfg: PruneConfig, tokenizer, model, world: World | None = None) -> tuple[MixtureSampler, dict[str, float]]:

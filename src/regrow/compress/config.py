@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from regrow.device import DEVICES, PRECISIONS
 from regrow.errors import RegrowError
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
 DEPTH_MODES = ("individual", "contiguous")
 BATCH_REDUCTIONS = ("l2", "mean")
 

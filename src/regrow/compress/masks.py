@@ -30,6 +30,13 @@ class Masks:
     mlp: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
 
+    def for_layer(self, index: int) -> Masks:
+        """The masks of layer `index` alone, as for a one-layer model (layer-by-layer checks)."""
+        def row(t):
+            return None if t is None else t[index : index + 1]
+
+        return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden)
+
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
         """Which key/value heads of layer `index` serve at least one kept query head."""
         if self.head is None:

@@ -22,10 +22,10 @@ from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
 from regrow.models.hf import fresh_like
-from regrow.registry import registrar
+from regrow.registry import Registry
 
-REINITS: dict[str, Callable] = {}
-register = registrar(REINITS)
+REINITS: Registry[Callable] = Registry("reinit")
+register = REINITS.register
 
 
 @register("none")

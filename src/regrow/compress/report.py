@@ -6,7 +6,6 @@ from __future__ import annotations
 from regrow.compress.config import PruneConfig
 from regrow.compress.masks import Masks
 from regrow.compress.slicing import KeptUnits
-from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 
 REPORT = "pruning_report.json"
 CONFIG = "prune_config.yaml"
@@ -27,17 +26,6 @@ def kept_report(masks: Masks, source) -> dict:
             "mlp": kept.units("mlp", layer)[0].tolist(),
         }
     return {"layers": kept.layers, "per_layer": per_layer, "hidden": kept.hidden.tolist()}
-
-
-def pruning_flops(model, cfg: PruneConfig, details: dict) -> float:
-    """FLOPs the method spent on the source model (ALGORITHMS.md §8): forward passes over the
-    calibration tokens, or training steps over the mask-training tokens; 0 for weight-only methods."""
-    shape = model_shape(model)
-    if "calibration_tokens" in details:
-        return forward_flops_per_token(shape, cfg.seq_len) * details["calibration_tokens"]
-    if cfg.method == "sheared":
-        return training_flops_per_token(shape, cfg.seq_len) * details["tokens"]
-    return 0.0
 
 
 def pruning_report(cfg: PruneConfig, source, target, n_source: int, n_target: int, mixture: dict, result, flops: float,

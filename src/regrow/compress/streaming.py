@@ -1,52 +1,39 @@
-"""`regrow prune --streaming`: prune a checkpoint larger than memory, one layer at a time.
-
-The same steps as the in-memory run (prune.py) on a model that is never whole: shapes come
-from the config on the meta device, the method scores units from tensors read lazily
-(magnitude) or from a layer-by-layer calibration (activation, depth), the shared selection
-picks exactly the target shape, and the pruned checkpoint is written one shard per kept
-layer (and one each for the embedding and the LM head). Peak memory is a layer plus the
+"""The pipeline's model access for `regrow prune --streaming`: a checkpoint larger than memory,
+never whole. Shapes come from the config on the meta device, methods score units from tensors
+read lazily (magnitude) or from a layer-by-layer calibration (activation, depth), the pruned
+checkpoint is written one shard per kept layer (and one each for the embedding and the LM
+head), and the exactness check runs layer by layer: every kept layer of the written model
+against the masked source layer on the same probe input. Peak memory is a layer plus the
 calibration activations, which go to disk when they exceed `activation_memory_gb`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from regrow.atomic import atomic_dir, write_json_atomic
-from regrow.compress.calibration import calibration_sampler
 from regrow.compress.config import PruneConfig
-from regrow.compress.families import adapter_for
+from regrow.compress.importance import hidden_of
 from regrow.compress.layerwise import LayerwiseModel
 from regrow.compress.masks import Masks
 from regrow.compress.methods import METHODS, PruneContext
-from regrow.compress.report import CONFIG, REPORT, pruning_flops, pruning_report
-from regrow.compress.select import select
 from regrow.compress.slicing import KeptUnits, prune_tensor
-from regrow.compress.targets import checked_target, count_parameters
-from regrow.config import to_dict, write_yaml_atomic
-from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.errors import RegrowError
 from regrow.models.lazy import INDEX, LazyCheckpoint
 from regrow.resources import peak_rss_bytes, return_freed_memory_promptly
-from regrow.train.trainer import resolve_device
 
 GiB = 1 << 30
 
 
-def streaming_methods() -> list[str]:
-    return [name for name, cls in METHODS.items() if cls.streams]
-
-
 def check_streaming(cfg: PruneConfig) -> None:
     """Refuse what cannot stream, before any work."""
-    allowed = streaming_methods()
+    allowed = METHODS.where(lambda method: method.streams)
     if cfg.method not in allowed:
         raise RegrowError(f"--streaming cannot run method {cfg.method!r}: it needs gradients through the whole model; "
                           f"methods that can stream: {', '.join(allowed)}")
@@ -134,71 +121,105 @@ def write_pruned(checkpoint: LazyCheckpoint, names: list[str], adapter, source, 
     return {"files": files, "bytes": total}
 
 
-def prune_streaming(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
-    """One pruning run on a checkpoint read lazily; returns the report (also pruning_report.json)."""
-    from transformers import AutoConfig
+class StreamingModel:
+    """The checkpoint on disk, read a tensor or a layer at a time."""
 
-    check_streaming(cfg)
-    return_freed_memory_promptly()
-    started = time.perf_counter()
-    checkpoint = LazyCheckpoint(cfg.model)
-    try:
-        config = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
-        raise RegrowError(f"config.json of {cfg.model!r} could not be read: {str(err).splitlines()[0]}") from err
-    meta = meta_model(config)
-    checkpoint.bind(meta)
-    adapter = adapter_for(config)
-    adapter.check_model(meta)
-    source = adapter.shape(config)
-    names = _parameters(meta, checkpoint)
-    target = checked_target(meta, adapter, cfg.target, cfg.target_ratio, depth_only=cfg.method == "depth")
-    method = METHODS[cfg.method]()
-    method.check_target(source, target)
-    n_source, n_target = count_parameters(meta, adapter, source), count_parameters(meta, adapter, target)
-    echo(f"source: {source.describe()}; {n_source:,} parameters; {checkpoint.nbytes() / GiB:.2f} GiB on disk (streaming)")
-    echo(f"target: {target.describe()}; {n_target:,} parameters ({n_target / n_source:.1%})")
+    kind = "streaming"
 
-    tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
-    sampler, mixture = calibration_sampler(cfg, tokenizer, meta) if method.needs_data else (None, {})
-    device = resolve_device(cfg.device)
+    @staticmethod
+    def check(cfg: PruneConfig, method, world) -> None:
+        check_streaming(cfg)
 
-    out = Path(cfg.out)
-    with atomic_dir(out) as tmp:
-        scratch = tmp / ".activations"
-        scratch.mkdir()
+    def __init__(self, cfg: PruneConfig):
+        from transformers import AutoConfig
+
+        return_freed_memory_promptly()
+        self.cfg = cfg
+        self.checkpoint = LazyCheckpoint(cfg.model)
+        try:
+            self.config = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        except (OSError, ValueError, KeyError) as err:
+            raise RegrowError(f"config.json of {cfg.model!r} could not be read: {str(err).splitlines()[0]}") from err
+        self.module = meta_model(self.config)
+        self.checkpoint.bind(self.module)
+        self.names = _parameters(self.module, self.checkpoint)
+        self.activations = "memory"
+
+    def describe(self) -> str:
+        return f"; {self.checkpoint.nbytes() / GiB:.2f} GiB on disk (streaming)"
+
+    def _layerwise(self, checkpoint: LazyCheckpoint, config, adapter, device, scratch: Path, dtype) -> LayerwiseModel:
+        return LayerwiseModel(checkpoint, config, adapter, device, int(self.cfg.activation_memory_gb * GiB), scratch, dtype)
+
+    def context(self, adapter, source, target, device, sampler, world, tmp: Path) -> PruneContext:
+        self.scratch = tmp / ".activations"
+        self.scratch.mkdir()
         layerwise = None
-        if method.needs_data:
-            layerwise = LayerwiseModel(checkpoint, config, adapter, device, int(cfg.activation_memory_gb * GiB), scratch,
-                                       _compute_dtype(cfg, checkpoint))
-        ctx = PruneContext(None, adapter, source, target, cfg, device, sampler, checkpoint, layerwise, names)
-        scoring_started = time.perf_counter()
-        result = method.run(ctx)
-        scoring_seconds = time.perf_counter() - scoring_started
-        activations = "disk" if layerwise is not None and layerwise.on_disk else "memory"
-        del ctx, layerwise
-        shutil.rmtree(scratch)
+        if sampler is not None:
+            layerwise = self._layerwise(self.checkpoint, self.config, adapter, device, self.scratch,
+                                        _compute_dtype(self.cfg, self.checkpoint))
+        return PruneContext(None, adapter, source, target, self.cfg, device, sampler, self.checkpoint, layerwise,
+                            self.names, world=world)
 
-        masks = select(result.scores, source, target, result.values)
-        written = write_pruned(checkpoint, names, adapter, source, masks, tmp)
-        new_config = adapter.target_config(config, target, KeptUnits(masks, source).layers)
+    def scored(self, ctx: PruneContext) -> None:
+        if ctx.layerwise is not None and ctx.layerwise.on_disk:
+            self.activations = "disk"
+        shutil.rmtree(self.scratch)
+
+    def write(self, adapter, masks: Masks, target, fold: bool, device, tmp: Path) -> dict:
+        assert not fold, "streaming writes the kept weights as they are (no method that folds streams)"
+        source = adapter.shape(self.config)
+        self.written = write_pruned(self.checkpoint, self.names, adapter, source, masks, tmp)
+        new_config = adapter.target_config(self.config, target, KeptUnits(masks, source).layers)
         new_config.save_pretrained(tmp)
         for extra in ("generation_config.json",):
-            if (checkpoint.folder / extra).is_file():
-                shutil.copy(checkpoint.folder / extra, tmp / extra)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        report = {
-            **pruning_report(cfg, source, target, n_source, n_target, mixture, result,
-                             pruning_flops(meta, cfg, result.details), masks),
-            "exactness": {"checked": False, "reason": "streaming: the model is never whole in memory"},
-            "streaming": {"source_bytes": checkpoint.nbytes(), "written": written, "activations": activations,
-                          "peak_rss_bytes": peak_rss_bytes()},
-            "wall_seconds": {"scoring": scoring_seconds, "total": time.perf_counter() - started},
-        }
-        write_yaml_atomic(tmp / CONFIG, to_dict(cfg))
-        write_json_atomic(tmp / REPORT, report)
-    echo(f"kept layers {report['kept']['layers']}; activations in {activations}; "
-         f"peak RSS {report['streaming']['peak_rss_bytes'] / GiB:.2f} GiB")
-    echo(f"wrote {out} ({n_target:,} parameters, {written['files']} shards) in {report['wall_seconds']['total']:.1f} s")
-    return report
+            if (self.checkpoint.folder / extra).is_file():
+                shutil.copy(self.checkpoint.folder / extra, tmp / extra)
+        self.written_parameters = sum(math.prod(shape) for shape in LazyCheckpoint(tmp).shapes.values())
+        return self.check_layers(adapter, masks, source, new_config, device, tmp)
+
+    @torch.no_grad()
+    def check_layers(self, adapter, masks: Masks, source, new_config, device, tmp: Path) -> dict:
+        """Each kept layer of the written model against the masked source layer, on the same
+        probe input: the pruned model's hidden state at that layer, placed in the kept hidden
+        dimensions of the source width (the masked model's hidden state is exactly that). Removed
+        layers are identities of the masked model (their gate is 0) and are not read again."""
+        from regrow.compress.inmemory import probe_ids
+        from regrow.compress.masks import MaskHooks
+
+        kept = KeptUnits(masks, source)
+        scratch = tmp / ".check"
+        original = self._layerwise(self.checkpoint, self.config, adapter, device, scratch / "source", torch.float32)
+        written = LazyCheckpoint(tmp)
+        written.bind(meta_model(new_config))
+        pruned = self._layerwise(written, new_config, adapter, device, scratch / "pruned", torch.float32)
+        ids = probe_ids(self.config.vocab_size, self.cfg.seed, device)
+        no_autocast = contextlib.nullcontext
+        _, args, kwargs = original.embed([ids], 1, no_autocast)
+        store, pruned_args, pruned_kwargs = pruned.embed([ids], 1, no_autocast)
+        hidden = store.get(0).to(device)
+        hooks = MaskHooks(original.skeleton, adapter)
+        hooks.final = True
+        per_layer, outside = {}, 0.0
+        try:
+            for new_index, old_index in enumerate(kept.layers):
+                full = hidden.new_zeros((*hidden.shape[:-1], source.hidden_size))
+                full[..., kept.hidden] = hidden
+                hooks.masks = masks.for_layer(old_index)
+                expected = hidden_of(original.load_layer(old_index)(full, *args, **kwargs))
+                hidden = hidden_of(pruned.load_layer(new_index)(hidden, *pruned_args, **pruned_kwargs))
+                per_layer[str(old_index)] = float((expected[..., kept.hidden] - hidden).abs().max())
+                dropped = torch.ones(source.hidden_size, dtype=torch.bool)
+                dropped[kept.hidden] = False
+                if dropped.any():
+                    outside = max(outside, float(expected[..., dropped.to(expected.device)].abs().max()))
+        finally:
+            hooks.remove()
+            shutil.rmtree(scratch, ignore_errors=True)
+        return {"checked": True, "max_abs_hidden_diff": max(per_layer.values(), default=0.0),
+                "per_layer_max_abs_hidden_diff": per_layer, "max_abs_removed_hidden": outside,
+                "probe_tokens": ids.numel()}
+
+    def extras(self) -> dict:
+        return {"streaming": {"source_bytes": self.checkpoint.nbytes(), "written": self.written,
+                              "activations": self.activations, "peak_rss_bytes": peak_rss_bytes()}}

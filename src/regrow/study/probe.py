@@ -16,8 +16,8 @@ from regrow.analysis.sensitivity import pretraining_tokens
 from regrow.config import from_dict
 from regrow.data.store import TokenStore
 from regrow.errors import RegrowError
+from regrow.schedules import SCHEDULES
 from regrow.train.config import RunConfig
-from regrow.train.schedules import SCHEDULES
 from regrow.train.trainer import train
 
 

@@ -127,7 +127,8 @@ def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, 
         torch.set_num_threads(threads)
     if kind == "prune":
         from regrow.compress.config import PruneConfig
-        from regrow.compress.prune import REPORT, prune
+        from regrow.compress.prune import prune
+        from regrow.compress.report import REPORT
 
         out = Path(config["out"])
         report_path = out / REPORT

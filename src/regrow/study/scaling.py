@@ -23,11 +23,11 @@ from regrow.analysis.table import Table
 from regrow.config import from_dict, read_yaml
 from regrow.errors import RegrowError
 from regrow.models.flops import shape_of_folder
+from regrow.schedules import Schedule, build_schedule
 from regrow.study.plan import RunName
 from regrow.study.runner import STUDY_FILE, study_status
 from regrow.train.config import RunConfig
 from regrow.train.metrics import read_metrics
-from regrow.train.schedules import Schedule, build_schedule
 from regrow.train.summary import new_domains_of
 
 

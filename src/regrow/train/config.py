@@ -9,12 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from regrow.device import DEVICES, PRECISIONS
 from regrow.errors import RegrowError
+from regrow.schedules import Cosine, Schedule
 from regrow.train.dynamic import check_reference
-from regrow.train.schedules import Cosine, Schedule
-
-PRECISIONS = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass

@@ -10,7 +10,6 @@ the global batch, the model is sharded with FSDP2 (train/parallel.py), rank 0 wr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -24,6 +23,7 @@ from regrow.config import flatten, read_yaml, to_dict, write_yaml_atomic
 from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint, load_tokenizer, vocab_size_of
+from regrow.device import autocast, resolve_device
 from regrow.errors import RegrowError
 from regrow.models.evaluate import causal_lm_loss, evaluate_domains
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
@@ -36,20 +36,12 @@ from regrow.train.config import RESUMABLE_CHANGES, RunConfig
 from regrow.train.distill import Teacher, distillation_loss
 from regrow.train.dynamic import reference_losses, update_weights
 from regrow.train.metrics import MetricsLogger, NullLogger
-from regrow.train.parallel import full_norm, parallelize, rank_batch
+from regrow.train.parallel import full_norm, parallelize
 from regrow.train.summary import forgetting_adaptation, new_domains_of
-from regrow.world import World
+from regrow.world import World, rank_batch
 
 # what a run folder holds; a folder of only these is a run `regrow train` may start again or resume
 RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "model", "summary.json", "snapshots")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RegrowError("train.device is 'cuda' but no CUDA device is available; allowed here: auto, cpu")
-    return torch.device(name)
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:
@@ -189,9 +181,7 @@ class Trainer:
         self.last_eval = state.get("last_eval")
 
     def _autocast(self):
-        if self.cfg.train.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.cfg.train.precision)
 
     # ---- the loop ------------------------------------------------------------------------
     def evaluate(self, domains: list[str] | None = None, max_tokens: int | None = None) -> dict:

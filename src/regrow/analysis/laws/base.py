@@ -17,10 +17,10 @@ import numpy as np
 from regrow.analysis.fit import CurveFit, fit_curve, goodness, interval
 from regrow.analysis.table import Table, rows_where
 from regrow.errors import RegrowError
-from regrow.registry import registrar
+from regrow.registry import Registry
 
-LAWS: dict[str, type[Law]] = {}
-register = registrar(LAWS)
+LAWS: Registry[type[Law]] = Registry("law")
+register = LAWS.register
 
 
 @dataclass
@@ -137,8 +137,6 @@ class CurveLaw(Law):
 
 
 def build_law(name: str) -> Law:
-    if name not in LAWS:
-        raise RegrowError(f"unknown law {name!r}; allowed: {', '.join(sorted(LAWS))}")
     return LAWS[name]()
 
 

@@ -1,10 +1,12 @@
 """The pruning-method interface: a method turns a model (and maybe calibration data) into unit
-scores; shared code turns scores into the exact target shape. Adding a method = one file with
-a `@register("name")` class, imported in methods/__init__.py."""
+scores; shared code turns scores into the exact target shape.
+
+Adding a method = one file with a `@METHODS.register("name")` class (built-in ones are imported
+in methods/__init__.py). The class declares what it needs and may do (`needs_data`, `trains`,
+`changes_width`, `streams`, `flops`); the pipeline reads those, never the method's name."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,13 +21,15 @@ from regrow.compress.layerwise import LayerwiseModel
 from regrow.compress.masks import Masks
 from regrow.compress.shape import ArchShape
 from regrow.data.sampler import MixtureSampler
+from regrow.device import autocast
 from regrow.errors import RegrowError
+from regrow.models.flops import ModelShape, forward_flops_per_token
 from regrow.models.lazy import LazyCheckpoint
-from regrow.registry import registrar
+from regrow.registry import Registry
 from regrow.world import World
 
-METHODS: dict[str, type[PruningMethod]] = {}
-register = registrar(METHODS)
+METHODS: Registry[type[PruningMethod]] = Registry("method")
+register = METHODS.register
 
 
 @dataclass
@@ -53,9 +57,7 @@ class PruneContext:
         return self.model is None
 
     def autocast(self):
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.cfg.precision)
 
     @property
     def calibration_batches(self) -> int:
@@ -78,12 +80,21 @@ class MethodResult:
 
 class PruningMethod:
     name: ClassVar[str] = ""
-    needs_data: ClassVar[bool] = True
     summary: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = True  # reads calibration data (--data)
+    trains: ClassVar[bool] = False  # trains with gradients: several processes help (torchrun)
+    changes_width: ClassVar[bool] = True  # False: removes whole layers only (a ratio target keeps the width)
     streams: ClassVar[bool] = False  # scores without gradients: can run on a checkpoint read layer by layer
 
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
-        """Refuse targets the method cannot reach (e.g. depth pruning only removes layers)."""
+        """Refuse targets the method cannot reach (by default: a width change if it only removes layers)."""
+        if not self.changes_width:
+            require_layers_only(self.name, source, target)
+
+    def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
+        """FLOPs spent on the source model (ALGORITHMS.md §8): by default a forward pass over the
+        calibration tokens the method reports (0 for weight-only methods)."""
+        return forward_flops_per_token(shape, seq_len) * details.get("calibration_tokens", 0)
 
     def run(self, ctx: PruneContext) -> MethodResult:
         raise NotImplementedError
@@ -93,5 +104,6 @@ def require_layers_only(name: str, source: ArchShape, target: ArchShape) -> None
     changed = [k for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
                if getattr(source, k) != getattr(target, k)]
     if changed:
+        width = METHODS.where(lambda method: method.changes_width)
         raise RegrowError(f"method {name!r} removes whole layers only, but the target changes {', '.join(changed)}; "
-                          "use activation, sheared, magnitude or random for width")
+                          f"use {', '.join(width)} for width")

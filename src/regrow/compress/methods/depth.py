@@ -13,18 +13,14 @@ from regrow.compress.methods.base import (
     PruneContext,
     PruningMethod,
     register,
-    require_layers_only,
 )
-from regrow.compress.shape import ArchShape
 
 
 @register("depth")
 class DepthPruning(PruningMethod):
     streams = True
+    changes_width = False
     summary = "remove whole layers by block influence (ShortGPT), individually or as one contiguous block"
-
-    def check_target(self, source: ArchShape, target: ArchShape) -> None:
-        require_layers_only(self.name, source, target)
 
     def run(self, ctx: PruneContext) -> MethodResult:
         removed = ctx.source.num_hidden_layers - ctx.target.num_hidden_layers

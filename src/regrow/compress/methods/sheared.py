@@ -21,6 +21,8 @@ from regrow.compress.masks import MaskHooks, Masks
 from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
 from regrow.compress.shape import ArchShape
 from regrow.models.evaluate import causal_lm_loss
+from regrow.models.flops import ModelShape, training_flops_per_token
+from regrow.schedules import Schedule, build_schedule
 from regrow.world import World
 
 LIMIT_L, LIMIT_R, EPS = -0.1, 1.1, 1e-6
@@ -83,13 +85,11 @@ def _as_masks(values: dict[str, torch.Tensor]) -> Masks:
     )
 
 
-def lr_factor(step: int, total: int, warmup_fraction: float, min_fraction: float) -> float:
-    """Linear warmup, then cosine down to `min_fraction` of the peak (1-based step)."""
-    warmup = int(round(warmup_fraction * total))
-    if warmup and step <= warmup:
-        return step / warmup
-    x = min(1.0, (step - warmup) / max(total - warmup, 1))
-    return min_fraction + 0.5 * (1 - min_fraction) * (1 + math.cos(math.pi * x))
+def lr_schedule(total: int, warmup_fraction: float, min_fraction: float) -> Schedule:
+    """The factor every LR is multiplied by: linear warmup over `warmup_fraction` of the steps,
+    then cosine down to `min_fraction` of the peak (the schedules registry's `cosine`)."""
+    warmup = min(int(round(warmup_fraction * total)), total - 1)
+    return build_schedule({"name": "cosine", "lr_max": 1.0, "lr_min": min_fraction, "warmup_steps": warmup}, total)
 
 
 def average_gradients(optimizer: torch.optim.Optimizer, world: World) -> None:
@@ -106,6 +106,11 @@ def average_gradients(optimizer: torch.optim.Optimizer, world: World) -> None:
 @register("sheared")
 class ShearedPruning(PruningMethod):
     summary = "learned hard-concrete masks with a Lagrangian constraint, trained on the data mixture (Sheared-LLaMA)"
+    trains = True
+
+    def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
+        """Training steps (forward and backward) over the mask-training tokens."""
+        return training_flops_per_token(shape, seq_len) * details["tokens"]
 
     def run(self, ctx: PruneContext) -> MethodResult:
         opts, model, device = ctx.cfg.sheared, ctx.model, ctx.device
@@ -130,10 +135,11 @@ class ShearedPruning(PruningMethod):
         started = time.perf_counter()
         bar = tqdm(range(opts.steps), desc="sheared", unit="step", disable=not (ctx.cfg.progress and ctx.world.is_main),
                    dynamic_ncols=True)
+        factor_of = lr_schedule(opts.steps, opts.warmup_fraction, opts.min_lr_fraction)
         try:
             for step in bar:
                 step_started = time.perf_counter()
-                factor = lr_factor(step + 1, opts.steps, opts.warmup_fraction, opts.min_lr_fraction)
+                factor = factor_of(step + 1)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
                 ramp = min(1.0, (step + 1) / max(opts.target_ramp_fraction * opts.steps, 1e-9))

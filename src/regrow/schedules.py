@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 from regrow.config import from_dict
 from regrow.errors import RegrowError
-from regrow.registry import registrar
+from regrow.registry import Registry
 
-SCHEDULES: dict[str, type[Schedule]] = {}
-register = registrar(SCHEDULES)
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
+register = SCHEDULES.register
 
 
 def _check_shape(kind: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -38,7 +38,7 @@ class Schedule:
     warmup_steps: int = 0
     total_steps: int | None = None
     name: ClassVar[str] = ""
-    variants: ClassVar[dict[str, type[Schedule]]] = SCHEDULES
+    variants: ClassVar[Registry[type[Schedule]]] = SCHEDULES
 
     def validate(self) -> None:
         if self.lr_max <= 0:
