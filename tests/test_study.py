@@ -74,16 +74,16 @@ def test_study_runs_every_cell_with_controls_and_skips_done(tmp_path, family_mod
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, family_models, data_dir, capsys, monkeypatch):
-    import regrow.study.runner as runner
+    import regrow.study.executors.local as local
 
-    real_execute = runner.execute
+    real_execute = local.execute
 
     def execute(kind, config, threads=None):  # one cell fails while it runs (e.g. out of memory)
         if kind == "train" and config["schedule"]["warmup_steps"] == 2:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real_execute(kind, config, threads)
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(local, "execute", execute)
     schedules = [{"name": "cosine", "warmup_steps": 1}, {"name": "cosine", "warmup_steps": 2}]
     path = study_file(tmp_path, family_models, data_dir, **{"grid.schedule": schedules, "grid.replay": [0.0],
                                                              "controls": {"scratch": False, "source": False}})

@@ -88,3 +88,22 @@ def check_points(n_points: int, n_params: int, law: str, what: str = "points") -
 
 def rows_where(table: Table, mask: np.ndarray) -> Table:
     return {k: v[mask] for k, v in table.items()}
+
+
+TEXT_COLUMNS = ("run", "phase", "method", "group")
+
+
+def table_from_rows(rows: dict[str, list]) -> Table:
+    """Columns of lists -> a Table (text columns as str arrays, the rest float64)."""
+    return {k: np.array(v, dtype=str) if k in TEXT_COLUMNS else np.array(v, dtype=np.float64) for k, v in rows.items()}
+
+
+def measured_only(table: Table, keep_start: bool) -> Table:
+    """Drop the unmeasured steps, and step 0 (D = 0) unless asked (transfer prices the start too)."""
+    keep = ~np.isnan(table["loss"]) & ((table["D"] > 0) | keep_start)
+    return {k: v[keep] for k, v in table.items()}
+
+
+def curve_columns(*labels: str) -> dict[str, list]:
+    """Empty rows of a curve table: `labels`, then step, lr, loss, D."""
+    return {k: [] for k in (*labels, "step", "lr", "loss", "D")}

@@ -44,29 +44,26 @@ def register(subparsers) -> None:
 
 def load_table(args):
     if args.csv:
-        return read_csv(args.csv, optional_blank=("loss",) if args.law in ("annealing", "cpt") else ())
+        return read_csv(args.csv, optional_blank=LAWS[args.law].blank)
     if args.study:
         return scaling.study_table(args.law, args.study, args.domain)
-    if args.law in ("chinchilla", "cpt", "transfer"):
-        raise RegrowError(f"law {args.law!r} needs a study or a CSV (its rows need controls or phases); --runs "
-                          "serves the data and annealing laws")
-    if args.law == "data":
-        return scaling.measured_runs_table(args.runs, args.domain)
-    return scaling.runs_table(args.runs, args.domain)
+    return scaling.runs_table(args.law, args.runs, args.domain)
 
 
 def prediction_for(args, fits) -> dict | None:
     if args.predict is None:
         return None
-    if args.law != "annealing":
-        raise RegrowError(f"--predict is for the annealing law; got --law {args.law}")
+    law = LAWS[args.law]()
+    if not law.predicts_schedules:
+        which = ", ".join(LAWS.where(lambda cls: cls.predicts_schedules))
+        raise RegrowError(f"--predict is for the {which} law; got --law {args.law}")
     target = Path(args.predict)
     if target.is_dir():
         lrs = scaling.run_learning_rates(target)
         actual = scaling.eval_points(target, args.domain or scaling.new_domains_of_run(target))[2][-1]
     else:
         lrs, actual = scaling.recipe_learning_rates(target), None
-    result = scaling.annealing_prediction(fits[0], lrs)
+    result = law.prediction(fits[0], lrs)
     result["target"] = str(target)
     if actual is not None:
         result["actual_final_loss"] = float(actual)

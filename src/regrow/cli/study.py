@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from regrow.config import load_config, parse_override
 from regrow.errors import RegrowError
+from regrow.study.executors import EXECUTORS
 
 
 def register(subparsers) -> None:
@@ -11,7 +12,7 @@ def register(subparsers) -> None:
     parser.add_argument("target", metavar="STUDY.yaml | status", help="a study file, or `status`")
     parser.add_argument("folder", nargs="?", metavar="STUDY_DIR", help="with `status`: the study folder")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (local processes)")
-    parser.add_argument("--executor", default="local", help="local (default), slurm (submitit), or submitit-local")
+    parser.add_argument("--executor", default="local", help=f"where runs execute (default local): {EXECUTORS.summaries()}")
     parser.add_argument("--executor-param", action="append", default=[], metavar="KEY=VALUE",
                         help="a submitit parameter, e.g. timeout_min=120, slurm_partition=gpu, gpus_per_node=1")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")

@@ -159,5 +159,10 @@ class RunName:
         return (self.schedule, self.replay, self.tokens, self.seed)
 
     @property
+    def dynamic(self) -> bool:
+        """Whether the run loads batches dynamically (schedule part `NAME.dynK`)."""
+        return bool(self.schedule.partition(".")[2])
+
+    @property
     def role(self) -> str:
         return "scratch" if self.start.startswith("scratch-") else "source" if self.start.startswith("source-") else "pruned"

@@ -1,8 +1,8 @@
 """The report's "scaling" and "sensitivity" sections.
 
-Scaling: every law that the study's runs support is fitted (study/scaling.py says on what);
-a law the runs cannot support is listed with the reason instead. From the transfer fits, the
-compute-saving factor each method is predicted to reach at 10x and 100x the study's budget.
+Scaling: every registered law is fitted on what its `study_table` takes from the study's runs
+(in the law's order, `report_rank`); a law the runs cannot support is listed with the reason
+instead; a law adds its own lines (transfer: the predicted compute-saving factors).
 Sensitivity: the JSON files that `regrow sensitivity` / `regrow probe` wrote with
 `--out STUDY_DIR/analysis/NAME.json`.
 """
@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regrow.analysis.laws import FitOptions, LawFit, build_law
+from regrow.analysis.laws import LAWS, FitOptions, LawFit
 from regrow.analysis.plots import law_figure, probe_figure, sensitivity_figure
 from regrow.errors import RegrowError
 from regrow.reading import read_json
-from regrow.study.scaling import finished_runs, predicted_savings, study_table
-
-LAWS_IN_REPORT = ("transfer", "data", "annealing", "cpt", "chinchilla")
-BUDGET_MULTIPLES = (1, 10, 100)
+from regrow.study.scaling import StudyRunSet
 
 
 def _params(fit: LawFit) -> str:
@@ -39,10 +36,10 @@ def scaling_section(study_dir: Path, bootstrap: int = 20) -> tuple[list[str], di
     lines = ["## Scaling", "", "Fits of the study's runs (docs/SCALING.md: formulas, what each is fitted on, when to "
              "trust it); parameters with 95% bootstrap intervals.", ""]
     figures, out = {}, {}
-    costs = {name.start_without_seed: summary for name, _, summary in finished_runs(study_dir)}
-    for law in LAWS_IN_REPORT:
+    study = StudyRunSet(study_dir, None)
+    for law in sorted(LAWS, key=lambda name: LAWS[name].report_rank):
         try:
-            fits = build_law(law).fit_table(study_table(law, study_dir), options)
+            fits = LAWS[law]().fit_table(LAWS[law]().study_table(study), options)
         except RegrowError as err:
             lines += [f"### {law}", "", f"Not fitted: {err}.", ""]
             out[law] = {"error": str(err)}
@@ -53,33 +50,8 @@ def scaling_section(study_dir: Path, bootstrap: int = 20) -> tuple[list[str], di
         out[law] = [{"group": f.group, "parameters": f.parameters, "goodness": f.goodness, "extras": f.extras,
                      "warnings": f.warnings} for f in fits]
         figures[f"scaling: {law}"] = law_figure(fits[:6])
-        if law == "transfer":
-            lines += _saving_lines(fits, costs, out)
+        lines += LAWS[law]().report_lines(fits, study, out)
     return lines, figures, out
-
-
-def _saving_lines(fits: list[LawFit], costs: dict, out: dict) -> list[str]:
-    """Predicted compute-saving factors at larger budgets, from each method's transfer fit."""
-    lines = ["Predicted compute-saving factor at larger continued-training budgets D_F (from the transfer fits; "
-             "pruning FLOPs included; an extrapolation of the fitted power law): the FLOPs from-scratch training "
-             "needs to match the loss the warm start reaches after D_F tokens, over the warm start's FLOPs. This "
-             "targets the warm start's own loss, unlike the ranking's saving (which targets the control's final loss).",
-             "",
-             "| method [cell] | " + " | ".join(f"{m}x budget" for m in BUDGET_MULTIPLES) + " |",
-             "|---|" + "---|" * len(BUDGET_MULTIPLES)]
-    predictions = {}
-    for fit in fits:
-        run = fit.curves[0]
-        budget = max(run.x)
-        summary = costs.get(fit.group.split(" in group")[0])
-        if summary is None:
-            continue
-        rows = predicted_savings(fit, summary["flops_per_token"], summary["compute"]["flops"]["pruning"],
-                                 [budget * m for m in BUDGET_MULTIPLES])
-        predictions[fit.group] = rows
-        lines.append(f"| {fit.group} | " + " | ".join(f"{r['saving']:.2f}x" for r in rows) + " |")
-    out["transfer_predicted_savings"] = predictions
-    return lines + [""]
 
 
 def sensitivity_section(study_dir: Path) -> tuple[list[str], dict, dict]:

@@ -8,25 +8,19 @@ marked failed with the reason. Ctrl-C returns running rows to 'pending' before e
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import sys
 import tempfile
-import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import active_children, get_context
 from pathlib import Path
 
 from regrow.atomic import write_text_atomic
 from regrow.config import flatten, from_dict, read_yaml, to_dict, write_yaml_atomic
 from regrow.errors import RegrowError
 from regrow.paths import check_output_dir
-from regrow.reading import read_json
 from regrow.study.config import StudyConfig
+from regrow.study.executors import EXECUTORS
 from regrow.study.index import StudyIndex
 from regrow.study.plan import Job, make_plan, target_file
+from regrow.study.progress import Progress
 
 STUDY_FILE = "study.yaml"
 INDEX_FILE = "index.sqlite"
@@ -119,42 +113,6 @@ def check_targets(cfg: StudyConfig) -> None:
                 raise RegrowError(f"grid.target[{i}] {spec} with method {method!r}: {err}") from err
 
 
-def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, float]:
-    """Run one job to completion (resuming a killed training run); returns (result, FLOPs)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    if kind == "prune":
-        from regrow.compress.config import PruneConfig
-        from regrow.compress.prune import prune
-        from regrow.compress.report import REPORT
-
-        out = Path(config["out"])
-        report_path = out / REPORT
-        if not report_path.is_file():
-            shutil.rmtree(out, ignore_errors=True)
-            prune(from_dict(PruneConfig, config), echo=lambda _: None)
-        report = read_json(report_path, "pruning report", ("source", "target", "flops", "exactness", "wall_seconds",
-                                                           "calibration_tokens"))
-        result = {k: report[k] for k in ("source", "target", "flops", "exactness", "wall_seconds", "calibration_tokens")}
-        return result, float(report["flops"])
-
-    from regrow.train import checkpoint as ckpt
-    from regrow.train.config import RunConfig
-    from regrow.train.trainer import train
-
-    out = Path(config["out_dir"])
-    summary_path = out / "summary.json"
-    if not (summary_path.is_file() and (out / "model").is_dir()):
-        resume = ckpt.latest_checkpoint(out / "checkpoints") is not None
-        if not resume:
-            shutil.rmtree(out, ignore_errors=True)  # killed before its first checkpoint: start again
-        train(from_dict(RunConfig, config), resume=resume)
-    summary = read_json(summary_path, "run summary", ("compute",))
-    return summary, float(summary["compute"]["flops"]["total"])
-
-
 def _waves(jobs: list[Job]) -> list[list[Job]]:
     order = {"pretrain": 0, "prune": 1, "train": 2}
     return [[j for j in jobs if order[j.kind] == level] for level in range(3)]
@@ -162,24 +120,16 @@ def _waves(jobs: list[Job]) -> list[list[Job]]:
 
 def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str], None] = print,
               executor: str = "local", executor_params: dict | None = None) -> dict[str, int]:
-    """Run the study; `executor`: local processes (default), or submitit on Slurm (`slurm`) or
-    on this machine (`submitit-local`), with `executor_params` for submitit (timeout_min,
-    slurm_partition, gpus_per_node, ...)."""
+    """Run the study with a registered executor (`local`: this machine, --jobs processes;
+    `slurm` / `submitit-local`: submitit, with `executor_params` such as timeout_min)."""
     from regrow.compress.methods import METHODS
     from regrow.compress.reinit import REINITS
 
     cfg.validate(list(METHODS), list(REINITS))
     if jobs_in_parallel < 1:
         raise RegrowError(f"--jobs is {jobs_in_parallel}; it must be >= 1")
-    if executor not in EXECUTORS:
-        raise RegrowError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
-    if executor != "local":
-        try:
-            import submitit  # noqa: F401
-        except ImportError as err:
-            raise RegrowError(f"executor {executor!r} needs submitit: pip install 'regrow[slurm]'") from err
-        if executor == "slurm" and shutil.which("sbatch") is None:
-            raise RegrowError("executor 'slurm' needs Slurm's sbatch on PATH; on a single machine use --executor local")
+    runner_class = EXECUTORS[executor]
+    runner_class.check()
     out = check_output_dir(cfg.out_dir, "out_dir", own=is_study_dir, what="a study folder")
     resolved = to_dict(cfg)
     check_compatible(out, resolved)
@@ -200,7 +150,8 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
         for job in plan:
             index.add(job.key, job.kind, job.config_hash)
         failed: set[str] = set()
-        threads = max(1, (os.cpu_count() or 1) // jobs_in_parallel)
+        runner = runner_class(out, jobs_in_parallel, executor_params)
+        progress = Progress([j for j in plan if index.status(j.key) != "done"], jobs_in_parallel, echo)
         for wave in _waves(plan):
             todo = []
             for job in wave:
@@ -212,27 +163,28 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
                     failed.add(job.key)
                     continue
                 todo.append(job)
-            _run_wave(index, todo, jobs_in_parallel, threads, failed, echo, executor, executor_params, out)
+            for job in wave:
+                if job.key in failed and job not in todo:
+                    progress.skipped(job)
+
+            def started(job: Job) -> None:
+                index.start(job.key)
+                progress.started(job)
+
+            def finished(job: Job, outcome) -> None:
+                _record(index, job, outcome, failed, echo)
+                progress.finished(job, ok=job.key not in failed)
+
+            try:
+                runner.run(todo, started, finished)
+            except KeyboardInterrupt:
+                index.release_running()
+                raise
         counts = index.counts()
     finally:
         index.close()
     echo(f"study {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return counts
-
-
-EXECUTORS = ("local", "slurm", "submitit-local")
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: the kernel kills this worker when the study process dies (even by
-    SIGKILL), so no run goes on writing into a study nobody is running."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _record(index: StudyIndex, job: Job, outcome: tuple[dict, float] | BaseException, failed: set[str],
@@ -245,67 +197,6 @@ def _record(index: StudyIndex, job: Job, outcome: tuple[dict, float] | BaseExcep
         echo(f"  failed {job.key}: {message}")
     else:
         index.finish(job.key, *outcome)
-        echo(f"  done   {job.key}")
-
-
-def _run_wave(index: StudyIndex, todo: list[Job], parallel: int, threads: int, failed: set[str],
-              echo: Callable[[str], None], executor: str = "local", executor_params: dict | None = None,
-              folder: Path | None = None) -> None:
-    handles = []
-    try:
-        if executor != "local":
-            import submitit
-
-            ex = submitit.AutoExecutor(folder=str(folder / "submitit"), cluster="slurm" if executor == "slurm" else "local")
-            ex.update_parameters(**(executor_params or {}))
-            for job in todo:
-                index.start(job.key)
-                echo(f"  submit {job.key}")
-                handles.append((job, ex.submit(execute, job.kind, job.config)))
-            for job, handle in handles:
-                try:
-                    outcome = handle.result()
-                except Exception as err:  # noqa: BLE001  (the job's own error, re-raised by submitit)
-                    outcome = err
-                _record(index, job, outcome, failed, echo)
-            return
-        if parallel == 1:
-            for job in todo:
-                index.start(job.key)
-                echo(f"  run    {job.key}")
-                try:
-                    outcome = execute(job.kind, job.config)
-                except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
-                    traceback.print_exc()
-                    outcome = err
-                _record(index, job, outcome, failed, echo)
-            return
-        # workers die with this process (SIGKILL included); Ctrl-C terminates them at once
-        pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn"),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
-        try:
-            futures = {}
-            for job in todo:
-                index.start(job.key)
-                echo(f"  run    {job.key}")
-                futures[pool.submit(execute, job.kind, job.config, threads)] = job
-            for future in as_completed(futures):
-                try:
-                    outcome = future.result()
-                except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
-                    outcome = err
-                _record(index, futures[future], outcome, failed, echo)
-        except KeyboardInterrupt:
-            for process in active_children():
-                process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-    except KeyboardInterrupt:
-        for _, handle in handles:
-            handle.cancel(check=False)
-        index.release_running()
-        raise
 
 
 def study_status(out_dir: str | Path) -> tuple[dict[str, int], list[dict]]:

@@ -1,14 +1,9 @@
 """Scaling-law tables from regrow's own runs: a study folder or a list of run folders.
 
-What each law is fitted on when given runs (the CSV form of each law is in its module):
-- `data`: each run's validation loss (mean over the chosen domains) against its tokens;
-- `annealing`: each run's eval curve and the LR of every step (its resolved schedule); in a
-  study, one fit per starting model and data cell (replay, dynamic loading), across schedules;
-- `cpt`: the study's own pre-training run (phase pt) and the unpruned source's continued runs
-  (phase cpt), one fit per domain and data cell;
-- `transfer`: per cell, the from-scratch control (method scratch) against every warm start;
-- `chinchilla`: the from-scratch controls, N = their non-embedding parameters.
-Step-0 evaluations carry D = 0 and are dropped where a law needs D > 0.
+Each law says what it is fitted on (`Law.study_table`, `Law.runs_table` in its own module);
+this module hands it the runs: curves (step, LR of every step, loss at each evaluation, tokens
+D) read from metrics.jsonl and each run's resolved schedule. Step-0 evaluations carry D = 0 and
+are dropped where a law needs D > 0.
 """
 
 from __future__ import annotations
@@ -17,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from regrow.analysis.laws.annealing import schedule_warnings
-from regrow.analysis.laws.transfer import transferred
-from regrow.analysis.table import Table
+from regrow.analysis.laws import LAWS
+from regrow.analysis.table import Table, curve_columns, measured_only, table_from_rows
 from regrow.config import from_dict, read_yaml
 from regrow.errors import RegrowError
 from regrow.models.flops import shape_of_folder
@@ -74,28 +68,22 @@ def _curve_rows(rows: dict[str, list], run_dir: Path, domains: list[str], **labe
             rows[key].append(value)
 
 
-def _table(rows: dict[str, list]) -> Table:
-    text = ("run", "phase", "method", "group")
-    return {k: np.array(v, dtype=str) if k in text else np.array(v, dtype=np.float64) for k, v in rows.items()}
+def runs_table(law: str, run_dirs: list[str], domains: list[str] | None) -> Table:
+    """The rows `law` is fitted on from run folders (`regrow fit --runs`): the law takes every
+    curve (columns run, step, lr, loss, D) or only the measured points, one group per run."""
 
+    def curves(measured: bool) -> Table:
+        rows = curve_columns("run", *(("group",) if measured else ()))
+        for path in run_dirs:
+            run_dir = Path(path)
+            if not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "config.yaml").is_file():
+                raise RegrowError(f"--runs {path!r} is not a finished regrow run folder (no metrics.jsonl / config.yaml)")
+            chosen = domains or new_domains_of_run(run_dir)
+            _curve_rows(rows, run_dir, chosen, run=run_dir.name, **({"group": run_dir.name} if measured else {}))
+        table = table_from_rows(rows)
+        return measured_only(table, keep_start=False) if measured else table
 
-def runs_table(run_dirs: list[str], domains: list[str] | None, group_per_run: bool = False) -> Table:
-    """Every run's curve: columns run, step, lr, loss, D (and group = run); domains default to the runs' new ones."""
-    rows: dict[str, list] = {k: [] for k in ("run", "step", "lr", "loss", "D")}
-    if group_per_run:
-        rows["group"] = []
-    for path in run_dirs:
-        run_dir = Path(path)
-        if not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "config.yaml").is_file():
-            raise RegrowError(f"--runs {path!r} is not a finished regrow run folder (no metrics.jsonl / config.yaml)")
-        chosen = domains or new_domains_of_run(run_dir)
-        _curve_rows(rows, run_dir, chosen, run=run_dir.name, **({"group": run_dir.name} if group_per_run else {}))
-    return _table(rows)
-
-
-def measured_runs_table(run_dirs: list[str], domains: list[str] | None) -> Table:
-    """runs_table without unmeasured steps and step 0: the data law's rows."""
-    return _measured_only(runs_table(run_dirs, domains, group_per_run=True), keep_start=False)
+    return LAWS[law]().runs_table(curves)
 
 
 def new_domains_of_run(run_dir: Path) -> list[str]:
@@ -113,99 +101,37 @@ def finished_runs(study_dir: Path) -> list[tuple[RunName, Path, dict]]:
     return runs
 
 
+class StudyRunSet:
+    """A study folder's finished training runs, as laws read them (analysis.laws.base.StudyRuns)."""
+
+    def __init__(self, study_dir: Path, domains: list[str] | None):
+        self.study_dir = study_dir
+        self.finished = finished_runs(study_dir)
+        study = read_yaml(study_dir / STUDY_FILE)
+        self.domains = domains
+        self.new = domains or list(study["data"]["new"])
+        self.old = list(study["data"]["old"])
+
+    def runs(self) -> list[tuple[RunName, Path]]:
+        return [(name, run_dir) for name, run_dir, _ in self.finished]
+
+    def curve_rows(self, rows: dict[str, list], run_dir: Path, domains: list[str], **labels) -> None:
+        _curve_rows(rows, run_dir, domains, **labels)
+
+    def eval_points(self, run_dir: Path, domains: list[str]):
+        return eval_points(run_dir, domains)
+
+    def base_run(self) -> Path | None:
+        base = self.study_dir / "runs" / "base"
+        return base if (base / "metrics.jsonl").is_file() else None
+
+    def nonembedding_params(self, run_dir: Path) -> int:
+        return shape_of_folder(run_dir / "model").nonembedding_params
+
+    def summary(self, start: str) -> dict | None:
+        return next((s for name, _, s in self.finished if name.start_without_seed == start), None)
+
+
 def study_table(law: str, study_dir: str | Path, domains: list[str] | None = None) -> Table:
-    """The rows `law` is fitted on, from a study's finished runs (see the module docstring)."""
-    study_dir = Path(study_dir)
-    runs = finished_runs(study_dir)
-    study = read_yaml(study_dir / STUDY_FILE)
-    new = domains or list(study["data"]["new"])
-    rows: dict[str, list] = {k: [] for k in ("run", "group", "step", "lr", "loss", "D")}
-    if law == "data":
-        for name, run_dir, _ in runs:
-            _curve_rows(rows, run_dir, new, run=name.start, group=f"{name.start} {name.schedule} {name.replay}")
-    elif law == "annealing":
-        for name, run_dir, _ in runs:
-            _curve_rows(rows, run_dir, new, run=f"{name.schedule}",
-                        group=f"{name.start} {name.replay}{name.schedule.partition('.')[2] and ' dynamic'}")
-    elif law == "transfer":
-        rows["method"] = []
-        for name, run_dir, _ in runs:
-            if name.role == "source":
-                continue
-            method = "scratch" if name.role == "scratch" else name.start_without_seed
-            _curve_rows(rows, run_dir, new, run=name.start, method=method, group=" ".join(name.cell))
-    elif law == "cpt":
-        return _cpt_table(study, study_dir, runs, domains)
-    elif law == "chinchilla":
-        return _chinchilla_table(runs, new)
-    else:
-        raise RegrowError(f"unknown law {law!r}")
-    table = _table(rows)
-    return _measured_only(table, keep_start=law == "transfer") if law in ("data", "transfer") else table
-
-
-def _measured_only(table: Table, keep_start: bool) -> Table:
-    """Drop the unmeasured steps, and step 0 (D = 0) unless asked (transfer prices the start too)."""
-    keep = ~np.isnan(table["loss"]) & ((table["D"] > 0) | keep_start)
-    return {k: v[keep] for k, v in table.items()}
-
-
-def _cpt_table(study: dict, study_dir: Path, runs, domains: list[str] | None) -> Table:
-    base = study_dir / "runs" / "base"
-    if not (base / "metrics.jsonl").is_file():
-        raise RegrowError("law 'cpt' on a study needs the study's own pre-training run (source.pretrain), whose curve "
-                          "is the pt phase; this study starts from a given model: use --csv")
-    sources = [(n, d) for n, d, _ in runs if n.role == "source"]
-    if not sources:
-        raise RegrowError("law 'cpt' needs finished runs of the unpruned source (controls.source: true)")
-    rows: dict[str, list] = {k: [] for k in ("run", "phase", "group", "step", "lr", "loss", "D")}
-    for domain in domains or [*study["data"]["old"], *study["data"]["new"]]:
-        for name, run_dir in sources:
-            group = f"{domain} {name.replay}{name.schedule.partition('.')[2] and ' dynamic'}"
-            if group not in rows["group"]:
-                _curve_rows(rows, base, [domain], run="base", phase="pt", group=group)
-            _curve_rows(rows, run_dir, [domain], run=name.schedule, phase="cpt", group=group)
-    return _table(rows)
-
-
-def _chinchilla_table(runs, new: list[str]) -> Table:
-    rows: dict[str, list] = {"N": [], "D": [], "loss": []}
-    for name, run_dir, _ in runs:
-        if name.role != "scratch":
-            continue
-        n = shape_of_folder(run_dir / "model").nonembedding_params
-        steps, tokens, losses = eval_points(run_dir, new)
-        for d, loss in zip(tokens, losses):
-            if d > 0:
-                rows["N"].append(n)
-                rows["D"].append(d)
-                rows["loss"].append(loss)
-    if not rows["N"]:
-        raise RegrowError("law 'chinchilla' on a study uses its from-scratch controls; this study has none finished")
-    return _table(rows)
-
-
-def annealing_prediction(fit, lrs: np.ndarray) -> dict:
-    """Predicted curve of a schedule (and the power law in steps beside it), with the law's warnings."""
-    from regrow.analysis.laws.annealing import power_law_in_steps, predict_curve
-
-    values = {k: v["value"] for k, v in fit.parameters.items()}
-    steps = np.arange(1, len(lrs) + 1)
-    curve = predict_curve(values, lrs)
-    baseline = power_law_in_steps(fit.extras, steps)
-    return {"steps": len(lrs), "final_loss": float(curve[-1]), "power_law_final_loss": float(baseline[-1]),
-            "curve": curve.tolist(), "warnings": schedule_warnings(lrs, fit.extras["fitted_peak_lr"])}
-
-
-def predicted_savings(fit, flops_per_token: float, pruning_flops: float, budgets: list[float]) -> list[dict]:
-    """Compute-saving factor a transfer fit predicts at larger continued-training budgets D_F.
-
-    A warm start after D_F tokens matches from-scratch training on D_F + D_T(D_F) tokens, so
-    saving = flops_per_token (D_F + D_T) / (pruning FLOPs + flops_per_token D_F).
-    """
-    out = []
-    for d_f in budgets:
-        d_t = transferred(fit.parameters, d_f)
-        out.append({"D_F": d_f, "D_T": d_t,
-                    "saving": flops_per_token * (d_f + d_t) / (pruning_flops + flops_per_token * d_f)})
-    return out
+    """The rows `law` is fitted on, from a study's finished runs (the law says which)."""
+    return LAWS[law]().study_table(StudyRunSet(Path(study_dir), domains))

@@ -27,7 +27,14 @@ from regrow.analysis.laws.base import (
     start_grid,
 )
 from regrow.analysis.laws.data import DataLaw
-from regrow.analysis.table import Table, check_points, check_table, rows_where
+from regrow.analysis.table import (
+    Table,
+    check_points,
+    check_table,
+    curve_columns,
+    rows_where,
+    table_from_rows,
+)
 from regrow.errors import RegrowError
 
 DECAY = 0.999  # lambda
@@ -93,6 +100,29 @@ def schedule_warnings(lrs: np.ndarray, fitted_peak: float) -> list[str]:
 class AnnealingLaw(CurveLaw):
     formula = "L(s) = L0 + A * S1^(-alpha) - C * S2"
     columns = ("run", "step", "lr", "loss")
+    blank = ("loss",)
+    predicts_schedules = True
+    report_rank = 3
+
+    def runs_table(self, curves):
+        return curves(False)
+
+    def study_table(self, study):
+        """Per starting model and data cell (replay, dynamic loading), the curves of its schedules."""
+        rows = curve_columns("run", "group")
+        for name, run_dir in study.runs():
+            study.curve_rows(rows, run_dir, study.new, run=name.schedule,
+                             group=f"{name.start} {name.replay}{' dynamic' if name.dynamic else ''}")
+        return table_from_rows(rows)
+
+    def prediction(self, fit, lrs):
+        """Predicted curve of a schedule (and the power law in steps beside it), with the law's warnings."""
+        values = {k: v["value"] for k, v in fit.parameters.items()}
+        steps = np.arange(1, len(lrs) + 1)
+        curve = predict_curve(values, lrs)
+        baseline = power_law_in_steps(fit.extras, steps)
+        return {"steps": len(lrs), "final_loss": float(curve[-1]), "power_law_final_loss": float(baseline[-1]),
+                "curve": curve.tolist(), "warnings": schedule_warnings(lrs, fit.extras["fitted_peak_lr"])}
     coords = ("l0", "a", "alpha", "c")
     bounds = [(-10.0, 5.0), (-20.0, 20.0), (0.0, 5.0), (-30.0, 20.0)]
 

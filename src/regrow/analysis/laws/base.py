@@ -4,13 +4,19 @@ A `Law` turns a table (analysis/table.py) into a `LawFit`: parameters with boots
 goodness of fit, law-specific results (`extras`), warnings, and the curves to draw (observed
 points and the fitted line). `CurveLaw` is the common case: one formula, fitted by
 analysis/fit.py; a subclass gives its coordinates, bounds, start grid and log prediction.
-Adding a law = one file with `@register("name")` plus its import in laws/__init__.py.
+Adding a law = one file with a `@LAWS.register("name")` class (built-in ones are imported in
+laws/__init__.py). What a law is fitted on is declared by the class: its CSV `columns` (and
+which may be blank), how it reads run folders (`runs_table`) and a study (`study_table`, through
+the `StudyRuns` interface that the study layer implements), its own report lines; `regrow fit`
+and the study report read those and never test a law's name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -65,11 +71,58 @@ class LawFit:
     group: str | None = None
 
 
+class StudyRuns(Protocol):
+    """A study's finished training runs, as the study layer hands them to a law."""
+
+    new: list[str]  # the domains the laws fit on: the chosen ones, else the study's new domains
+    old: list[str]  # the study's old domains
+    domains: list[str] | None  # the domains chosen by the user (--domain), if any
+
+    def runs(self) -> list[tuple[Any, Path]]:
+        """(name, folder) of each finished run; a name has .role (pruned / scratch / source),
+        .start, .start_without_seed, .schedule, .replay, .cell, .dynamic."""
+
+    def curve_rows(self, rows: dict[str, list], run_dir: Path, domains: list[str], **labels) -> None:
+        """Append the run's curve (step, lr, loss, D and `labels`) to `rows`."""
+
+    def eval_points(self, run_dir: Path, domains: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(steps, tokens, mean loss over `domains`) at each evaluation."""
+
+    def base_run(self) -> Path | None:
+        """The study's own pre-training run, if it has one."""
+
+    def nonembedding_params(self, run_dir: Path) -> int: ...
+
+    def summary(self, start: str) -> dict | None:
+        """The summary.json of a finished run of starting model `start` (its FLOPs per token, ...)."""
+
+
 class Law:
     name: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     columns: ClassVar[tuple[str, ...]] = ()
+    blank: ClassVar[tuple[str, ...]] = ()  # CSV columns that may be blank (an unmeasured step of a curve)
     handles_groups: ClassVar[bool] = False  # True: `fit` reads the `group` column itself
+    predicts_schedules: ClassVar[bool] = False  # `regrow fit --predict RUN_OR_RECIPE` (see `prediction`)
+    report_rank: ClassVar[int] = 100  # order in the study report (lower first)
+
+    def runs_table(self, curves: Callable[[bool], Table]) -> Table:
+        """The table of `regrow fit --runs`: `curves(measured_only)` gives every run's curve
+        (columns run, group, step, lr, loss, D). A law that needs controls or phases refuses."""
+        raise RegrowError(f"law {self.name!r} needs a study or a CSV (its rows need controls or phases); --runs serves "
+                          f"the {', '.join(LAWS.where(lambda law: law.runs_table is not Law.runs_table))} laws")
+
+    def study_table(self, study: StudyRuns) -> Table:
+        """The rows this law is fitted on in a study (a RegrowError says why a study cannot serve)."""
+        raise RegrowError(f"law {self.name!r} is not fitted on studies")
+
+    def report_lines(self, fits: list[LawFit], study: StudyRuns, out: dict) -> list[str]:
+        """Extra markdown lines of this law's report section (and their data in `out`)."""
+        return []
+
+    def prediction(self, fit: LawFit, lrs: np.ndarray) -> dict:
+        """The curve this fit predicts for a schedule's LRs (laws with `predicts_schedules`)."""
+        raise NotImplementedError
 
     def fit(self, table: Table, options: FitOptions) -> list[LawFit]:
         raise NotImplementedError

@@ -19,7 +19,12 @@ from regrow.analysis.laws.base import (
     register,
     start_grid,
 )
-from regrow.analysis.table import Table, check_points, check_table
+from regrow.analysis.table import (
+    Table,
+    check_points,
+    check_table,
+    table_from_rows,
+)
 from regrow.errors import RegrowError
 
 
@@ -35,6 +40,24 @@ def compute_optimal(values: dict[str, float], compute: float) -> dict[str, float
 class Chinchilla(CurveLaw):
     formula = "L(N, D) = E + A / N^alpha + B / D^beta"
     columns = ("N", "D", "loss")
+    report_rank = 5
+
+    def study_table(self, study):
+        """The from-scratch controls: N = their non-embedding parameters, D = tokens at each evaluation."""
+        rows: dict[str, list] = {"N": [], "D": [], "loss": []}
+        for name, run_dir in study.runs():
+            if name.role != "scratch":
+                continue
+            n = study.nonembedding_params(run_dir)
+            _, tokens, losses = study.eval_points(run_dir, study.new)
+            for d, loss in zip(tokens, losses):
+                if d > 0:
+                    rows["N"].append(n)
+                    rows["D"].append(d)
+                    rows["loss"].append(loss)
+        if not rows["N"]:
+            raise RegrowError("law 'chinchilla' on a study uses its from-scratch controls; this study has none finished")
+        return table_from_rows(rows)
     coords = ("a", "b", "e", "alpha", "beta")
     bounds = [(-20.0, 80.0), (-20.0, 80.0), (-10.0, 5.0), (0.0, 5.0), (0.0, 5.0)]
 

@@ -23,7 +23,14 @@ from regrow.analysis.laws.base import (
     register,
     start_grid,
 )
-from regrow.analysis.table import Table, check_points, check_table, rows_where
+from regrow.analysis.table import (
+    Table,
+    check_points,
+    check_table,
+    curve_columns,
+    rows_where,
+    table_from_rows,
+)
 from regrow.errors import RegrowError
 
 
@@ -37,6 +44,27 @@ def cpt_predict(values: dict[str, float], x: dict[str, np.ndarray]) -> np.ndarra
 class ContinualPretrainingLaw(CurveLaw):
     formula = "L(t) = L0 + A (S1_pt + S1_cpt)^(-alpha) - C1 S2_pt - C2 S2_cpt + B (1 - (1 + E S1_cpt)^(-beta))"
     columns = ("run", "phase", "step", "lr", "loss")
+    blank = ("loss",)
+    report_rank = 4
+
+    def study_table(self, study):
+        """Per domain and data cell: the study's pre-training curve (phase pt), then the unpruned
+        source's continued runs (phase cpt)."""
+        base = study.base_run()
+        if base is None:
+            raise RegrowError("law 'cpt' on a study needs the study's own pre-training run (source.pretrain), whose "
+                              "curve is the pt phase; this study starts from a given model: use --csv")
+        sources = [(n, d) for n, d in study.runs() if n.role == "source"]
+        if not sources:
+            raise RegrowError("law 'cpt' needs finished runs of the unpruned source (controls.source: true)")
+        rows = curve_columns("run", "phase", "group")
+        for domain in study.domains or [*study.old, *study.new]:
+            for name, run_dir in sources:
+                group = f"{domain} {name.replay}{' dynamic' if name.dynamic else ''}"
+                if group not in rows["group"]:
+                    study.curve_rows(rows, base, [domain], run="base", phase="pt", group=group)
+                study.curve_rows(rows, run_dir, [domain], run=name.schedule, phase="cpt", group=group)
+        return table_from_rows(rows)
     coords = ("l0", "a", "alpha", "c1", "c2", "B", "e", "beta")
     bounds = [(-10.0, 5.0), (-20.0, 20.0), (0.0, 5.0), (-30.0, 20.0), (-30.0, 20.0), (-20.0, 20.0), (-20.0, 20.0),
               (0.0, 5.0)]

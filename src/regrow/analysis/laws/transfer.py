@@ -15,8 +15,18 @@ import numpy as np
 
 from regrow.analysis.laws.base import Curve, CurveLaw, FitOptions, Law, LawFit, register, start_grid
 from regrow.analysis.laws.data import DataLaw
-from regrow.analysis.table import Table, check_points, check_table, rows_where
+from regrow.analysis.table import (
+    Table,
+    check_points,
+    check_table,
+    curve_columns,
+    measured_only,
+    rows_where,
+    table_from_rows,
+)
 from regrow.errors import RegrowError
+
+BUDGET_MULTIPLES = (1, 10, 100)
 
 
 class TransferPower(CurveLaw):
@@ -56,6 +66,40 @@ class TransferLaw(Law):
     formula = "D_T = k * D_F^alpha [* N^beta], D_T = L_scratch^-1(L_warm(D_F)) - D_F"
     columns = ("method", "D", "loss")
     handles_groups = True
+    report_rank = 1
+
+    def study_table(self, study):
+        """Per cell, the from-scratch control (method scratch) and every warm start (step 0 kept:
+        the start is priced too)."""
+        rows = curve_columns("run", "method", "group")
+        for name, run_dir in study.runs():
+            if name.role == "source":
+                continue
+            method = "scratch" if name.role == "scratch" else name.start_without_seed
+            study.curve_rows(rows, run_dir, study.new, run=name.start, method=method, group=" ".join(name.cell))
+        return measured_only(table_from_rows(rows), keep_start=True)
+
+    def report_lines(self, fits, study, out):
+        """Predicted compute-saving factors at larger budgets, from each method's fit."""
+        lines = ["Predicted compute-saving factor at larger continued-training budgets D_F (from the transfer fits; "
+                 "pruning FLOPs included; an extrapolation of the fitted power law): the FLOPs from-scratch training "
+                 "needs to match the loss the warm start reaches after D_F tokens, over the warm start's FLOPs. This "
+                 "targets the warm start's own loss, unlike the ranking's saving (which targets the control's final "
+                 "loss).", "",
+                 "| method [cell] | " + " | ".join(f"{m}x budget" for m in BUDGET_MULTIPLES) + " |",
+                 "|---|" + "---|" * len(BUDGET_MULTIPLES)]
+        predictions = {}
+        for fit in fits:
+            budget = max(fit.curves[0].x)
+            summary = study.summary(fit.group.split(" in group")[0])
+            if summary is None:
+                continue
+            rows = predicted_savings(fit, summary["flops_per_token"], summary["compute"]["flops"]["pruning"],
+                                     [budget * m for m in BUDGET_MULTIPLES])
+            predictions[fit.group] = rows
+            lines.append(f"| {fit.group} | " + " | ".join(f"{r['saving']:.2f}x" for r in rows) + " |")
+        out["transfer_predicted_savings"] = predictions
+        return lines + [""]
 
     def fit(self, table: Table, options: FitOptions) -> list[LawFit]:
         check_table(table, self.columns, self.name, positive=("loss",))
@@ -115,3 +159,17 @@ def transferred(parameters: dict, d_f: float, size: float | None = None) -> floa
     """D_T predicted at D_F continued-training tokens by a fitted transfer power law."""
     p = {k: v["value"] for k, v in parameters.items()}
     return p["k"] * d_f ** p["alpha"] * (size ** p["beta"] if "beta" in p and size else 1.0)
+
+
+def predicted_savings(fit: LawFit, flops_per_token: float, pruning_flops: float, budgets: list[float]) -> list[dict]:
+    """Compute-saving factor a transfer fit predicts at larger continued-training budgets D_F.
+
+    A warm start after D_F tokens matches from-scratch training on D_F + D_T(D_F) tokens, so
+    saving = flops_per_token (D_F + D_T) / (pruning FLOPs + flops_per_token D_F).
+    """
+    out = []
+    for d_f in budgets:
+        d_t = transferred(fit.parameters, d_f)
+        out.append({"D_F": d_f, "D_T": d_t,
+                    "saving": flops_per_token * (d_f + d_t) / (pruning_flops + flops_per_token * d_f)})
+    return out

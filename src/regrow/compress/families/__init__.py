@@ -1,30 +1,26 @@
-"""Family adapters, one module each; `adapter_for(model)` picks one by `config.model_type`.
+"""Family adapters, one module each, registered in FAMILIES; `adapter_for(config)` picks the one
+whose `model_types` holds `config.model_type`.
 
-Adding a family = one file with a FamilyAdapter subclass, plus its line in FAMILIES.
+Adding a family = one file with a `@FAMILIES.register("name")` FamilyAdapter subclass (built-in
+ones are imported here).
 """
 
 from __future__ import annotations
 
-from regrow.compress.families.base import Axis, FamilyAdapter, LayerRoles
-from regrow.compress.families.bloom import BloomAdapter
-from regrow.compress.families.gpt_neox import GPTNeoXAdapter
-from regrow.compress.families.llama import LlamaAdapter
-from regrow.compress.families.olmo import OlmoAdapter
-from regrow.compress.families.olmo2 import Olmo2Adapter
+from regrow.compress.families import bloom, gpt_neox, llama, olmo, olmo2  # noqa: F401  (registration)
+from regrow.compress.families.base import FAMILIES, Axis, FamilyAdapter, LayerRoles
 from regrow.errors import RegrowError
-
-FAMILIES: tuple[FamilyAdapter, ...] = (LlamaAdapter(), GPTNeoXAdapter(), BloomAdapter(), OlmoAdapter(), Olmo2Adapter())
 
 
 def supported_model_types() -> list[str]:
-    return sorted(t for family in FAMILIES for t in family.model_types)
+    return sorted(t for family in FAMILIES.values() for t in family.model_types)
 
 
 def adapter_for(config) -> FamilyAdapter:
     model_type = getattr(config, "model_type", None)
-    for family in FAMILIES:
+    for family in FAMILIES.values():
         if model_type in family.model_types:
-            return family
+            return family()
     raise RegrowError(f"model_type {model_type!r} is not supported for pruning; supported: {', '.join(supported_model_types())}")
 
 

@@ -15,6 +15,9 @@ from torch import nn
 
 from regrow.compress.shape import ArchShape
 from regrow.errors import RegrowError
+from regrow.registry import Registry
+
+FAMILIES: Registry[type[FamilyAdapter]] = Registry("family")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class LayerRoles:
 class FamilyAdapter:
     """Base class; a family sets the class attributes and overrides the few hooks it needs."""
 
-    name: str = ""
+    name: str = ""  # set by FAMILIES.register
     model_types: tuple[str, ...] = ()
     layers_path: str = ""
     embedding: str = ""

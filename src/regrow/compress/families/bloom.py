@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from regrow.compress.families.base import FamilyAdapter, LayerRoles
+from regrow.compress.families.base import FAMILIES, FamilyAdapter, LayerRoles
 from regrow.errors import RegrowError
 
 
@@ -25,8 +25,8 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return _get_alibi_slopes(num_heads, torch.device("cpu")).double()
 
 
+@FAMILIES.register("bloom")
 class BloomAdapter(FamilyAdapter):
-    name = "bloom"
     model_types = ("bloom",)
     layers_path = "transformer.h"
     embedding = "transformer.word_embeddings"

@@ -5,11 +5,11 @@ The HF class derives head_dim = hidden_size / heads, so hidden size and head cou
 together; it has no grouped-query attention.
 """
 
-from regrow.compress.families.base import FamilyAdapter, LayerRoles
+from regrow.compress.families.base import FAMILIES, FamilyAdapter, LayerRoles
 
 
+@FAMILIES.register("gpt_neox")
 class GPTNeoXAdapter(FamilyAdapter):
-    name = "gpt_neox"
     model_types = ("gpt_neox",)
     layers_path = "gpt_neox.layers"
     embedding = "gpt_neox.embed_in"

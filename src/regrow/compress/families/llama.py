@@ -4,11 +4,11 @@ The HF classes read `head_dim` from the config, so hidden size and head count pr
 independently; the exported config states head_dim explicitly.
 """
 
-from regrow.compress.families.base import FamilyAdapter, LayerRoles
+from regrow.compress.families.base import FAMILIES, FamilyAdapter, LayerRoles
 
 
+@FAMILIES.register("llama-like")
 class LlamaAdapter(FamilyAdapter):
-    name = "llama-like"
     model_types = ("llama", "mistral", "qwen2")
     layers_path = "model.layers"
     embedding = "model.embed_tokens"

@@ -4,11 +4,12 @@ dimensions those norms average over (the masked model averages over kept heads o
 
 import dataclasses
 
+from regrow.compress.families.base import FAMILIES
 from regrow.compress.families.llama import LlamaAdapter
 
 
+@FAMILIES.register("olmo2")
 class Olmo2Adapter(LlamaAdapter):
-    name = "olmo2"
     model_types = ("olmo2",)
     roles = dataclasses.replace(
         LlamaAdapter.roles,
