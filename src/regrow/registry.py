@@ -20,9 +20,10 @@ T = TypeVar("T")
 class Registry(Mapping, Generic[T]):
     """Name -> implementation for one extension point; `kind` names it in messages."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, entry_points: str | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._group = entry_points  # installed packages may offer entries under this entry-point group
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: file the class (or function) under `name`; classes get `.name` set."""
@@ -41,14 +42,27 @@ class Registry(Mapping, Generic[T]):
         """Remove an entry (tests that register a toy implementation clean up with this)."""
         self._items.pop(name, None)
 
+    def _load_entry_points(self) -> None:
+        """Once, on the first unknown name: register what installed packages offer (an
+        installed package is code the user chose to install; no file regrow reads names code)."""
+        group, self._group = self._group, None
+        if group is None:
+            return
+        from importlib.metadata import entry_points
+
+        for entry in entry_points(group=group):
+            if entry.name not in self._items:
+                self.register(entry.name)(entry.load())
+
     def __getitem__(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except (KeyError, TypeError):
-            raise RegrowError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self._items)}") from None
+        if name not in self:
+            raise RegrowError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self._items)}")
+        return self._items[name]
 
     def __contains__(self, name: object) -> bool:
         try:
+            if name not in self._items:
+                self._load_entry_points()
             return name in self._items
         except TypeError:  # an unhashable value from a config file
             return False

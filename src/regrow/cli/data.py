@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from regrow.cli.argtypes import finite_float
+from regrow.cli.commands import COMMANDS
 from regrow.cli.inputs import add_input_arguments, document_unit_note, documents_from_args
 from regrow.data.prepare import prepare_domain
 from regrow.data.sources import SourceRecord
@@ -10,6 +11,7 @@ from regrow.data.tokenizer import load_tokenizer
 from regrow.errors import RegrowError
 
 
+@COMMANDS.register("data")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="prepare token stores")
     commands = parser.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from regrow.cli.commands import COMMANDS
 
+
+@COMMANDS.register("demo")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="run the offline demo study (prune, continue, report)")
     parser.add_argument("--out", default="regrow-demo", help="output folder")

@@ -10,12 +10,14 @@ import json
 
 import torch
 
+from regrow.cli.commands import COMMANDS
 from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
 from regrow.device import resolve_device
 from regrow.errors import RegrowError
 from regrow.models.evaluate import evaluate_domains
 
 
+@COMMANDS.register("eval")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a model: per-domain loss, and downstream tasks (lm-eval)")
     parser.add_argument("--model", required=True, help="an HF model folder")

@@ -15,14 +15,16 @@ from regrow.analysis.laws import LAWS, FitOptions, build_law
 from regrow.analysis.plots import law_figure
 from regrow.analysis.table import read_csv
 from regrow.cli.argtypes import finite_float
+from regrow.cli.commands import COMMANDS
 from regrow.cli.outputs import check_output_args, emit
 from regrow.errors import RegrowError
 from regrow.study import scaling
 
 
+@COMMANDS.register("fit")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("fit", help="fit a scaling law to a study, run folders or a CSV file")
-    parser.add_argument("--law", required=True, choices=sorted(LAWS))
+    parser.add_argument("--law", required=True, choices=list(LAWS), help=f"{LAWS.summaries()}")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--study", metavar="STUDY_DIR")
     source.add_argument("--csv", metavar="FILE")

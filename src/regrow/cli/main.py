@@ -6,23 +6,25 @@ import argparse
 import sys
 
 from regrow import __version__
-from regrow.cli import (
+
+# isort: off
+from regrow.cli import (  # noqa: F401  (registration, in the order `regrow --help` lists them)
+    tokenizer,
     data,
-    demo,
-    evaluate,
-    fit,
-    probe,
+    train,
     prune,
+    study,
     report,
     schedule,
+    evaluate,
     sensitivity,
-    study,
-    tokenizer,
-    train,
+    probe,
+    fit,
+    demo,
 )
+# isort: on
+from regrow.cli.commands import COMMANDS
 from regrow.errors import RegrowError
-
-COMMANDS = (tokenizer, data, train, prune, study, report, schedule, evaluate, sensitivity, probe, fit, demo)
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regrow {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
-        module.register(subparsers)
+    for add_command in COMMANDS.values():
+        add_command(subparsers)
     return parser
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from regrow.analysis.plots import probe_figure
 from regrow.cli.argtypes import finite_float
+from regrow.cli.commands import COMMANDS
 from regrow.cli.outputs import check_output_args, emit
 from regrow.device import DEVICES
 from regrow.paths import check_output_dir
 from regrow.study.probe import ProbeRecipe, run_probe
 
 
+@COMMANDS.register("probe")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("probe", help="fine-tuning degradation: same fine-tuning on every checkpoint")
     parser.add_argument("--model", nargs="+", required=True, metavar="DIR", help="HF model folders (e.g. snapshots of one run)")

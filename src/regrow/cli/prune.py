@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from regrow.cli.argtypes import finite_float
+from regrow.cli.commands import COMMANDS
 from regrow.compress.config import PruneConfig
 from regrow.compress.methods import METHODS
 from regrow.compress.prune import prune
@@ -20,11 +21,11 @@ FLAGS = {
 }
 
 
+@COMMANDS.register("prune")
 def register(subparsers) -> None:
-    methods = "; ".join(f"{name}: {cls.summary}" for name, cls in METHODS.items())
     parser = subparsers.add_parser(
         "prune", help="compress an HF decoder to a target architecture",
-        description=f"Methods - {methods}.",
+        description=f"Methods - {METHODS.summaries()}. Reinits - {REINITS.summaries()}.",
     )
     parser.add_argument("--model", help="source HF model folder")
     parser.add_argument("--target", metavar="SPEC", help="YAML/JSON with any of num_hidden_layers, hidden_size, "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from regrow.cli.commands import COMMANDS
 from regrow.errors import RegrowError
 
 
+@COMMANDS.register("report")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("report", help="write the report of a study (markdown + self-contained HTML)")
     parser.add_argument("folder", metavar="STUDY_DIR")

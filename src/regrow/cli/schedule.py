@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 from regrow.analysis.plots import save_figure
+from regrow.cli.commands import COMMANDS
 from regrow.cli.outputs import check_output_args
 from regrow.config import apply_overrides, read_yaml
 from regrow.errors import RegrowError
-from regrow.schedules import build_schedule
+from regrow.schedules import SCHEDULES, build_schedule
 
 
+@COMMANDS.register("schedule")
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("schedule", help="print or plot a learning-rate schedule")
+    parser = subparsers.add_parser("schedule", help="print or plot a learning-rate schedule",
+                                   description=f"Schedules - {SCHEDULES.summaries()}.")
     parser.add_argument("recipe", metavar="RECIPE", help="a training recipe, or a YAML file holding only a schedule")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
     parser.add_argument("--steps", type=int, default=None, help="how many steps to show (default: total_steps)")

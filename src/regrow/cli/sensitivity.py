@@ -11,11 +11,13 @@ from __future__ import annotations
 from regrow.analysis.plots import sensitivity_figure
 from regrow.analysis.sensitivity import NOISES, check_sensitivity_args, sensitivity_of_models
 from regrow.cli.argtypes import finite_float
+from regrow.cli.commands import COMMANDS
 from regrow.cli.model_eval_args import add_eval_arguments, load_checked_model, open_data
 from regrow.cli.outputs import check_output_args, emit
 from regrow.device import resolve_device
 
 
+@COMMANDS.register("sensitivity")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("sensitivity", help="loss increase under parameter perturbation, per checkpoint")
     parser.add_argument("--model", nargs="+", required=True, metavar="DIR", help="HF model folders (e.g. snapshots of one run)")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from regrow.cli.commands import COMMANDS
 from regrow.config import load_config, parse_override
 from regrow.errors import RegrowError
 from regrow.study.executors import EXECUTORS
 
 
+@COMMANDS.register("study")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("study", help="run a compress-then-continue study (or: study status DIR)")
     parser.add_argument("target", metavar="STUDY.yaml | status", help="a study file, or `status`")

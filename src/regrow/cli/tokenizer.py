@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from regrow.cli.commands import COMMANDS
 from regrow.cli.inputs import add_input_arguments, document_unit_note, documents_from_args
 from regrow.data.sources import SourceRecord
 from regrow.data.tokenizer import is_tokenizer_dir, train_bpe
@@ -9,6 +10,7 @@ from regrow.errors import RegrowError
 from regrow.paths import check_output_dir
 
 
+@COMMANDS.register("tokenizer")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
     commands = parser.add_subparsers(dest="tokenizer_command", required=True, metavar="SUBCOMMAND")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+from regrow.cli.commands import COMMANDS
 from regrow.config import load_config
 from regrow.train.config import RunConfig
 from regrow.train.trainer import train
 from regrow.world import World
 
 
+@COMMANDS.register("train")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="pre-train or continue pre-training a model")
     parser.add_argument("recipe", metavar="RECIPE", help="a YAML recipe")

@@ -30,6 +30,7 @@ register = REINITS.register
 
 @register("none")
 def keep(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    """keep the pruned weights as they are"""
     return model
 
 
@@ -44,6 +45,7 @@ def blend_with_fresh_init(model: nn.Module, seed: int, keep: float, fresh: float
 
 @register("shrink-perturb")
 def shrink_perturb(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    """shrink x weights + perturb x a fresh init (Ash & Adams)"""
     return blend_with_fresh_init(model, seed, shrink, perturb)
 
 
@@ -60,6 +62,7 @@ def newton_schulz(weight: torch.Tensor, steps: int = 5) -> torch.Tensor:
 @register("fire")
 @torch.no_grad()
 def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    """orthogonalise every projection by Newton-Schulz, gain kept (FIRE)"""
     r = adapter.roles
     head_dim = adapter.shape(model.config).head_dim
     plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out)
@@ -78,4 +81,5 @@ def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
 
 @register("random")
 def random_init(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    """a fresh init of the pruned shape (keeps only the architecture)"""
     return blend_with_fresh_init(model, seed, 0.0, 1.0)

@@ -77,6 +77,8 @@ class TrainSettings:
     device: str = "auto"
     progress: bool = True
     distill: DistillConfig | None = None
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])  # besides metrics.jsonl; e.g. add "wandb"
+    callbacks: list[str | dict[str, Any]] = field(default_factory=list)  # extra callbacks: NAME or {name: NAME, option: value}
 
 
 @dataclass
@@ -113,6 +115,17 @@ class RunConfig:
         bad_tokens = [n for n in t.save_at_tokens if not isinstance(n, int) or n < 1]
         if bad_tokens:
             raise RegrowError(f"train.save_at_tokens has {bad_tokens[0]!r}; allowed: positive integer token counts")
+        from regrow.train.callbacks import CALLBACKS
+        from regrow.train.loggers import LOGGERS
+
+        for logger in t.loggers:
+            if logger not in LOGGERS or logger == "jsonl":
+                allowed = [name for name in LOGGERS if name != "jsonl"]
+                raise RegrowError(f"train.loggers names {logger!r}; allowed: {', '.join(allowed)} (metrics.jsonl is always written)")
+        for i, spec in enumerate(t.callbacks):
+            name = spec if isinstance(spec, str) else spec.get("name")
+            if name not in CALLBACKS:
+                raise RegrowError(f"train.callbacks[{i}] names callback {name!r}; registered: {', '.join(CALLBACKS)}")
         if t.precision not in PRECISIONS:
             raise RegrowError(f"train.precision {t.precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
         if t.device not in DEVICES:
@@ -189,5 +202,5 @@ RESUMABLE_CHANGES = (
     "out_dir",  # a run folder may be moved
     "train.steps", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.log_every", "train.compile", "train.device", "train.progress", "train.save_at_tokens",
-    "train.activation_checkpointing",
+    "train.activation_checkpointing", "train.loggers", "train.callbacks",
 )

@@ -1,8 +1,9 @@
 """The continual pre-training loop: `regrow train RECIPE.yaml [--resume]`.
 
 Read it top to bottom: set up (model, data, schedule, optimizer), maybe restore a checkpoint,
-then for each step draw the batch of that step, accumulate gradients, clip, step; evaluate and
-checkpoint at the configured intervals; finally save a plain HF folder and a run summary.
+then for each step draw the batch of that step, accumulate gradients, clip, step, and hand the
+step to the callbacks (train/callbacks/: logging, evaluation, dynamic batch loading, snapshots,
+checkpoints, and the recipe's own); finally save a plain HF folder and a run summary.
 
 The same code runs as one process or as many under torchrun: each rank draws its own slice of
 the global batch, the model is sharded with FSDP2 (train/parallel.py), rank 0 writes the logs.
@@ -32,16 +33,17 @@ from regrow.paths import check_output_dir, only_entries
 from regrow.reading import read_json
 from regrow.resources import peak_rss_bytes
 from regrow.train import checkpoint as ckpt
+from regrow.train.callbacks import CALLBACKS, Callback, StepInfo
 from regrow.train.config import RESUMABLE_CHANGES, RunConfig
 from regrow.train.distill import Teacher, distillation_loss
-from regrow.train.dynamic import reference_losses, update_weights
-from regrow.train.metrics import MetricsLogger, NullLogger
+from regrow.train.dynamic import reference_losses
+from regrow.train.loggers import LOGGERS
 from regrow.train.parallel import full_norm, parallelize
 from regrow.train.summary import forgetting_adaptation, new_domains_of
 from regrow.world import World, rank_batch
 
 # what a run folder holds; a folder of only these is a run `regrow train` may start again or resume
-RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "model", "summary.json", "snapshots")
+RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "tensorboard", "wandb", "checkpoints", "model", "summary.json", "snapshots")
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:
@@ -192,16 +194,6 @@ class Trainer:
         self.eval_tokens_seen += sum(r["tokens"] for r in results.values())
         return results
 
-    def update_mixture(self) -> dict[str, float]:
-        """Dynamic batch loading: re-weight the mixture from current validation losses."""
-        dyn = self.cfg.data.dynamic
-        domains = list(self.mixture)
-        losses = self.evaluate(domains, dyn.eval_tokens)
-        weights = update_weights(self.sampler.weights, {d: losses[d]["loss"] for d in domains},
-                                 self.dynamic_reference, dyn.eta, dyn.clamp, dyn.smoothing)
-        self.sampler.set_weights(weights)
-        return weights
-
     def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The training objective of one micro-batch (with distillation parts when a teacher is set)."""
         if self.teacher is None:
@@ -240,21 +232,34 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return self.world.mean(total) / accum, grad_norm
 
+    def callbacks(self) -> list[Callback]:
+        """The built-in callbacks the recipe asks for, in order, then the recipe's own."""
+        t, built = self.cfg.train, []
+        for name, wanted in (("train_log", True), ("evaluation", True), ("dynamic_loading", self.cfg.data.dynamic),
+                             ("snapshots", t.save_at_tokens), ("checkpointing", True)):
+            if wanted:
+                built.append(CALLBACKS[name]())
+        return built + [build_callback(spec) for spec in t.callbacks]
+
+    def log(self, event: str, step: int, values: dict) -> None:
+        for logger in self.loggers:
+            logger.log(event, step, values)
+
     def run(self) -> dict:
         t = self.cfg.train
         main = self.world.is_main
-        logger = MetricsLogger(self.out, resume_step=self.step if self.resume_from is not None else None) if main else NullLogger()
+        resume_step = self.step if self.resume_from is not None else None
+        self.loggers = []
         try:
             if main:
+                self.loggers = [LOGGERS[name](self.out, self.config_dict, resume_step) for name in ("jsonl", *t.loggers)]
                 ckpt.remove_leftovers(self.out, t.keep_checkpoints)
                 write_yaml_atomic(self.out / "config.yaml", self.config_dict)
-            if self.phase_start_eval is None:
-                self.phase_start_eval = self.evaluate()
-                logger.log("eval", 0, {"tokens": 0, **_eval_values(self.phase_start_eval)})
-                if self.cfg.data.dynamic is not None:
-                    self._start_dynamic(logger)
-            bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not (t.progress and main), dynamic_ncols=True)
-            window_seconds, window_tokens = 0.0, 0  # train-step time only: eval and saves excluded
+            callbacks = self.callbacks()
+            for callback in callbacks:
+                callback.on_start(self)
+            self.bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step",
+                            disable=not (t.progress and main), dynamic_ncols=True)
             while self.step < t.steps:
                 started = time.perf_counter()
                 loss, grad_norm = self.train_step(self.step)
@@ -267,35 +272,20 @@ class Trainer:
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
                 self.step += 1
-                window_seconds += seconds
-                window_tokens += self.tokens_per_step
-                tokens = self.step * self.tokens_per_step
-                if self.step % t.log_every == 0 or self.step == t.steps:
-                    tps = window_tokens / max(window_seconds, 1e-9)
-                    window_seconds, window_tokens = 0.0, 0
-                    lr = self.schedule(self.step)
-                    logger.log("train", self.step, {"tokens": tokens, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                                                    "tokens_per_s": tps, **self.last_parts})
-                    bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
-                bar.update(1)
-                if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
-                    self.last_eval = {"step": self.step, "results": self.evaluate()}
-                    logger.log("eval", self.step, {"tokens": tokens, **_eval_values(self.last_eval["results"])})
-                dyn = self.cfg.data.dynamic
-                if dyn is not None and self.step % dyn.interval == 0:  # also at the end: a resumed, longer run matches
-                    logger.log("mixture", self.step, {"tokens": tokens, **_mixture_values(self.update_mixture())})
-                self.save_snapshots(tokens)
-                if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.steps:
-                    self.save_checkpoint()
-            bar.close()
-            if self.last_eval is None or self.last_eval["step"] != self.step:  # resumed past train.steps
-                self.last_eval = {"step": self.step, "results": self.evaluate()}
+                info = StepInfo(self.step, self.step * self.tokens_per_step, loss, grad_norm, seconds)
+                for callback in callbacks:
+                    callback.on_step(self, info)
+                self.bar.update(1)
+            self.bar.close()
+            for callback in callbacks:
+                callback.on_end(self)
             self.save_model(self.out / "model")
             summary = self.summary(self.last_eval["results"])
             if main:
                 write_json_atomic(self.out / "summary.json", summary)
         finally:
-            logger.close()
+            for logger in self.loggers:
+                logger.close()
         return summary
 
     def save_model(self, folder: Path, extra_json: dict | None = None) -> None:
@@ -320,27 +310,6 @@ class Trainer:
         }
         return ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, self.optimizer, state,
                                     self.config_dict, self.cfg.train.keep_checkpoints, self.world)
-
-    def save_snapshots(self, tokens: int) -> None:
-        """Plain HF folders at the requested token counts (for sensitivity and probes over pre-training).
-
-        A snapshot is taken at the first step that reaches its count; its `snapshot.json` says
-        where exactly. Snapshots are never pruned like checkpoints and a resume does not redo them.
-        """
-        previous = tokens - self.tokens_per_step
-        for target in self.cfg.train.save_at_tokens:
-            if previous < target <= tokens:
-                self.save_model(self.out / "snapshots" / f"tokens-{target}", {"snapshot.json": {
-                    "step": self.step, "tokens": tokens, "requested_tokens": target, "run": str(self.out)}})
-
-    def _start_dynamic(self, logger: MetricsLogger) -> None:
-        """Measure the `source` reference losses at the phase start; log the first weights."""
-        dyn = self.cfg.data.dynamic
-        if dyn.reference == "source":
-            domains = list(self.mixture)
-            start = self.evaluate(domains, dyn.eval_tokens)
-            self.dynamic_reference = reference_losses("source", domains, {d: start[d]["loss"] for d in domains}, 0)
-        logger.log("mixture", 0, {"tokens": 0, **_mixture_values(self.sampler.weights)})
 
     def compute(self) -> dict:
         """What this run cost (ALGORITHMS.md §8): FLOPs by kind, tokens by domain, time, memory."""
@@ -384,14 +353,6 @@ class Trainer:
         }
 
 
-def _eval_values(results: dict) -> dict:
-    return {f"eval/{name}/loss": r["loss"] for name, r in results.items()}
-
-
-def _mixture_values(weights: dict[str, float]) -> dict:
-    return {f"mixture/{name}": w for name, w in weights.items()}
-
-
 def _pruning_flops(init: Path | None) -> float:
     """FLOPs a pruning run spent to make model.init (from its pruning_report.json), else 0."""
     report = init / "pruning_report.json" if init is not None else None
@@ -409,3 +370,13 @@ def train(cfg: RunConfig, resume: bool | str = False) -> dict:
         return trainer.run()
     finally:
         trainer.world.stop()
+
+
+def build_callback(spec: str | dict) -> Callback:
+    """`{name: NAME, option: value, ...}` of train.callbacks -> CALLBACKS[NAME](option=value)."""
+    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    cls = CALLBACKS[options.pop("name")]
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise RegrowError(f"train.callbacks: callback {cls.name!r} does not take {sorted(options)}: {err}") from err

@@ -98,6 +98,7 @@ def schedule_warnings(lrs: np.ndarray, fitted_peak: float) -> list[str]:
 
 @register("annealing")
 class AnnealingLaw(CurveLaw):
+    summary = "loss curve from the LR schedule: forward area and annealing area (Tissue et al.)"
     formula = "L(s) = L0 + A * S1^(-alpha) - C * S2"
     columns = ("run", "step", "lr", "loss")
     blank = ("loss",)

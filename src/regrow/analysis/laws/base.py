@@ -99,6 +99,7 @@ class StudyRuns(Protocol):
 
 class Law:
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     columns: ClassVar[tuple[str, ...]] = ()
     blank: ClassVar[tuple[str, ...]] = ()  # CSV columns that may be blank (an unmeasured step of a curve)

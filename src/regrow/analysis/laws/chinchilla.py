@@ -38,6 +38,7 @@ def compute_optimal(values: dict[str, float], compute: float) -> dict[str, float
 
 @register("chinchilla")
 class Chinchilla(CurveLaw):
+    summary = "loss against parameters and tokens (Hoffmann et al.); compute-optimal N, D"
     formula = "L(N, D) = E + A / N^alpha + B / D^beta"
     columns = ("N", "D", "loss")
     report_rank = 5

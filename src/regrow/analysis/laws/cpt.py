@@ -42,6 +42,7 @@ def cpt_predict(values: dict[str, float], x: dict[str, np.ndarray]) -> np.ndarra
 
 @register("cpt")
 class ContinualPretrainingLaw(CurveLaw):
+    summary = "continual pre-training curve across the pt and cpt phases (Wang et al.)"
     formula = "L(t) = L0 + A (S1_pt + S1_cpt)^(-alpha) - C1 S2_pt - C2 S2_cpt + B (1 - (1 + E S1_cpt)^(-beta))"
     columns = ("run", "phase", "step", "lr", "loss")
     blank = ("loss",)

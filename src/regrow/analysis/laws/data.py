@@ -30,6 +30,7 @@ from regrow.analysis.table import (
 
 @register("data")
 class DataLaw(CurveLaw):
+    summary = "loss against tokens, per run (Kaplan/Hoffmann data term)"
     formula = "L(D) = E + B / D^beta"
     columns = ("D", "loss")
     handles_groups = True

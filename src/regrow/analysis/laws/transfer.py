@@ -63,6 +63,7 @@ class TransferPower(CurveLaw):
 class TransferLaw(Law):
     """Two stages: the scratch control through the data law, then a TransferPower fit per method."""
 
+    summary = "effective data transferred by a warm start against the from-scratch control (Hernandez et al.)"
     formula = "D_T = k * D_F^alpha [* N^beta], D_T = L_scratch^-1(L_warm(D_F)) - D_F"
     columns = ("method", "D", "loss")
     handles_groups = True
