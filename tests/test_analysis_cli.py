@@ -99,6 +99,8 @@ def test_probe_reports_gain_and_out_of_domain_change(snapshot_run, data_dir, tmp
         assert r["out_of_domain_change"] == pytest.approx(prose["loss_end"] - prose["loss_start"])
         assert r["in_domain_gain"] > 0  # 4 steps on code at a high LR lower the code loss
     assert main([*base, "--finetune", "poetry"]) == 2  # not a domain
+    err = capsys.readouterr().err
+    assert "poetry" in err and len(err.strip().splitlines()) == 1
 
 
 def test_eval_tasks_with_the_harness_on_a_local_task(snapshot_run, tmp_path, capsys):
@@ -135,6 +137,8 @@ def test_eval_tasks_with_the_harness_on_a_local_task(snapshot_run, tmp_path, cap
         hits += int(np.argmax(scores) == d["label"])
     assert acc == pytest.approx(hits / len(docs))
     assert main(["eval", "--model", str(model_dir), "--tasks", "no_such_task", "--include-path", str(data.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_task" in err and len(err.strip().splitlines()) == 1
 
 
 def test_fit_cli_on_a_csv_and_its_bad_input(tmp_path, capsys):
@@ -177,6 +181,7 @@ def test_bad_analysis_arguments_exit_2(snapshot_run, data_dir, tmp_path, capsys)
         assert "must be > 0" in capsys.readouterr().err
     assert not out.exists()
     assert main(["sensitivity", "--model", model, "--data", str(data_dir), "--seeds", "0"]) == 2
+    assert "--seeds is 0" in capsys.readouterr().err
     assert main(["probe", "--model", model, "--data", str(data_dir), "--finetune", "code", "--steps", "2",
                  "--lr", "0"]) == 2
     assert "--lr is 0" in capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_resume_rejects_changed_model_or_data(trained, capsys):
     out, path = trained
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
     err = run_error(capsys, ["train", path, "--resume", "--set", "model.config.hidden_size=64"])
-    assert "model.config" in err and "hidden_size" in err or "model_shape" in err
+    assert "model.config.hidden_size (" in err and "-> 64)" in err
     err = run_error(capsys, ["train", path, "--resume", "--set", "data.mixture.code=0.9"])
     assert "data.mixture" in err
     err = run_error(capsys, ["train", path, "--resume", "--set", "train.steps=12"])
@@ -142,3 +142,19 @@ def test_eval_rejects_data_of_another_tokenizer(trained, corpus, tmp_path, capsy
     assert "another tokenizer" in err
     err = run_error(capsys, ["eval", "--model", str(out / "model"), "--data", str(tmp_path / "d")])
     assert "--seq-len 256 exceeds the model's 64 positions" in err
+
+
+def test_readme_tables_are_the_registries(capsys):
+    """The README's extension tables are `regrow list --markdown`: they name every registered entry."""
+    from pathlib import Path
+
+    from regrow.compress.methods import METHODS
+    from regrow.schedules import SCHEDULES
+
+    assert main(["list", "--markdown"]) == 0
+    tables = capsys.readouterr().out
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- registries:start -->\n")[1].split("<!-- registries:end -->")[0]
+    assert block == tables
+    for name in [*METHODS, *SCHEDULES]:
+        assert f"| {name} |" in tables

@@ -1,4 +1,6 @@
 import json
+import statistics
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,17 @@ def test_quick_demo_runs_the_study_and_prints_the_table(tmp_path, capsys):
     sensitivity = json.loads((study / "analysis" / "sensitivity.json").read_text())
     assert len(sensitivity["models"]) == 5  # base, three pruned, the scratch init
     assert all(m["sensitivity"]["1"]["code"]["mean"] > 0 for m in sensitivity["models"][:1])
+    names = [Path(m["model"]).name for m in sensitivity["models"]]
+    assert names == ["model", "prune-activation-r0.5-none-seed0", "prune-depth-r0.5-none-seed0",
+                     "prune-sheared-r0.5-none-seed0", "scratch-r0.5-seed0"]
+    means = []
+    for m in sensitivity["models"]:  # every model, every domain: mean and sd of its seeds' values
+        for domain in ("prose", "code"):
+            cell = m["sensitivity"]["1"][domain]
+            assert cell["mean"] == pytest.approx(statistics.mean(cell["values"]), abs=1e-12)
+            assert cell["sd"] == pytest.approx(statistics.stdev(cell["values"]), abs=1e-12)
+            means.append(cell["mean"])
+    assert statistics.mean(means) > 0  # noise raises the loss on average
     # a second call reuses every finished run
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     assert "[demo] run " not in capsys.readouterr().out

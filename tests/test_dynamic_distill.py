@@ -103,11 +103,24 @@ def test_distillation_loss_parts():
     assert float(mixed) == pytest.approx(0.75 * float(ce) + 0.25 * float(kl), rel=1e-6)
 
 
+def _status_bytes(key: str) -> int | None:
+    """A size from /proc/self/status (read here, independently of regrow), in bytes."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def test_distilled_run_counts_the_teacher(tokenizer_dir, data_dir, tmp_path):
     teacher = train(from_dict(RunConfig, recipe(tokenizer_dir, data_dir, tmp_path / "teacher", train=TRAIN, schedule=SCHEDULE)))
     student = recipe(tokenizer_dir, data_dir, tmp_path / "student", schedule=SCHEDULE,
                      train={**TRAIN, "distill": {"teacher": str(tmp_path / "teacher" / "model"), "weight": 0.5, "temperature": 2.0}})
+    rss_before = _status_bytes("VmRSS")
     summary = train(from_dict(RunConfig, student))
+    peak_after = _status_bytes("VmHWM")
     rows = [r for r in read_metrics(tmp_path / "student") if r["event"] == "train"]
     assert all("kl" in r and "ce" in r and r["kl"] > 0 for r in rows)
     assert all(r["loss"] == pytest.approx(0.5 * r["ce"] + 0.5 * r["kl"], rel=1e-5) for r in rows)
@@ -115,6 +128,9 @@ def test_distilled_run_counts_the_teacher(tokenizer_dir, data_dir, tmp_path):
     assert flops["teacher"] == pytest.approx(summary["tokens"] * teacher["flops_per_token"] / 3)
     assert flops["total"] == pytest.approx(flops["train"] + flops["teacher"] + flops["eval"] + flops["pruning"])
     assert summary["compute"]["peak_memory_bytes"] > 0
+    # the figure is this process's peak RSS: no lower than its RSS before the run, no higher than its peak after
+    if peak_after is not None:
+        assert rss_before <= summary["compute"]["peak_memory_bytes"] <= peak_after
     assert teacher["compute"]["flops"]["teacher"] == 0
 
 

@@ -18,6 +18,14 @@ def test_example_recipe_is_valid(path):
     cfg = load_config(RunConfig, path)  # validated at load
     schedule = cfg.resolved_schedule()
     assert schedule(cfg.train.steps) >= schedule.lr_min
+    # resolved against the recipe: its own total_steps, else train.steps
+    assert schedule.total == (cfg.schedule.total_steps or cfg.train.steps)
+    if schedule.warmup_steps:  # linear warmup: lr_max / warmup_steps at the first update
+        assert schedule(1) == pytest.approx(schedule.lr_max / schedule.warmup_steps)
+    lrs = [schedule(s) for s in range(1, cfg.train.steps + 1)]
+    assert max(lrs) <= schedule.lr_max * (1 + 1e-12) and min(lrs) > 0
+    if schedule.name in ("cosine", "wsd") and cfg.train.steps >= schedule.total:  # a decay ends at lr_min
+        assert schedule(schedule.total) == pytest.approx(schedule.lr_min)
 
 
 def test_schedule_file_is_valid():

@@ -108,9 +108,9 @@ STUDY_KEYS = [
 @pytest.fixture
 def no_runs(monkeypatch):
     """A study that passes every check does not run its cells here."""
-    import regrow.study.runner as runner
+    import regrow.study.executors.local as local
 
-    monkeypatch.setattr(runner, "execute", lambda kind, config, threads=None: ({}, 0.0))
+    monkeypatch.setattr(local, "execute", lambda kind, config, threads=None: ({}, 0.0))
 
 
 @SETTINGS

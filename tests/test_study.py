@@ -116,6 +116,11 @@ def test_killed_study_completes_without_duplicate_or_lost_rows(tmp_path, family_
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # the runs killed mid-way: a checkpoint on disk, no summary yet
+    interrupted = {run.name: max(int(c.parent.name.removeprefix("step_")) for c in run.glob("checkpoints/step_*/state.json"))
+                   for run in (folder / "runs").glob("train-*")
+                   if list(run.glob("checkpoints/step_*/state.json")) and not (run / "summary.json").exists()}
+    assert interrupted, "the kill did not land inside a training run"
     before = rows(folder)
     assert any(status != "done" for _, _, status, _ in before)
     assert main(["study", path]) == 0
@@ -125,6 +130,9 @@ def test_killed_study_completes_without_duplicate_or_lost_rows(tmp_path, family_
     for run in (folder / "runs").glob("train-*"):
         steps = [r["step"] for r in read_metrics(run) if r["event"] == "train"]
         assert steps == list(range(1, 2048 // 128 + 1)), run.name  # resumed runs: no duplicated or lost steps
+    for name, step in interrupted.items():  # each went on from its checkpoint, not from step 0
+        resumes = [r["step"] for r in read_metrics(folder / "runs" / name) if r["event"] == "resume"]
+        assert resumes and step <= resumes[0] < 2048 // 128, (name, step, resumes)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +175,7 @@ def test_parallel_jobs(tmp_path, family_models, data_dir):
 
 
 def test_report_from_a_finished_study(tmp_path, family_models, data_dir, capsys):
-    from regrow.study.report import flops_to_reach, saving_factor
+    from regrow.study.report.data import flops_to_reach, saving_factor
 
     path = study_file(tmp_path, family_models, data_dir, **{"grid.tokens": [1024]})
     assert main(["study", path]) == 0

@@ -244,3 +244,11 @@ def flatten(data: dict[str, Any], keep_whole: tuple[str, ...] = (), prefix: str 
         else:
             flat[name] = value
     return flat
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], keep_whole: tuple[str, ...] = (),
+                allowed: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) of every leaf that differs, except `allowed` keys:
+    what a resume (train) or a re-run (study) may not change."""
+    a, b = flatten(saved, keep_whole), flatten(current, keep_whole)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in allowed]

@@ -27,9 +27,15 @@ def png_bytes(fig) -> bytes:
 
 def law_figure(fits: list[LawFit], extra_curves: list[tuple[str, list, list]] = ()):
     """One panel per fit: observed points, fitted lines in the same colour; extra (label, x, y) dashed."""
+    import textwrap
+
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(fits), figsize=(6 * len(fits), 4), squeeze=False)
-    for ax, fit in zip(axes[0], fits):
+    cols = min(3, len(fits))
+    rows = -(-len(fits) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(fits):]:
+        ax.set_visible(False)
+    for ax, fit in zip(axes.flat, fits):
         for i, curve in enumerate(fit.curves):
             colour = f"C{i % 10}"
             ax.scatter(curve.x, curve.y, s=12, color=colour, label=curve.label)
@@ -37,13 +43,14 @@ def law_figure(fits: list[LawFit], extra_curves: list[tuple[str, list, list]] = 
                 ax.plot(curve.fit_x, curve.fit_y, color=colour, lw=1)
         for label, x, y in extra_curves:
             ax.plot(x, y, "--", color="k", lw=1, label=label)
-        ax.set(xlabel=fit.axes["xlabel"], ylabel=fit.axes["ylabel"], xscale=fit.axes["xscale"],
-               yscale=fit.axes["yscale"], title=f"{fit.law}{f': {fit.group}' if fit.group else ''}")
+        ax.set(xlabel=fit.axes["xlabel"], ylabel=fit.axes["ylabel"], xscale=fit.axes["xscale"], yscale=fit.axes["yscale"])
+        ax.set_title(textwrap.fill(f"{fit.law}{f': {fit.group}' if fit.group else ''}", 50), fontsize=8)
         observed = [y for c in fit.curves for y in c.y]
         if fit.axes["yscale"] == "linear" and observed:  # fitted lines may shoot up near step 1: keep the data in view
             low, high = min(observed), max(observed)
             ax.set_ylim(low - 0.1 * (high - low), high + 0.25 * (high - low))
         ax.legend(fontsize=6)
+    fig.tight_layout()
     return fig
 
 

@@ -20,6 +20,7 @@ from regrow.cli import (  # noqa: F401  (registration, in the order `regrow --he
     sensitivity,
     probe,
     fit,
+    registries,
     demo,
 )
 # isort: on

@@ -12,6 +12,7 @@ def register(subparsers) -> None:
     parser.add_argument("folder", metavar="STUDY_DIR")
     parser.add_argument("--fit-bootstrap", type=int, default=20,
                         help="bootstrap resamples of each scaling-law fit (0: no intervals, fastest)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes fitting the scaling laws (default 1)")
     parser.set_defaults(func=run)
 
 
@@ -20,7 +21,9 @@ def run(args) -> int:
 
     if args.fit_bootstrap < 0:
         raise RegrowError(f"--fit-bootstrap is {args.fit_bootstrap}; it must be >= 0")
-    report = build_report(args.folder, args.fit_bootstrap)
+    if args.jobs < 1:
+        raise RegrowError(f"--jobs is {args.jobs}; it must be >= 1")
+    report = build_report(args.folder, args.fit_bootstrap, args.jobs)
     print(report["headline"].replace("**", ""))
     print(headline_table(report["ranking"]))
     print(f"wrote {args.folder}/report.md and report.html")

@@ -17,6 +17,7 @@ Finished runs are skipped (the study index), so a second call is quick.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,16 +143,24 @@ def demo_analysis(study_dir: Path, data_dir: Path, size: DemoSize) -> None:
         write_json_atomic(analysis / "probe.json", run_probe(models, str(data_dir), recipe))
 
 
-def run_demo(out: str | Path, size: DemoSize = FULL) -> dict:
+def default_jobs() -> int:
+    """Runs at a time: one per core up to 4. The demo's models are too small for more than a few
+    threads each, so two one-thread runs on two cores finish sooner than one two-thread run
+    (and give the same numbers: their kernels reduce in the same order at any thread count)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_demo(out: str | Path, size: DemoSize = FULL, jobs: int | None = None) -> dict:
     out = check_output_dir(out, "--out", own=only_entries("tokenizer", "data", "study", "results.md"),
                            what="a regrow demo folder")
     started = time.perf_counter()
     tokenizer_dir, data_dir = prepare_demo_data(out, size.max_documents)
     print("[demo] study: pre-train on prose, prune to ~50% (sheared, activation, depth, scratch control), "
           "continue on code (cosine / infinite x 0% / 5% replay)")
-    run_study(demo_study(out, tokenizer_dir, data_dir, size), echo=lambda line: print(f"[demo] {line.strip()}"))
+    run_study(demo_study(out, tokenizer_dir, data_dir, size), jobs_in_parallel=jobs or default_jobs(),
+              echo=lambda line: print(f"[demo] {line.strip()}"))
     demo_analysis(out / "study", data_dir, size)
-    report = build_report(out / "study", size.fit_bootstrap)
+    report = build_report(out / "study", size.fit_bootstrap, jobs or default_jobs())
     table = headline_table(report["ranking"])
     write_text_atomic(out / "results.md", report["headline"] + "\n\n" + table + "\n")
     print()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from regrow.atomic import write_text_atomic
-from regrow.config import flatten, from_dict, read_yaml, to_dict, write_yaml_atomic
+from regrow.config import config_diff, from_dict, read_yaml, to_dict, write_yaml_atomic
 from regrow.errors import RegrowError
 from regrow.paths import check_output_dir
 from regrow.study.config import StudyConfig
@@ -35,8 +35,7 @@ def check_compatible(out: Path, resolved: dict) -> None:
     saved_path = out / STUDY_FILE
     if not saved_path.is_file():
         return
-    saved, current = flatten(read_yaml(saved_path)), flatten(resolved)
-    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    differ = [key for key, _, _ in config_diff(read_yaml(saved_path), resolved)]
     if differ:
         raise RegrowError(f"study folder {str(out)!r} was created by another study file; keys that differ: "
                           f"{', '.join(differ)}; use a new out_dir or restore those values")

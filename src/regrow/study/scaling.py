@@ -118,6 +118,17 @@ class StudyRunSet:
     def curve_rows(self, rows: dict[str, list], run_dir: Path, domains: list[str], **labels) -> None:
         _curve_rows(rows, run_dir, domains, **labels)
 
+    def curves(self, labels) -> Table:
+        rows = None
+        for name, run_dir in self.runs():
+            columns = labels(name)
+            if columns is not None:
+                rows = rows or curve_columns(*columns)
+                _curve_rows(rows, run_dir, self.new, **columns)
+        if rows is None:
+            raise RegrowError("no finished run of the study serves this law")
+        return table_from_rows(rows)
+
     def eval_points(self, run_dir: Path, domains: list[str]):
         return eval_points(run_dir, domains)
 

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from regrow.atomic import write_json_atomic
-from regrow.config import flatten, read_yaml, to_dict, write_yaml_atomic
+from regrow.config import config_diff, read_yaml, to_dict, write_yaml_atomic
 from regrow.data.sampler import MixtureSampler, validate_weights
 from regrow.data.store import TokenStore
 from regrow.data.tokenizer import fingerprint, load_tokenizer, vocab_size_of
@@ -48,11 +48,10 @@ RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "tensorboard", "wandb", "checkpoi
 
 def check_resume_compatible(saved: dict, current: dict) -> None:
     """A resume may extend or re-pace a run, never change its model, data or recipe."""
-    a, b = flatten(saved, ("mixture",)), flatten(current, ("mixture",))  # includes "resolved.*": model shape, schedule
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    changed = config_diff(saved, current, ("mixture",), RESUMABLE_CHANGES)  # includes "resolved.*": shape, schedule
     if changed:
         raise RegrowError(
-            f"--resume with a changed config: {', '.join(f'{k} ({a.get(k)!r} -> {b.get(k)!r})' for k in changed)}; "
+            f"--resume with a changed config: {', '.join(f'{k} ({old!r} -> {new!r})' for k, old, new in changed)}; "
             f"only these may change on resume: {', '.join(RESUMABLE_CHANGES)}"
         )
 
@@ -255,6 +254,9 @@ class Trainer:
                 self.loggers = [LOGGERS[name](self.out, self.config_dict, resume_step) for name in ("jsonl", *t.loggers)]
                 ckpt.remove_leftovers(self.out, t.keep_checkpoints)
                 write_yaml_atomic(self.out / "config.yaml", self.config_dict)
+            if self.resume_from is not None:  # where this process took over (kept in metrics.jsonl)
+                self.log("resume", self.step, {"tokens": self.step * self.tokens_per_step,
+                                               "checkpoint": self.resume_from.name})
             callbacks = self.callbacks()
             for callback in callbacks:
                 callback.on_start(self)

@@ -31,9 +31,7 @@ from regrow.analysis.table import (
     Table,
     check_points,
     check_table,
-    curve_columns,
     rows_where,
-    table_from_rows,
 )
 from regrow.errors import RegrowError
 
@@ -110,11 +108,8 @@ class AnnealingLaw(CurveLaw):
 
     def study_table(self, study):
         """Per starting model and data cell (replay, dynamic loading), the curves of its schedules."""
-        rows = curve_columns("run", "group")
-        for name, run_dir in study.runs():
-            study.curve_rows(rows, run_dir, study.new, run=name.schedule,
-                             group=f"{name.start} {name.replay}{' dynamic' if name.dynamic else ''}")
-        return table_from_rows(rows)
+        return study.curves(lambda name: {"run": name.schedule,
+                                          "group": f"{name.start} {name.replay}{' dynamic' if name.dynamic else ''}"})
 
     def prediction(self, fit, lrs):
         """Predicted curve of a schedule (and the power law in steps beside it), with the law's warnings."""

@@ -85,6 +85,10 @@ class StudyRuns(Protocol):
     def curve_rows(self, rows: dict[str, list], run_dir: Path, domains: list[str], **labels) -> None:
         """Append the run's curve (step, lr, loss, D and `labels`) to `rows`."""
 
+    def curves(self, labels: Callable[[Any], dict[str, str] | None]) -> Table:
+        """The new-domain curve of every run for which `labels(name)` gives its label columns
+        (None: the run is left out), as a table."""
+
     def eval_points(self, run_dir: Path, domains: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(steps, tokens, mean loss over `domains`) at each evaluation."""
 

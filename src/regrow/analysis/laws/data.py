@@ -21,10 +21,8 @@ from regrow.analysis.table import (
     Table,
     check_points,
     check_table,
-    curve_columns,
     measured_only,
     rows_where,
-    table_from_rows,
 )
 
 
@@ -41,10 +39,8 @@ class DataLaw(CurveLaw):
 
     def study_table(self, study):
         """Every run's new-domain loss against its tokens, one curve per run."""
-        rows = curve_columns("run", "group")
-        for name, run_dir in study.runs():
-            study.curve_rows(rows, run_dir, study.new, run=name.start, group=f"{name.start} {name.schedule} {name.replay}")
-        return measured_only(table_from_rows(rows), keep_start=False)
+        table = study.curves(lambda name: {"run": name.start, "group": f"{name.start} {name.schedule} {name.replay}"})
+        return measured_only(table, keep_start=False)
     coords = ("b", "e", "beta")
     bounds = [(-20.0, 80.0), (-10.0, 5.0), (0.0, 5.0)]
 

@@ -19,10 +19,8 @@ from regrow.analysis.table import (
     Table,
     check_points,
     check_table,
-    curve_columns,
     measured_only,
     rows_where,
-    table_from_rows,
 )
 from regrow.errors import RegrowError
 
@@ -72,13 +70,10 @@ class TransferLaw(Law):
     def study_table(self, study):
         """Per cell, the from-scratch control (method scratch) and every warm start (step 0 kept:
         the start is priced too)."""
-        rows = curve_columns("run", "method", "group")
-        for name, run_dir in study.runs():
-            if name.role == "source":
-                continue
-            method = "scratch" if name.role == "scratch" else name.start_without_seed
-            study.curve_rows(rows, run_dir, study.new, run=name.start, method=method, group=" ".join(name.cell))
-        return measured_only(table_from_rows(rows), keep_start=True)
+        table = study.curves(lambda name: None if name.role == "source" else {
+            "run": name.start, "method": "scratch" if name.role == "scratch" else name.start_without_seed,
+            "group": " ".join(name.cell)})
+        return measured_only(table, keep_start=True)
 
     def report_lines(self, fits, study, out):
         """Predicted compute-saving factors at larger budgets, from each method's fit."""

@@ -1,5 +1,6 @@
 """`local`: the runs of a wave one after another in this process, or with --jobs N in a pool of
-N processes (each with cpu_count / N threads) that die with the study process."""
+N processes (each with cpu_count / N threads) that die with the study process. A wave of one
+run (the pre-training) runs in this process with every core."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import os
 import signal
 import sys
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import active_children, get_context
 
 from regrow.study.execute import execute
 from regrow.study.executors.base import EXECUTORS, Executor
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Worker initializer: the kernel kills this worker when the study process dies (even by
     SIGKILL), so no run goes on writing into a study nobody is running."""
     if sys.platform.startswith("linux"):
@@ -31,7 +32,8 @@ class LocalExecutor(Executor):
     summary = "this machine: in this process, or --jobs N processes"
 
     def run(self, todo, started, finished) -> None:
-        if self.parallel == 1:
+        workers = min(self.parallel, len(todo))
+        if workers <= 1:  # one run at a time: in this process, with every core
             for job in todo:
                 started(job)
                 try:
@@ -41,21 +43,24 @@ class LocalExecutor(Executor):
                     outcome = err
                 finished(job, outcome)
             return
-        threads = max(1, (os.cpu_count() or 1) // self.parallel)
+        threads = max(1, (os.cpu_count() or 1) // workers)
         # workers die with this process (SIGKILL included); Ctrl-C terminates them at once
-        pool = ProcessPoolExecutor(max_workers=self.parallel, mp_context=get_context("spawn"),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
         try:
-            futures = {}
-            for job in todo:
-                started(job)
-                futures[pool.submit(execute, job.kind, job.config, threads)] = job
-            for future in as_completed(futures):
-                try:
-                    outcome = future.result()
-                except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
-                    outcome = err
-                finished(futures[future], outcome)
+            waiting, running = list(todo), {}
+            while waiting or running:
+                while waiting and len(running) < workers:  # hand over a run when a worker is free: "run" means running
+                    job = waiting.pop(0)
+                    started(job)
+                    running[pool.submit(execute, job.kind, job.config, threads)] = job
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        outcome = future.result()
+                    except Exception as err:  # noqa: BLE001  (one failing run must not stop the study)
+                        outcome = err
+                    finished(running.pop(future), outcome)
         except KeyboardInterrupt:
             for process in active_children():
                 process.terminate()
