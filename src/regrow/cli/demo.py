@@ -11,7 +11,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="regrow-demo", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a much smaller version (for smoke tests)")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="runs (and scaling fits) at a time (default: one per core, at most 4)")
+                        help="runs at a time (default 1: every core for one run) and processes fitting the report's "
+                             "scaling laws (default: one per core, at most 4)")
     parser.set_defaults(func=run)
 
 
