@@ -269,6 +269,7 @@ REPORT_CASES = {
     "not_a_study": (["{tmp}"], "is not a study folder"),
     "missing": (["{tmp}/absent"], "absent"),
     "bootstrap_negative": (["{tmp}", "--fit-bootstrap", "-1"], "--fit-bootstrap is -1"),
+    "jobs_zero": (["{tmp}", "--jobs", "0"], "--jobs is 0; it must be >= 1"),
 }
 
 
@@ -362,6 +363,12 @@ def test_damaged_study_index(command, tmp_path, family_models, data_dir, capsys)
 
 def test_study_status_of_a_foreign_folder(tmp_path, capsys):
     assert_refused(capsys, ["study", "status", tmp_path], "is not a study folder", [tmp_path])
+
+
+def test_demo_jobs(tmp_path, capsys):
+    assert_refused(capsys, ["demo", "--out", tmp_path / "demo", "--jobs", "0"], "--jobs is 0; it must be >= 1",
+                   [tmp_path])
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.parametrize("case", ["file", "foreign"])

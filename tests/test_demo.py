@@ -8,7 +8,7 @@ from regrow.cli.main import main
 from regrow.study.demo import run_demo
 
 STARTS = {"sheared-r0.5-none", "activation-r0.5-none", "depth-r0.5-none", "scratch-r0.5", "source"}
-TOKENS = 8 * 16 * 128
+TOKENS = 8 * 8 * 128  # the quick demo: 8 steps x 8 sequences x 128 tokens
 CELLS = {f"{s}-replay{r}-tok{TOKENS}" for s in ("cosine0", "infinite1") for r in ("0", "0.05")}
 CELLS |= {f"{s}.dyn1-replay0.05-tok{TOKENS}" for s in ("cosine0", "infinite1")}  # dynamic loading: replay cells only
 

@@ -109,6 +109,24 @@ def test_data_law_recovers_parameters_per_group():
         assert_recovered(fit, truth)
 
 
+def test_fits_the_data_do_not_determine_are_doubted_in_the_report():
+    from regrow.study.report.sections import _cautions
+
+    d = np.geomspace(1e5, 1e8, 12)
+    steep = 2.0 + 1e40 / d ** 6.0  # beta 6 is outside the law's bounds (0, 5): the fit ends on the bound
+    flat = noisy(np.full(len(d), 3.0), 0.01, 1)  # no trend at all: the formula explains nothing
+    table = {"D": np.tile(d, 2), "group": np.repeat(["steep", "flat"], len(d)), "loss": np.concatenate([steep, flat])}
+    steep_fit, flat_fit = build_law("data").fit_table(table, FitOptions(bootstrap=0))
+    assert steep_fit.parameters["beta"]["value"] == pytest.approx(5.0)
+    assert any("'beta'" in doubt and "bound" in doubt for doubt in steep_fit.doubts())
+    assert flat_fit.goodness["r2"] < 0.5  # R^2 = 1 - SS_res / SS_tot of points without a trend
+    assert flat_fit.doubts()[-1] == f"R^2 {flat_fit.goodness['r2']:.2f}: the formula does not describe these points"
+    lines = _cautions([steep_fit, flat_fit])
+    assert lines[0].startswith("Cautions") and any(line.startswith("- steep: coordinate 'beta'") for line in lines)
+    assert _cautions([fit for fit in build_law("data").fit_table(
+        {"D": d, "loss": noisy(2.0 + 300.0 / d ** 0.4, 0.002, 0)}, FitOptions(bootstrap=0))]) == []
+
+
 def test_lr_areas_match_the_definition():
     lrs = np.array([0.5, 1.0, 1.0, 0.6, 0.2, 0.2])  # warmup 2 steps, then decay
     s1, s2 = lr_areas(lrs, decay=0.5)

@@ -202,6 +202,23 @@ def test_report_from_a_finished_study(tmp_path, family_models, data_dir, capsys)
     assert saving_factor(method, control) == pytest.approx(20.0 / 6.0)
     assert saving_factor((np.array([1.0, 2.0]), np.array([9.0, 8.0])), control) is None  # never reaches it
 
+    # a damaged run file is named in one line, and the earlier report stays as it was
+    from badinput import assert_refused
+
+    run = folder / "runs" / "train-activation-t0-none-seed0-cosine0-replay0-tok1024"
+    (folder / "analysis").mkdir()
+    damage = {  # file -> (its damaged bytes, what the message calls it)
+        run / "metrics.jsonl": (lambda data: data.replace(b"\n", b"\n\x00\xff binary\n", 2), "metrics file"),
+        run / "config.yaml": (lambda data: data[: len(data) // 3] + b"\x00\x01\x02", "is a binary file"),
+        folder / "analysis" / "probe.json": (lambda data: b'{"kind": "probe", "models": [{"mod', "analysis record"),
+    }
+    for path, (damaged, expect) in damage.items():
+        original = path.read_bytes() if path.exists() else b""
+        path.write_bytes(damaged(original))
+        message = assert_refused(capsys, ["report", folder], expect, [folder])
+        assert path.name in message
+        path.write_bytes(original)
+
 
 def test_report_and_status_need_a_study_folder(tmp_path, capsys):
     for argv in (["report", str(tmp_path)], ["study", "status", str(tmp_path)], ["study", "status"]):

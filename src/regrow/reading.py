@@ -15,23 +15,23 @@ from typing import Any
 
 import yaml
 
-from regrow.errors import RegrowError
+from regrow.errors import RegrowError, UnreadableFile
 
 
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
     """A UTF-8 text file's contents; refuses a missing file, a folder, binary data and other encodings."""
     path = Path(path)
     if not path.exists():
-        raise RegrowError(f"{what} {str(path)!r} does not exist")
+        raise UnreadableFile(f"{what} {str(path)!r} does not exist")
     if not path.is_file():
-        raise RegrowError(f"{what} {str(path)!r} is a folder; a file is expected here")
+        raise UnreadableFile(f"{what} {str(path)!r} is a folder; a file is expected here")
     data = path.read_bytes()
     if b"\x00" in data:
-        raise RegrowError(f"{what} {str(path)!r} is a binary file; a UTF-8 text file is expected")
+        raise UnreadableFile(f"{what} {str(path)!r} is a binary file; a UTF-8 text file is expected")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise RegrowError(f"{what} {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
+        raise UnreadableFile(f"{what} {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -77,11 +77,11 @@ def read_yaml(path: str | os.PathLike, what: str = "config file") -> dict[str, A
     try:
         data = parse_yaml(text)
     except yaml.YAMLError as err:
-        raise RegrowError(f"{what} {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from err
+        raise UnreadableFile(f"{what} {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise RegrowError(f"{what} {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise UnreadableFile(f"{what} {str(path)!r} must hold a mapping, got {type(data).__name__}")
     return data
 
 
@@ -105,13 +105,13 @@ def read_json(path: str | os.PathLike, what: str = "file", keys: tuple[str, ...]
     try:
         data = parse_json(text)
     except ValueError as err:  # JSONDecodeError is a ValueError
-        raise RegrowError(f"{what} {str(path)!r} is not valid JSON: {str(err).splitlines()[0]}") from err
+        raise UnreadableFile(f"{what} {str(path)!r} is not valid JSON: {str(err).splitlines()[0]}") from err
     if keys:
         if not isinstance(data, dict):
-            raise RegrowError(f"{what} {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+            raise UnreadableFile(f"{what} {str(path)!r} must hold a JSON object, got {type(data).__name__}")
         missing = [k for k in keys if k not in data]
         if missing:
-            raise RegrowError(f"{what} {str(path)!r} is damaged: it lacks {', '.join(map(repr, missing))}")
+            raise UnreadableFile(f"{what} {str(path)!r} is damaged: it lacks {', '.join(map(repr, missing))}")
     return data
 
 

@@ -45,7 +45,8 @@ BASE_MODEL = {
     "num_key_value_heads": 2, "intermediate_size": 352, "max_position_embeddings": SEQ_LEN,
     "tie_word_embeddings": True,
 }
-TRAIN = {"batch_size": 16, "log_every": 25, "keep_checkpoints": 1}
+TRAIN = {"batch_size": 8, "log_every": 25, "keep_checkpoints": 1}
+BASE_BATCH_SIZE = 16
 LR_MAX = 3e-3
 
 
@@ -55,13 +56,13 @@ class DemoSize:
 
     base_steps: int = 300
     continue_steps: int = 100
-    sheared_steps: int = 100
+    sheared_steps: int = 50
     calibration_samples: int = 256
     max_documents: int | None = None  # per domain; None: the whole standard library
     probe_steps: int = 20
     analysis_tokens: int = 8192  # validation tokens per domain for sensitivity
     fit_bootstrap: int = 20  # bootstrap resamples of each scaling fit in the report
-    eval_tokens: int = 8192  # validation tokens per domain and evaluation
+    eval_tokens: int = 4096  # validation tokens per domain and evaluation
 
 
 FULL = DemoSize()
@@ -85,6 +86,7 @@ def demo_study(out: Path, tokenizer_dir: Path, data_dir: Path, size: DemoSize) -
         "source": {"pretrain": {
             "config": BASE_MODEL, "mixture": {"prose": 1.0}, "steps": size.base_steps,
             "schedule": {"name": "cosine", "lr_max": LR_MAX, "lr_min": LR_MAX / 10, "warmup_steps": 10},
+            "train": {"batch_size": BASE_BATCH_SIZE, "eval_every": max(1, size.base_steps // 30)},
         }},
         "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": SEQ_LEN},
         "grid": {

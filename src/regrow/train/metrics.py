@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from regrow.errors import RegrowError
+from regrow.errors import UnreadableFile
 from regrow.reading import read_text
 
 
@@ -29,6 +29,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except ValueError as err:
             if number == len(lines):  # no newline after it: cut off by a kill
                 break
-            raise RegrowError(f"metrics file {str(path)!r} is damaged at line {number}: {err}") from err
+            raise UnreadableFile(f"metrics file {str(path)!r} is damaged at line {number}: {err}") from err
         rows.append(row)
     return rows

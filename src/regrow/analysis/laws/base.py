@@ -13,6 +13,7 @@ and the study report read those and never test a law's name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ class Curve:
     fit_y: list[float] = field(default_factory=list)
 
 
+POOR_R2 = 0.5
+
+
 @dataclass
 class LawFit:
     law: str
@@ -69,6 +73,13 @@ class LawFit:
     extras: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     group: str | None = None
+
+    def doubts(self) -> list[str]:
+        """Why a reader should not trust this fit: a coordinate on its bound (the `warnings`), or a
+        formula that explains less than half the variance of its points."""
+        r2 = self.goodness.get("r2", 1.0)
+        return [re.sub(r"^[\w.-]+: ", "", w) for w in self.warnings] + (  # without the law's name
+            [f"R^2 {r2:.2f}: the formula does not describe these points"] if r2 < POOR_R2 else [])
 
 
 class StudyRuns(Protocol):

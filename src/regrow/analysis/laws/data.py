@@ -84,5 +84,5 @@ class DataLaw(CurveLaw):
     def inverse(self, values: dict[str, float], loss: np.ndarray) -> np.ndarray:
         """Tokens at which the fitted curve reaches `loss` (inf where loss <= E)."""
         gap = np.asarray(loss, dtype=np.float64) - values["E"]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf: never reached
             return np.where(gap > 0, (values["B"] / np.maximum(gap, 1e-300)) ** (1 / values["beta"]), np.inf)

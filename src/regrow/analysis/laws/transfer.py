@@ -93,7 +93,8 @@ class TransferLaw(Law):
             rows = predicted_savings(fit, summary["flops_per_token"], summary["compute"]["flops"]["pruning"],
                                      [budget * m for m in BUDGET_MULTIPLES])
             predictions[fit.group] = rows
-            lines.append(f"| {fit.group} | " + " | ".join(f"{r['saving']:.2f}x" for r in rows) + " |")
+            caution = " (caution: see above)" if fit.doubts() else ""
+            lines.append(f"| {fit.group}{caution} | " + " | ".join(f"{r['saving']:.2f}x" for r in rows) + " |")
         out["transfer_predicted_savings"] = predictions
         return lines + [""]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from regrow.analysis.laws import LAWS, FitOptions, LawFit
 from regrow.analysis.laws.base import Law
 from regrow.analysis.plots import law_figure, probe_figure, sensitivity_figure
 from regrow.analysis.table import Table
-from regrow.errors import RegrowError
+from regrow.errors import RegrowError, UnreadableFile
 from regrow.reading import read_json
 from regrow.study.executors.local import die_with_parent
 from regrow.study.scaling import StudyRunSet
@@ -36,20 +37,17 @@ def _points(fit: LawFit) -> str:
     return f"{fit.goodness['points']} ({counts['extrapolated']} priced by extrapolating the control)"
 
 
-def _fit(law: type[Law], table: Table, options: FitOptions) -> list[LawFit] | RegrowError:
-    try:
-        return law().fit_table(table, options)
-    except RegrowError as err:
-        return err
-
-
-def _fit_alone(law: type[Law], table: Table, options: FitOptions) -> list[LawFit] | RegrowError:
-    """In a worker process: one BLAS thread, or the processes' spinning BLAS threads starve each
-    other on the fits' tiny matrices (3.6x slower on 2 cores)."""
+def _fit(law: type[Law], table: Table, options: FitOptions, one_thread: bool = False) -> list[LawFit] | RegrowError:
+    """One law's fits (an error says why it could not be fitted). In a worker process
+    (`one_thread`): one BLAS thread, or the processes' spinning BLAS threads starve each other on
+    the fits' tiny matrices (3.6x slower on 2 cores)."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):
-        return _fit(law, table, options)
+    with threadpool_limits(limits=1) if one_thread else nullcontext():
+        try:
+            return law().fit_table(table, options)
+        except RegrowError as err:
+            return err
 
 
 def fit_laws(study: StudyRunSet, options: FitOptions, jobs: int = 1) -> dict[str, list[LawFit] | RegrowError]:
@@ -61,6 +59,8 @@ def fit_laws(study: StudyRunSet, options: FitOptions, jobs: int = 1) -> dict[str
     for name in names:
         try:
             tables[name] = LAWS[name]().study_table(study)
+        except UnreadableFile:  # a damaged run file stops the report; it is not a law that cannot be fitted
+            raise
         except RegrowError as err:
             results[name] = err
     workers = min(jobs, len(tables))
@@ -69,7 +69,7 @@ def fit_laws(study: StudyRunSet, options: FitOptions, jobs: int = 1) -> dict[str
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {name: pool.submit(_fit_alone, LAWS[name], table, options) for name, table in tables.items()}
+            futures = {name: pool.submit(_fit, LAWS[name], table, options, True) for name, table in tables.items()}
             results.update({name: future.result() for name, future in futures.items()})
     return {name: results[name] for name in names}
 
@@ -90,11 +90,17 @@ def scaling_section(study_dir: Path, bootstrap: int = 20, jobs: int = 1) -> tupl
         lines += [f"### {law}: {fits[0].formula}", "", "| fit | parameters | points | R^2 |", "|---|---|---|---|"]
         lines += [f"| {f.group or '-'} | {_params(f)} | {_points(f)} | {f.goodness['r2']:.3f} |" for f in fits]
         lines.append("")
+        lines += _cautions(fits)
         out[law] = [{"group": f.group, "parameters": f.parameters, "goodness": f.goodness, "extras": f.extras,
                      "warnings": f.warnings} for f in fits]
         figures[f"scaling: {law}"] = law_figure(fits[:6])
         lines += LAWS[law]().report_lines(fits, study, out)
     return lines, figures, out
+
+
+def _cautions(fits: list[LawFit]) -> list[str]:
+    items = [f"- {f.group or f.law}: {doubt}" for f in fits for doubt in f.doubts()]
+    return ["Cautions (fits the data do not determine well; their extrapolations mean little):", "", *items, ""] if items else []
 
 
 def sensitivity_section(study_dir: Path) -> tuple[list[str], dict, dict]:
