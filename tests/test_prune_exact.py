@@ -95,3 +95,37 @@ def test_target_ratio_picks_a_close_homogeneous_shape(family_models):
         depth = resolve_target(model, adapter, None, 0.5, depth_only=True)
         assert depth.replace(num_hidden_layers=source.num_hidden_layers) == source
         assert depth.num_hidden_layers < source.num_hidden_layers
+
+
+def test_sliding_window_layers_follow_the_kept_layers():
+    """Qwen3 with sliding-window layers (window 8 < 24 tokens): the pruned config's layer_types are
+    the kept layers' own, so masked and sliced logits agree, and the export generates with the KV
+    cache as without it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("qwen3", vocab_size=97, hidden_size=64, num_hidden_layers=4, num_attention_heads=8,
+                                  num_key_value_heads=4, head_dim=12, intermediate_size=96, max_position_embeddings=64,
+                                  use_sliding_window=True, sliding_window=8, max_window_layers=2, initializer_range=0.1)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    types = list(model.config.layer_types)
+    assert types == ["full_attention"] * 2 + ["sliding_attention"] * 2
+    adapter = adapter_for(model.config)
+    source = adapter.shape(model.config)
+    target = source.replace(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2)
+    scores, _ = random_masks(source, seed=3)
+    scores.layer = torch.tensor([0.9, 0.1, 0.2, 0.8])  # keep layers 0 (full) and 3 (sliding)
+    masks = select(scores, source, target, None)
+    ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(4))
+    hooks = MaskHooks(model, adapter)
+    hooks.masks, hooks.final = masks, True
+    with torch.no_grad():
+        masked = model(ids).logits
+    hooks.remove()
+    pruned = slice_model(model, adapter, masks, target).eval()
+    assert pruned.config.layer_types == [types[0], types[3]]
+    with torch.no_grad():
+        assert (pruned(ids).logits - masked).abs().max() <= 1e-5 * max(1.0, float(masked.abs().max()))
+    cached = pruned.generate(ids[:1, :4], max_new_tokens=20, min_new_tokens=20, do_sample=False, use_cache=True)
+    uncached = pruned.generate(ids[:1, :4], max_new_tokens=20, min_new_tokens=20, do_sample=False, use_cache=False)
+    assert cached.shape[1] == 24 and torch.equal(cached, uncached)

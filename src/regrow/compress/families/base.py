@@ -48,6 +48,7 @@ class LayerRoles:
     writers: tuple[str, ...] = ()  # modules whose output is added to the residual stream
     q_norm: str | None = None  # norm over the whole query projection (OLMo-2)
     k_norm: str | None = None  # norm over the whole key projection (OLMo-2)
+    head_norms: tuple[str, ...] = ()  # norms over one head's head_dim, shared by every head (Qwen3): kept whole
 
 
 class FamilyAdapter:
@@ -171,6 +172,8 @@ class FamilyAdapter:
             axes[f"{r.q_norm}.weight"] = (Axis(0, "head", head_dim),)
         if r.k_norm:
             axes[f"{r.k_norm}.weight"] = (Axis(0, "kv", head_dim),)
+        for name in r.head_norms:
+            axes[f"{name}.weight"] = ()
         return axes
 
     def model_axes(self) -> dict[str, tuple[Axis, ...]]:
