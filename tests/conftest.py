@@ -95,6 +95,9 @@ FAMILY_CONFIGS = {
     "olmo2": {"model_type": "olmo2", "num_key_value_heads": 4, "intermediate_size": 96},
     "qwen3": {"model_type": "qwen3", "num_key_value_heads": 4, "intermediate_size": 96, "head_dim": 12,
               "tie_word_embeddings": True},
+    # full and sliding-window layers (window 8 < the tests' 16-32 tokens): layer_types follow the kept layers
+    "qwen3-sliding": {"model_type": "qwen3", "num_key_value_heads": 4, "intermediate_size": 96,
+                      "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 2},
     "olmo": {"model_type": "olmo", "num_key_value_heads": 4, "intermediate_size": 96, "clip_qkv": 0.3},
     "gpt_neox": {"model_type": "gpt_neox", "intermediate_size": 96, "rotary_pct": 0.25, "use_parallel_residual": True},
     "bloom": {"model_type": "bloom", "n_layer": 4, "n_head": 8},
@@ -106,6 +109,7 @@ FAMILY_TARGETS = {
     "qwen2": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48},
     "olmo2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 3, "intermediate_size": 64},
     "qwen3": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48},
+    "qwen3-sliding": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64},
     "olmo": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64},
     "gpt_neox": {"num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 48},
     "bloom": {"num_hidden_layers": 3, "num_attention_heads": 4},

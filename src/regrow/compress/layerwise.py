@@ -3,10 +3,12 @@
 The model is never built whole. A one-layer skeleton of the same config (tiny vocabulary, so
 no embedding-sized tensors) holds the code: the checkpoint's embedding is swapped in and the
 base model's forward is run until the decoder loop calls its first layer, which captures the
-hidden states and the exact arguments the model passes to every layer (attention mask,
-position embeddings or ALiBi; the same for all layers). Then each layer's weights are loaded
-into the skeleton's layer in turn and every calibration batch goes through it: the approach of
-layer-wise quantizers (GPTQ), with no per-family forward code.
+hidden states and the exact arguments the model passes to a layer (attention mask, position
+embeddings or ALiBi). A model whose `layer_types` mix attention kinds (sliding-window and full
+layers: Gemma-2/3, OLMo-3, Qwen3) gets one skeleton per kind, each catching its own arguments
+(its mask, its rotary embeddings). Then each layer's weights are loaded into the skeleton layer
+of its kind and every calibration batch goes through it: the approach of layer-wise quantizers
+(GPTQ), with no per-family forward code.
 """
 
 from __future__ import annotations
@@ -70,6 +72,17 @@ class ActivationStore:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class LayerInputs:
+    """What the model passes to each decoder layer besides the hidden states, per layer kind."""
+
+    def __init__(self, kinds: list, by_kind: dict):
+        self.kinds, self.by_kind = kinds, by_kind
+
+    def run(self, layer: nn.Module, index: int, hidden: torch.Tensor):
+        args, kwargs = self.by_kind[self.kinds[index]]
+        return layer(hidden, *args, **kwargs)
+
+
 class LayerwiseModel:
     """A decoder whose layers are loaded from `checkpoint` one at a time, in `dtype` (float32 as
     the in-memory path; bfloat16 uses a bf16 checkpoint's weights straight from the file)."""
@@ -79,19 +92,22 @@ class LayerwiseModel:
         self.checkpoint, self.adapter, self.device = checkpoint, adapter, device
         self.num_layers = config.num_hidden_layers
         layer_types = getattr(config, "layer_types", None)
-        if isinstance(layer_types, list) and len(set(layer_types)) > 1:
-            raise RegrowError(f"--streaming needs every layer to use one attention type; this model mixes {sorted(set(layer_types))}")
-        small = copy.deepcopy(config)
-        small.num_hidden_layers = 1
-        if isinstance(layer_types, list):
-            small.layer_types = layer_types[:1]
-        special = [getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")]
-        small.vocab_size = 1 + max([i for i in special if isinstance(i, int)], default=0)
-        small.tie_word_embeddings = False
+        per_layer = isinstance(layer_types, list) and len(layer_types) == self.num_layers
+        self.kinds = list(layer_types) if per_layer else [None] * self.num_layers
         self.dtype = dtype
-        self.skeleton = empty_model(small, torch.float32).to(device).eval()
-        self.layer = adapter.layers(self.skeleton)[0]
-        self._release_layer()  # the layer's weights are assigned per layer: hold no memory until then
+        self.skeletons: dict = {}  # layer kind -> one-layer model of that kind
+        for kind in dict.fromkeys(self.kinds):
+            small = copy.deepcopy(config)
+            small.num_hidden_layers = 1
+            if per_layer:
+                small.layer_types = [kind]
+            special = [getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")]
+            small.vocab_size = 1 + max([i for i in special if isinstance(i, int)], default=0)
+            small.tie_word_embeddings = False
+            self.skeletons[kind] = empty_model(small, torch.float32).to(device).eval()
+        self.layers = {kind: adapter.layers(skeleton)[0] for kind, skeleton in self.skeletons.items()}
+        for kind in self.layers:
+            self._release_layer(kind)  # weights are assigned per layer: hold no memory until then
         self._load_outer_modules()
         self.budget = activation_budget_bytes
         self.scratch = scratch
@@ -103,10 +119,12 @@ class LayerwiseModel:
 
     def _load_outer_modules(self) -> None:
         """Small modules outside the layers that the forward needs (e.g. Bloom's embedding norm)."""
-        own = self.skeleton.state_dict()
         skip = {f"{self.adapter.embedding}.weight", f"{self.adapter.lm_head}.weight"}
-        wanted = [n for n in self.checkpoint.names if n in own and n not in skip and not n.startswith(self.adapter.layers_path + ".")]
-        self.skeleton.load_state_dict(self.checkpoint.read(wanted), strict=False)
+        for skeleton in self.skeletons.values():
+            own = skeleton.state_dict()
+            wanted = [n for n in self.checkpoint.names
+                      if n in own and n not in skip and not n.startswith(self.adapter.layers_path + ".")]
+            skeleton.load_state_dict(self.checkpoint.read(wanted), strict=False)
 
     def new_store(self, batches: int, batch_shape: tuple[int, ...], alive: int) -> ActivationStore:
         """A store for one set of hidden states; on disk once `alive` sets would exceed the budget."""
@@ -116,54 +134,62 @@ class LayerwiseModel:
         return ActivationStore(self.scratch / f"h{self._stores}" if self.on_disk else None)
 
     @torch.inference_mode()
-    def embed(self, batches: list[torch.Tensor], alive: int, autocast) -> tuple[ActivationStore, tuple, dict]:
-        """Layer-0 inputs of every batch, and the per-layer arguments (from the first batch).
+    def embed(self, batches: list[torch.Tensor], alive: int, autocast) -> tuple[ActivationStore, LayerInputs]:
+        """Layer-0 inputs of every batch, and the per-layer arguments of each layer kind (from the
+        first batch).
 
         The embedding rows of each batch are read from the checkpoint block by block (never the
         whole table) and passed as `inputs_embeds` in float32, as the in-memory path's embedding
         gives them."""
         embedding = f"{self.adapter.embedding}.weight"
-        layers = self.adapter.layers(self.skeleton)
+        store, by_kind = None, {}
+        for index, ids in enumerate(batches):
+            embeds = self.checkpoint.rows(embedding, ids).float().to(self.device)
+            # every kind's arguments from the first batch; the hidden states are the same in every skeleton
+            for kind in self.skeletons if index == 0 else [self.kinds[0]]:
+                hidden, args, kwargs = self._first_layer_inputs(self.skeletons[kind], kind, embeds, autocast)
+                by_kind.setdefault(kind, (args, kwargs))
+            if store is None:
+                store = self.new_store(len(batches), tuple(hidden.shape), alive)
+            store.put(index, hidden.to(self.dtype))
+        return store, LayerInputs(self.kinds, by_kind)
+
+    def _first_layer_inputs(self, skeleton: nn.Module, kind, embeds: torch.Tensor, autocast) -> tuple:
+        layers = self.adapter.layers(skeleton)
         catcher = _Catcher()
         layers[0] = catcher
-        store, args, kwargs = None, (), {}
         try:
-            for index, ids in enumerate(batches):
-                try:
-                    embeds = self.checkpoint.rows(embedding, ids).float().to(self.device)
-                    with autocast():
-                        self.skeleton.base_model(inputs_embeds=embeds, use_cache=False)
-                except _Caught:
-                    pass
-                if catcher.caught is None:
-                    raise RegrowError(f"{type(self.skeleton).__name__} never called its first decoder layer; it cannot be streamed")
-                hidden, args_i, kwargs_i = catcher.caught
-                if store is None:
-                    store = self.new_store(len(batches), tuple(hidden.shape), alive)
-                    args, kwargs = args_i, kwargs_i
-                store.put(index, hidden.to(self.dtype))
+            try:
+                with autocast():
+                    skeleton.base_model(inputs_embeds=embeds, use_cache=False)
+            except _Caught:
+                pass
         finally:
-            layers[0] = self.layer
-        return store, args, kwargs
+            layers[0] = self.layers[kind]
+        if catcher.caught is None:
+            raise RegrowError(f"{type(skeleton).__name__} never called its first decoder layer; it cannot be streamed")
+        return catcher.caught
 
     @torch.no_grad()
     def load_layer(self, index: int) -> nn.Module:
-        """The skeleton's layer holding layer `index`'s weights. They are assigned, not copied:
-        a checkpoint already in the compute dtype is used straight from its memory map."""
+        """The skeleton layer of layer `index`'s kind, holding its weights. They are assigned, not
+        copied: a checkpoint already in the compute dtype is used straight from its memory map."""
         prefix = self._layer_prefix(index)
-        rels = [name for name, _ in self.layer.named_parameters()]
+        kind = self.kinds[index]
+        layer = self.layers[kind]
+        rels = [name for name, _ in layer.named_parameters()]
         missing = [prefix + rel for rel in rels if prefix + rel not in self.checkpoint.shapes]
         if missing:
             raise RegrowError(f"layer {index} of {str(self.checkpoint.folder)!r} lacks weights: {', '.join(missing[:3])}")
-        self._release_layer()
+        self._release_layer(kind)
         for name, tensor in self.checkpoint.tensors([prefix + rel for rel in rels]):  # one tensor at a time
-            self.layer.load_state_dict({name[len(prefix):]: tensor.to(self.device, self.dtype)}, strict=False, assign=True)
+            layer.load_state_dict({name[len(prefix):]: tensor.to(self.device, self.dtype)}, strict=False, assign=True)
             del tensor
-        return self.layer
+        return layer
 
     @torch.no_grad()
-    def _release_layer(self) -> None:
-        """Drop the previous layer's weights (meta tensors keep the shapes load_state_dict checks)."""
-        for module in self.layer.modules():
+    def _release_layer(self, kind) -> None:
+        """Drop a skeleton layer's weights (meta tensors keep the shapes load_state_dict checks)."""
+        for module in self.layers[kind].modules():
             for name, param in list(module.named_parameters(recurse=False)):
                 module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=False)

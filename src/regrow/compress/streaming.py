@@ -195,26 +195,29 @@ class StreamingModel:
         pruned = self._layerwise(written, new_config, adapter, device, scratch / "pruned", torch.float32)
         ids = probe_ids(self.config.vocab_size, self.cfg.seed, device)
         no_autocast = contextlib.nullcontext
-        _, args, kwargs = original.embed([ids], 1, no_autocast)
-        store, pruned_args, pruned_kwargs = pruned.embed([ids], 1, no_autocast)
+        _, inputs = original.embed([ids], 1, no_autocast)
+        store, pruned_inputs = pruned.embed([ids], 1, no_autocast)
         hidden = store.get(0).to(device)
-        hooks = MaskHooks(original.skeleton, adapter)
-        hooks.final = True
+        hooks = [MaskHooks(skeleton, adapter) for skeleton in original.skeletons.values()]
+        for hook in hooks:
+            hook.final = True
         per_layer, outside = {}, 0.0
         try:
             for new_index, old_index in enumerate(kept.layers):
                 full = hidden.new_zeros((*hidden.shape[:-1], source.hidden_size))
                 full[..., kept.hidden] = hidden
-                hooks.masks = masks.for_layer(old_index)
-                expected = hidden_of(original.load_layer(old_index)(full, *args, **kwargs))
-                hidden = hidden_of(pruned.load_layer(new_index)(hidden, *pruned_args, **pruned_kwargs))
+                for hook in hooks:
+                    hook.masks = masks.for_layer(old_index)
+                expected = hidden_of(inputs.run(original.load_layer(old_index), old_index, full))
+                hidden = hidden_of(pruned_inputs.run(pruned.load_layer(new_index), new_index, hidden))
                 per_layer[str(old_index)] = float((expected[..., kept.hidden] - hidden).abs().max())
                 dropped = torch.ones(source.hidden_size, dtype=torch.bool)
                 dropped[kept.hidden] = False
                 if dropped.any():
                     outside = max(outside, float(expected[..., dropped.to(expected.device)].abs().max()))
         finally:
-            hooks.remove()
+            for hook in hooks:
+                hook.remove()
             shutil.rmtree(scratch, ignore_errors=True)
         return {"checked": True, "max_abs_hidden_diff": max(per_layer.values(), default=0.0),
                 "per_layer_max_abs_hidden_diff": per_layer, "max_abs_removed_hidden": outside,

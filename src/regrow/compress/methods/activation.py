@@ -35,12 +35,12 @@ def calibrate_layerwise(ctx: PruneContext, block_size: int = 0) -> ActivationSta
     stats = ActivationStats.for_shape(ctx.source, ctx.adapter, ctx.cfg.batch_reduction, block_size)
     runner = ctx.layerwise
     batches = list(ctx.calibration())
-    store, args, kwargs = runner.embed(batches, 2 + block_size, ctx.autocast)
+    store, inputs = runner.embed(batches, 2 + block_size, ctx.autocast)
     for ids in batches:
         stats.count(ids)
     window = [store]  # hidden states entering the last block_size + 1 layers
     current = [0]
-    handles = stats.hook_units(runner.layer, lambda: current[0])
+    handles = [handle for layer in runner.layers.values() for handle in stats.hook_units(layer, lambda: current[0])]
     try:
         for i in tqdm(range(runner.num_layers), desc="calibrate layers", unit="layer", disable=not ctx.cfg.progress,
                       dynamic_ncols=True):
@@ -50,7 +50,7 @@ def calibrate_layerwise(ctx: PruneContext, block_size: int = 0) -> ActivationSta
             with torch.inference_mode(), ctx.autocast():
                 for b in range(len(batches)):
                     h = window[-1].get(b).to(ctx.device)
-                    out = hidden_of(layer(h, *args, **kwargs))
+                    out = hidden_of(inputs.run(layer, i, h))
                     stats.add_influence(i, h, out)
                     out_store.put(b, out)
             window.append(out_store)
