@@ -88,8 +88,8 @@ def test_streaming_check_finds_a_wrongly_written_layer(sharded_models, data_dir,
 
     write_pruned = streaming.write_pruned
 
-    def write_then_damage(checkpoint, names, adapter, source, masks, folder):
-        written = write_pruned(checkpoint, names, adapter, source, masks, folder)
+    def write_then_damage(checkpoint, names, adapter, source, masks, folder, tied=False):
+        written = write_pruned(checkpoint, names, adapter, source, masks, folder, tied)
         index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
         name = "model.layers.1.mlp.down_proj.weight"
         tensors = load_file(folder / index[name])

@@ -91,6 +91,7 @@ class LayerwiseModel:
                  activation_budget_bytes: int, scratch: Path, dtype: torch.dtype = torch.float32):
         self.checkpoint, self.adapter, self.device = checkpoint, adapter, device
         self.num_layers = config.num_hidden_layers
+        self.embedding_scale = adapter.embedding_scale(config)
         layer_types = getattr(config, "layer_types", None)
         per_layer = isinstance(layer_types, list) and len(layer_types) == self.num_layers
         self.kinds = list(layer_types) if per_layer else [None] * self.num_layers
@@ -142,9 +143,12 @@ class LayerwiseModel:
         whole table) and passed as `inputs_embeds` in float32, as the in-memory path's embedding
         gives them."""
         embedding = f"{self.adapter.embedding}.weight"
+        scale = torch.tensor(self.embedding_scale)  # as the model's own embedding multiplies (float32)
         store, by_kind = None, {}
         for index, ids in enumerate(batches):
             embeds = self.checkpoint.rows(embedding, ids).float().to(self.device)
+            if self.embedding_scale != 1.0:
+                embeds = embeds * scale.to(self.device, embeds.dtype)
             # every kind's arguments from the first batch; the hidden states are the same in every skeleton
             for kind in self.skeletons if index == 0 else [self.kinds[0]]:
                 hidden, args, kwargs = self._first_layer_inputs(self.skeletons[kind], kind, embeds, autocast)

@@ -44,8 +44,9 @@ class Masks:
         return self.head[index].view(kv_heads, -1).ne(0).any(dim=-1)
 
 
-def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """The module's RMSNorm / LayerNorm computed over the kept last-dim entries only."""
+def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+    """The module's RMSNorm / LayerNorm computed over the kept last-dim entries only; an RMSNorm
+    gain is (offset + weight) (Gemma: 1 + weight, in float32 as Gemma computes it)."""
     k = keep.to(x.device, torch.float32)
     n = k.sum()
     xf = x.float()
@@ -63,7 +64,9 @@ def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch
     eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
     var = (xf * xf * k).sum(-1, keepdim=True) / n
     y = xf * torch.rsqrt(var + eps) * k
-    return (y * weight).to(x.dtype) if weight is not None else y.to(x.dtype)
+    if weight is None:
+        return y.to(x.dtype)
+    return (y * (offset + weight.float())).to(x.dtype) if offset else (y * weight).to(x.dtype)
 
 
 def _times(x: torch.Tensor, *factors: torch.Tensor | None) -> torch.Tensor:
@@ -135,7 +138,7 @@ class MaskHooks:
             gate = m.layer[index] if (index is not None and m.layer is not None) else None
             if m.hidden is None:
                 return None if gate is None else _times(output, gate)
-            return _times(masked_norm(module, args[0], m.hidden.ne(0)), m.hidden, gate)
+            return _times(masked_norm(module, args[0], m.hidden.ne(0), self.adapter.norm_offset), m.hidden, gate)
 
         return hook
 
@@ -157,7 +160,7 @@ class MaskHooks:
             if m is None or m.head is None:
                 return None
             keep = m.head[index].ne(0) if unit == "head" else m.kv_keep(index, self.kv_heads)
-            return masked_norm(module, args[0], keep.repeat_interleave(self.head_dim))
+            return masked_norm(module, args[0], keep.repeat_interleave(self.head_dim), self.adapter.norm_offset)
 
         return hook
 

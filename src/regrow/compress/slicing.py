@@ -70,12 +70,12 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
         factor = factor.repeat_interleave(axis.block).to(out.device, out.dtype)
         shape = [1] * out.dim()
         shape[axis.dim] = -1
-        out = out * factor.view(shape)
+        out = (out + axis.offset) * factor.view(shape) - axis.offset if axis.offset else out * factor.view(shape)
     return out
 
 
 def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, source: ArchShape, fold: bool = True,
-                      consume: bool = False) -> dict:
+                      consume: bool = False, tied: bool = False) -> dict:
     """Every parameter of the pruned model (layers renumbered), folded and sliced. Tensors that
     lose nothing are shared, not copied; with `consume`, each source parameter is released as
     soon as it is sliced, so peak memory stays near the source model's size."""
@@ -85,7 +85,8 @@ def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, so
     for name, param in model.named_parameters():
         index, rel, axes = adapter.parameter_axes(name, source.head_dim)
         if index is None:
-            state[name] = prune_tensor(param, axes, kept, None, fold)
+            state[name] = adapter.rescale(name, prune_tensor(param, axes, kept, None, fold), source.hidden_size,
+                                          len(kept.hidden), tied)
         elif index in new_index:
             state[f"{adapter.layers_path}.{new_index[index]}.{rel}"] = prune_tensor(param, axes, kept, index, fold)
         if consume:
@@ -114,7 +115,7 @@ def slice_model(model: nn.Module, adapter: FamilyAdapter, masks: Masks, target: 
     source = adapter.shape(model.config)
     tied = tied_embeddings(model)
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    state = pruned_state_dict(model, adapter, masks, source, fold, consume)
+    state = pruned_state_dict(model, adapter, masks, source, fold, consume, tied)
     kept_layers = KeptUnits(masks, source).layers
     config = adapter.target_config(model.config, target, kept_layers)
     new = empty_model(config, dtype, getattr(model.config, "_attn_implementation", None))

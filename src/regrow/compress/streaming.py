@@ -83,7 +83,8 @@ def _rows_pruned(checkpoint: LazyCheckpoint, name: str, axes, kept: KeptUnits, i
     return out
 
 
-def write_pruned(checkpoint: LazyCheckpoint, names: list[str], adapter, source, masks: Masks, folder: Path) -> dict:
+def write_pruned(checkpoint: LazyCheckpoint, names: list[str], adapter, source, masks: Masks, folder: Path,
+                 tied: bool = False) -> dict:
     """The pruned tensors and their index: one safetensors shard per kept layer, one each for the
     embedding and the LM head (the largest tensors: one of them in memory at a time), one for the
     small rest."""
@@ -107,11 +108,14 @@ def write_pruned(checkpoint: LazyCheckpoint, names: list[str], adapter, source, 
             _, rel, axes = adapter.parameter_axes(name, source.head_dim)
             new_name = name if index is None else f"{adapter.layers_path}.{new_index[index]}.{rel}"
             if all(axis.dim > 0 for axis in axes):  # rows are independent: slice block by block (embeddings)
-                out[checkpoint.disk_name(new_name)] = _rows_pruned(checkpoint, name, axes, kept, index)
+                pruned = _rows_pruned(checkpoint, name, axes, kept, index)
             else:
                 tensor = checkpoint.read([name])[name]
-                out[checkpoint.disk_name(new_name)] = prune_tensor(tensor, axes, kept, index, fold=False).contiguous()
+                pruned = prune_tensor(tensor, axes, kept, index, fold=False).contiguous()
                 del tensor
+            if index is None:
+                pruned = adapter.rescale(name, pruned, source.hidden_size, len(kept.hidden), tied).contiguous()
+            out[checkpoint.disk_name(new_name)] = pruned
         save_file(out, folder / shard, metadata={"format": "pt"})
         for new_name, tensor in out.items():
             weight_map[new_name] = shard
@@ -169,7 +173,8 @@ class StreamingModel:
     def write(self, adapter, masks: Masks, target, fold: bool, device, tmp: Path) -> dict:
         assert not fold, "streaming writes the kept weights as they are (no method that folds streams)"
         source = adapter.shape(self.config)
-        self.written = write_pruned(self.checkpoint, self.names, adapter, source, masks, tmp)
+        self.written = write_pruned(self.checkpoint, self.names, adapter, source, masks, tmp,
+                                    bool(getattr(self.config, "tie_word_embeddings", False)))
         new_config = adapter.target_config(self.config, target, KeptUnits(masks, source).layers)
         new_config.save_pretrained(tmp)
         for extra in ("generation_config.json",):

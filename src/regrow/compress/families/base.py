@@ -32,6 +32,7 @@ class Axis:
     unit: str
     block: int = 1
     fold: str | None = None
+    offset: float = 0.0  # a norm gain applied as (offset + weight) (Gemma: 1): folds as (offset + w) m - offset
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class FamilyAdapter:
     grouped_attention: bool = True  # the HF class has num_key_value_heads
     mlp_ratio_fixed: int | None = None  # the HF class fixes intermediate = ratio * hidden (Bloom)
     norm_weights: bool = True  # False: norms have no gain (OLMo-1), so the hidden mask folds into their consumers
+    norm_offset: float = 0.0  # norms scale by (norm_offset + weight) (Gemma: 1.0)
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -164,10 +166,12 @@ class FamilyAdapter:
             axes[f"{name}.weight"] = (Axis(0, "hidden", 1, writer), Axis(1, unit, block, "unit"))
             axes[f"{name}.bias"] = (Axis(0, "hidden", 1, writer),)
         for name in r.norms:
-            axes[f"{name}.weight"] = axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "unit"),)
+            axes[f"{name}.weight"] = (Axis(0, "hidden", 1, "unit", self.norm_offset),)
+            axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "unit"),)
         for name in r.writers:
-            if name not in (r.attn_out, r.mlp_out):  # a norm that writes into the residual (OLMo-2)
-                axes[f"{name}.weight"] = axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "writer"),)
+            if name not in (r.attn_out, r.mlp_out):  # a norm that writes into the residual (OLMo-2, Gemma-2/3)
+                axes[f"{name}.weight"] = (Axis(0, "hidden", 1, "writer", self.norm_offset),)
+                axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "writer"),)
         if r.q_norm:
             axes[f"{r.q_norm}.weight"] = (Axis(0, "head", head_dim),)
         if r.k_norm:
@@ -182,7 +186,8 @@ class FamilyAdapter:
         yields only the embedding), so the final norm is only sliced."""
         axes = {f"{self.embedding}.weight": (Axis(1, "hidden", 1, "unit"),)}
         if self.embedding_norm:
-            axes[f"{self.embedding_norm}.weight"] = axes[f"{self.embedding_norm}.bias"] = (Axis(0, "hidden", 1, "unit"),)
+            axes[f"{self.embedding_norm}.weight"] = (Axis(0, "hidden", 1, "unit", self.norm_offset),)
+            axes[f"{self.embedding_norm}.bias"] = (Axis(0, "hidden", 1, "unit"),)
         axes[f"{self.final_norm}.weight"] = axes[f"{self.final_norm}.bias"] = (Axis(0, "hidden"),)
         axes[f"{self.lm_head}.weight"] = (Axis(1, "hidden", 1, "unit"),)
         return axes
@@ -199,6 +204,15 @@ class FamilyAdapter:
         if axes is None:
             raise RegrowError(f"parameter {name!r} is not described by the {self.name} adapter; pruning it is unsupported")
         return index, rel, axes
+
+    def embedding_scale(self, config) -> float:
+        """The factor the model multiplies its embedding output by (Gemma: sqrt(hidden_size))."""
+        return 1.0
+
+    def rescale(self, name: str, tensor, source_hidden: int, target_hidden: int, tied: bool):
+        """A pruned parameter corrected for what the pruned config changes on its own (Gemma: the
+        embedding scale follows the hidden size); identity for most families."""
+        return tensor
 
     # ---- masking extras -------------------------------------------------------------------------
     def extra_mask_hooks(self, model, hooks) -> list:

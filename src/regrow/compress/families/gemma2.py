@@ -1,0 +1,50 @@
+"""Gemma-2: Llama-like projections with a GeGLU MLP, "sandwich" RMSNorms and a scaled embedding.
+
+- RMSNorm multiplies by (1 + weight): a mask value m folds as (1 + w) m - 1 (`norm_offset`), and
+  the masked model's norms use 1 + w too.
+- input_layernorm / pre_feedforward_layernorm feed the sublayers; post_attention_layernorm /
+  post_feedforward_layernorm normalise the sublayer's output before it is added to the residual,
+  so they are the residual writers (they carry the layer gate and the hidden mask), as in OLMo-2.
+- The embedding output is multiplied by sqrt(hidden_size) taken from the config, so a pruned
+  hidden size H' would rescale it by sqrt(H' / H). Compensated exactly: the pruned embedding
+  table is multiplied by sqrt(H / H'); with tied embeddings the LM head is that same table, so
+  the logits would grow by sqrt(H / H'): the inverse is folded into the final norm,
+  (1 + w') = (1 + w) sqrt(H' / H). Attention and final-logit soft-capping act on the unchanged
+  scores and logits.
+- head_dim and query_pre_attn_scalar are explicit in the config and stay; the sliding-window
+  `layer_types` follow the kept layers.
+"""
+
+from regrow.compress.families.base import FAMILIES, FamilyAdapter, LayerRoles
+
+
+@FAMILIES.register("gemma2")
+class Gemma2Adapter(FamilyAdapter):
+    model_types = ("gemma2",)
+    layers_path = "model.layers"
+    embedding = "model.embed_tokens"
+    final_norm = "model.norm"
+    lm_head = "lm_head"
+    norm_offset = 1.0
+    roles = LayerRoles(
+        q=("self_attn.q_proj",),
+        kv=("self_attn.k_proj", "self_attn.v_proj"),
+        attn_out="self_attn.o_proj",
+        mlp_in=("mlp.gate_proj", "mlp.up_proj"),
+        mlp_out="mlp.down_proj",
+        norms=("input_layernorm", "pre_feedforward_layernorm"),
+        writers=("post_attention_layernorm", "post_feedforward_layernorm"),
+    )
+
+    def embedding_scale(self, config) -> float:
+        return config.hidden_size ** 0.5
+
+    def rescale(self, name: str, tensor, source_hidden: int, target_hidden: int, tied: bool):
+        if target_hidden == source_hidden:
+            return tensor
+        ratio = (source_hidden / target_hidden) ** 0.5  # the pruned model multiplies by sqrt(H') instead of sqrt(H)
+        if name == f"{self.embedding}.weight":
+            return tensor * ratio
+        if tied and name == f"{self.final_norm}.weight":
+            return (tensor + 1.0) / ratio - 1.0
+        return tensor
