@@ -175,11 +175,14 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
             if index is not None:
                 layer[index] += float(rows.sum())
             for axis in axes:
-                values = (rows if axis.dim == 0 else cols).view(-1, axis.block).sum(-1)
-                if axis.unit == "hidden":
-                    hidden += values
-                else:  # head, kv and mlp axes exist only inside layers
-                    sums[axis.unit][index] += values
+                squares = rows if axis.dim == 0 else cols
+                pieces = squares.split([shape.units(unit) * block for unit, block in axis.parts()])
+                for piece, (unit, block) in zip(pieces, axis.parts()):
+                    values = piece.view(-1, block).sum(-1)
+                    if unit == "hidden":
+                        hidden += values
+                    else:  # head, kv and mlp axes exist only inside layers
+                        sums[unit][index] += values
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
     return Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
 

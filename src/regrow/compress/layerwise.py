@@ -4,9 +4,9 @@ The model is never built whole. A one-layer skeleton of the same config (tiny vo
 no embedding-sized tensors) holds the code: the checkpoint's embedding is swapped in and the
 base model's forward is run until the decoder loop calls its first layer, which captures the
 hidden states and the exact arguments the model passes to a layer (attention mask, position
-embeddings or ALiBi). A model whose `layer_types` mix attention kinds (sliding-window and full
-layers: Gemma-2/3, OLMo-3, Qwen3) gets one skeleton per kind, each catching its own arguments
-(its mask, its rotary embeddings). Then each layer's weights are loaded into the skeleton layer
+embeddings or ALiBi). A model whose layers differ by per-layer config lists (`layer_types`:
+sliding-window and full layers in Gemma-2/3, OLMo-3, Qwen3; SmolLM3's `no_rope_layers`) gets one
+skeleton per kind of layer, each catching its own arguments (its mask, its rotary embeddings). Then each layer's weights are loaded into the skeleton layer
 of its kind and every calibration batch goes through it: the approach of layer-wise quantizers
 (GPTQ), with no per-family forward code.
 """
@@ -92,16 +92,17 @@ class LayerwiseModel:
         self.checkpoint, self.adapter, self.device = checkpoint, adapter, device
         self.num_layers = config.num_hidden_layers
         self.embedding_scale = adapter.embedding_scale(config)
-        layer_types = getattr(config, "layer_types", None)
-        per_layer = isinstance(layer_types, list) and len(layer_types) == self.num_layers
-        self.kinds = list(layer_types) if per_layer else [None] * self.num_layers
+        # a layer's kind: its entries of the per-layer config lists (attention type, RoPE or not)
+        fields = [f for f in adapter.per_layer_fields
+                  if isinstance(getattr(config, f, None), list) and len(getattr(config, f)) == self.num_layers]
+        self.kinds = [tuple(getattr(config, f)[i] for f in fields) for i in range(self.num_layers)]
         self.dtype = dtype
         self.skeletons: dict = {}  # layer kind -> one-layer model of that kind
         for kind in dict.fromkeys(self.kinds):
             small = copy.deepcopy(config)
             small.num_hidden_layers = 1
-            if per_layer:
-                small.layer_types = [kind]
+            for field, value in zip(fields, kind):
+                setattr(small, field, [value])
             special = [getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")]
             small.vocab_size = 1 + max([i for i in special if isinstance(i, int)], default=0)
             small.tie_word_embeddings = False

@@ -31,6 +31,11 @@ class ArchShape:
     def group_size(self) -> int:
         return self.num_attention_heads // self.num_key_value_heads
 
+    def units(self, unit: str) -> int:
+        """How many units of a kind one layer (or the model, for hidden) has."""
+        return {"hidden": self.hidden_size, "head": self.num_attention_heads, "kv": self.num_key_value_heads,
+                "mlp": self.intermediate_size}[unit]
+
     def replace(self, **changes) -> ArchShape:
         return dataclasses.replace(self, **changes)
 

@@ -55,6 +55,11 @@ class KeptUnits:
 def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, layer: int | None, fold: bool) -> torch.Tensor:
     out = tensor.detach()
     for axis in axes:
+        if axis.stacked:  # a fused projection: slice each unit range on its own
+            pieces = out.split([kept.source.units(unit) * block for unit, block in axis.stacked], axis.dim)
+            out = torch.cat([piece.index_select(axis.dim, element_index(kept.units(unit, layer)[0], block).to(out.device))
+                             for piece, (unit, block) in zip(pieces, axis.stacked)], axis.dim)
+            continue
         units, values = kept.units(axis.unit, layer)
         if len(units) * axis.block != out.shape[axis.dim]:  # all kept: no copy
             out = out.index_select(axis.dim, element_index(units, axis.block).to(out.device))

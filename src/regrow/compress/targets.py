@@ -24,7 +24,7 @@ def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape)
             continue  # every layer has the shapes of layer 0
         dims = list(param.shape)
         for axis in axes:
-            dims[axis.dim] = size[axis.unit] * axis.block
+            dims[axis.dim] = sum(size[unit] * block for unit, block in axis.parts())
         total += math.prod(dims) * (1 if index is None else shape.num_hidden_layers)
     return total
 

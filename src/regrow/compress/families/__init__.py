@@ -7,7 +7,18 @@ ones are imported here).
 
 from __future__ import annotations
 
-from regrow.compress.families import bloom, gemma2, gemma3, gpt_neox, llama, olmo, olmo2, qwen3  # noqa: F401  (registration)
+from regrow.compress.families import (  # noqa: F401  (registration)
+    bloom,
+    gemma2,
+    gemma3,
+    gpt_neox,
+    llama,
+    olmo,
+    olmo2,
+    phi3,
+    qwen3,
+    smollm3,
+)
 from regrow.compress.families.base import FAMILIES, Axis, FamilyAdapter, LayerRoles
 from regrow.errors import RegrowError
 

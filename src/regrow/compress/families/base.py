@@ -26,6 +26,9 @@ class Axis:
 
     fold: None (slice only), "unit" (multiply by the unit's mask value) or "writer" (multiply by
     the layer gate times the hidden mask: the module writes this dimension into the residual).
+    stacked: a fused projection whose dimension is several unit ranges one after another (Phi-3's
+    qkv_proj: all query heads, then all key heads, then all value heads), as (unit, block) pairs;
+    sliced part by part, never folded.
     """
 
     dim: int
@@ -33,6 +36,11 @@ class Axis:
     block: int = 1
     fold: str | None = None
     offset: float = 0.0  # a norm gain applied as (offset + weight) (Gemma: 1): folds as (offset + w) m - offset
+    stacked: tuple[tuple[str, int], ...] = ()
+
+    def parts(self) -> tuple[tuple[str, int], ...]:
+        """The (unit, block) ranges along the dimension, in order."""
+        return self.stacked or ((self.unit, self.block),)
 
 
 @dataclass(frozen=True)
@@ -41,9 +49,11 @@ class LayerRoles:
 
     q: tuple[str, ...] = ()  # output rows = query heads x head_dim
     qkv_fused: str | None = None  # output rows = heads x (q, k, v) x head_dim, interleaved per head
+    qkv_stacked: str | None = None  # output rows = [all q heads | all k heads | all v heads] (Phi-3)
     kv: tuple[str, ...] = ()  # output rows = kv heads x head_dim
     attn_out: str = ""  # input = concatenated head contexts; output = hidden
     mlp_in: tuple[str, ...] = ()  # output rows = MLP channels
+    mlp_in_stacked: str | None = None  # output rows = [gate channels | up channels] (Phi-3's gate_up_proj)
     mlp_out: str = ""  # input = MLP channels; output = hidden
     norms: tuple[str, ...] = ()  # norms over hidden whose output feeds a sublayer
     writers: tuple[str, ...] = ()  # modules whose output is added to the residual stream
@@ -68,6 +78,7 @@ class FamilyAdapter:
     mlp_ratio_fixed: int | None = None  # the HF class fixes intermediate = ratio * hidden (Bloom)
     norm_weights: bool = True  # False: norms have no gain (OLMo-1), so the hidden mask folds into their consumers
     norm_offset: float = 0.0  # norms scale by (norm_offset + weight) (Gemma: 1.0)
+    per_layer_fields: tuple[str, ...] = ("layer_types",)  # config lists with one entry per layer: follow the kept layers
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -137,9 +148,10 @@ class FamilyAdapter:
             new.intermediate_size = target.intermediate_size
         if not self.head_dim_from_hidden:
             new.head_dim = target.head_dim  # stated explicitly: hidden_size / heads may no longer give it
-        layer_types = getattr(new, "layer_types", None)
-        if isinstance(layer_types, list) and len(layer_types) == config.num_hidden_layers:
-            new.layer_types = [layer_types[i] for i in kept_layers]
+        for field in self.per_layer_fields:
+            values = getattr(new, field, None)
+            if isinstance(values, list) and len(values) == config.num_hidden_layers:
+                setattr(new, field, [values[i] for i in kept_layers])
         return new
 
     # ---- parameters ---------------------------------------------------------------------------
@@ -161,6 +173,11 @@ class FamilyAdapter:
             out_rows(name, "kv", head_dim)
         for name in r.mlp_in:
             out_rows(name, "mlp", 1)
+        for name, parts in ((r.qkv_stacked, (("head", head_dim), ("kv", head_dim), ("kv", head_dim))),
+                            (r.mlp_in_stacked, (("mlp", 1), ("mlp", 1)))):
+            if name:
+                rows = Axis(0, parts[0][0], parts[0][1], stacked=parts)
+                axes[f"{name}.weight"], axes[f"{name}.bias"] = (rows, hidden_in), (rows,)
         for name, unit, block in ((r.attn_out, "head", head_dim), (r.mlp_out, "mlp", 1)):
             writer = "writer" if name in r.writers else None
             axes[f"{name}.weight"] = (Axis(0, "hidden", 1, writer), Axis(1, unit, block, "unit"))
