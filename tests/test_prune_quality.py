@@ -1,10 +1,14 @@
-"""Quality sanity on a small model trained on real text (stdlib docstrings and code): right after
-pruning to half the parameters, importance-based methods beat random unit selection, and the
-pruned model keeps learning faster than a random init of the same shape."""
+"""Quality sanity on small models trained on real text: right after pruning to half the
+parameters, importance-based methods beat random unit selection, and the pruned model keeps
+learning faster than a random init of the same shape. Two sources: a Llama on the standard
+library's docstrings and code, and a Qwen3 (a family added later, with per-head q/k norms) on the
+public-domain English and German books of ../shared/data."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,62 +23,94 @@ from regrow.train.config import RunConfig
 from regrow.train.metrics import read_metrics
 from regrow.train.trainer import train
 
-SOURCE = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
-          "num_key_value_heads": 4, "intermediate_size": 192, "max_position_embeddings": 128}
+SOURCES = {
+    "llama": {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "intermediate_size": 192, "max_position_embeddings": 128},
+    "qwen3": {"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 192, "max_position_embeddings": 128,
+              "tie_word_embeddings": True},
+}
 SEQ = 64
+BOOKS = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repository
 
 
-@pytest.fixture(scope="module")
-def trained_source(tokenizer_dir, data_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("quality")
-    cfg = recipe(tokenizer_dir, data_dir, root / "source", model={"config": SOURCE},
-                 data={"path": str(data_dir), "mixture": {"prose": 0.5, "code": 0.5}, "seq_len": SEQ},
+@dataclass
+class Source:
+    root: Path
+    tokenizer: Path
+    data: Path
+    domains: list[str]
+
+
+def books(root: Path) -> tuple[Path, Path, list[str]]:
+    """A tokenizer and two domains (English, German) from the shared public-domain books."""
+    tokenizer, data = root / "tokenizer", root / "data"
+    assert main(["tokenizer", "train", str(BOOKS / "en"), str(BOOKS / "de"), "--vocab-size", "1024",
+                 "--out", str(tokenizer)]) == 0
+    for domain in ("en", "de"):
+        assert main(["data", "prepare", str(BOOKS / domain), "--domain", domain, "--tokenizer", str(tokenizer),
+                     "--out", str(data), "--val-fraction", "0.05", "--no-progress"]) == 0
+    return tokenizer, data, ["en", "de"]
+
+
+@pytest.fixture(scope="module", params=list(SOURCES))
+def trained_source(request, tokenizer_dir, data_dir, tmp_path_factory) -> Source:
+    root = tmp_path_factory.mktemp(f"quality-{request.param}")
+    tokenizer, data, domains = (tokenizer_dir, data_dir, ["prose", "code"]) if request.param == "llama" else books(root)
+    cfg = recipe(tokenizer, data, root / "source", model={"config": SOURCES[request.param]},
+                 data={"path": str(data), "mixture": {d: 0.5 for d in domains}, "seq_len": SEQ},
                  train={"steps": 300, "batch_size": 16, "log_every": 50, "eval_tokens": 4096, "progress": False},
                  schedule={"name": "cosine", "lr_max": 3e-3, "lr_min": 3e-4, "warmup_steps": 20})
     train(from_dict(RunConfig, cfg))
-    return root
+    return Source(root, tokenizer, data, domains)
 
 
-def mean_val_loss(folder, data_dir) -> float:
-    results = evaluate_domains(load_model(folder), TokenStore(data_dir), ["prose", "code"], SEQ, 8, 8192, torch.device("cpu"))
+def mean_val_loss(folder, source: Source) -> float:
+    results = evaluate_domains(load_model(folder), TokenStore(source.data), source.domains, SEQ, 8, 8192,
+                               torch.device("cpu"))
     return sum(r["loss"] for r in results.values()) / len(results)
 
 
-def prune(root, data_dir, name, *extra):
-    out = root / name
-    assert main(["prune", "--model", str(root / "source" / "model"), "--target-ratio", "0.5", "--data", str(data_dir),
-                 "--out", str(out), "--seq-len", str(SEQ), "--batch-size", "8", "--no-progress", *extra]) == 0
+def prune(source: Source, name, *extra):
+    out = source.root / name
+    assert main(["prune", "--model", str(source.root / "source" / "model"), "--target-ratio", "0.5", "--data",
+                 str(source.data), "--out", str(out), "--seq-len", str(SEQ), "--batch-size", "8", "--no-progress",
+                 *extra]) == 0
     report = json.loads((out / "pruning_report.json").read_text())
     assert 0.4 < report["target"]["fraction_kept"] < 0.6
     return out
 
 
-def test_importance_beats_random_right_after_pruning(trained_source, data_dir):
-    root = trained_source
-    random = mean_val_loss(prune(root, data_dir, "random", "--method", "random"), data_dir)
-    activation = mean_val_loss(prune(root, data_dir, "activation", "--method", "activation", "--calibration-samples", "64"), data_dir)
+def test_importance_beats_random_right_after_pruning(trained_source):
+    src = trained_source
+    random = mean_val_loss(prune(src, "random", "--method", "random"), src)
+    activation = mean_val_loss(prune(src, "activation", "--method", "activation", "--calibration-samples", "64"), src)
     # the paper's weight lr (1e-4) suits a large model late in pre-training; this tiny one trained at 3e-3
-    sheared = mean_val_loss(prune(root, data_dir, "sheared", "--method", "sheared", "--steps", "200",
-                                  "--set", "sheared.lr_weights=1e-3"), data_dir)
-    source = mean_val_loss(root / "source" / "model", data_dir)
+    sheared = mean_val_loss(prune(src, "sheared", "--method", "sheared", "--steps", "200",
+                                  "--set", "sheared.lr_weights=1e-3"), src)
+    source = mean_val_loss(src.root / "source" / "model", src)
+    print(f"\n[quality {src.root.name}] mean validation loss: source {source:.3f}, activation {activation:.3f}, "
+          f"sheared {sheared:.3f}, random {random:.3f}")
     assert source < activation < random - 0.05, (source, activation, random)
     assert sheared < random - 0.05, (sheared, random)
 
 
-def test_pruned_model_learns_faster_than_random_init(trained_source, tokenizer_dir, data_dir):
-    root = trained_source
+def test_pruned_model_learns_faster_than_random_init(trained_source):
+    src = trained_source
     curves = {}
     for reinit in ("none", "random"):
-        pruned = prune(root, data_dir, f"activation-{reinit}", "--method", "activation", "--calibration-samples", "64",
+        pruned = prune(src, f"activation-{reinit}", "--method", "activation", "--calibration-samples", "64",
                        "--reinit", reinit)
-        cfg = recipe(tokenizer_dir, data_dir, root / f"continue-{reinit}", model={"init": str(pruned)},
-                     tokenizer=None, data={"path": str(data_dir), "mixture": {"prose": 0.5, "code": 0.5}, "seq_len": SEQ},
+        cfg = recipe(src.tokenizer, src.data, src.root / f"continue-{reinit}", model={"init": str(pruned)},
+                     tokenizer=None, data={"path": str(src.data), "mixture": {d: 0.5 for d in src.domains}, "seq_len": SEQ},
                      train={"steps": 60, "batch_size": 16, "log_every": 20, "eval_every": 20, "eval_tokens": 4096,
                             "progress": False},
                      schedule={"name": "cosine", "lr_max": 3e-3, "lr_min": 3e-4, "warmup_steps": 6})
         train(from_dict(RunConfig, cfg))
-        curves[reinit] = {r["step"]: (r["eval/prose/loss"] + r["eval/code/loss"]) / 2
-                          for r in read_metrics(root / f"continue-{reinit}") if r["event"] == "eval"}
+        curves[reinit] = {r["step"]: sum(r[f"eval/{d}/loss"] for d in src.domains) / len(src.domains)
+                          for r in read_metrics(src.root / f"continue-{reinit}") if r["event"] == "eval"}
+    print(f"\n[quality {src.root.name}] continued training, mean validation loss by step: pruned {curves['none']}, "
+          f"random init {curves['random']}")
     assert sorted(curves["none"]) == [0, 20, 40, 60]
     for step in (20, 40, 60):
         assert curves["none"][step] < curves["random"][step] - 0.1, (step, curves)
