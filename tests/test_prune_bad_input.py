@@ -39,6 +39,11 @@ def spec(tmp_path, data: dict) -> str:
         ("qwen2", {"num_attention_heads": 0}, r"target num_attention_heads is 0; it must be >= 1"),
         ("llama", {"num_layers": 2}, r"unknown key\(s\) num_layers; allowed: num_hidden_layers, hidden_size"),
         ("llama", {"hidden_size": 40.5}, r"hidden_size is 40.5; it must be a whole number"),
+        ("phi3", {"hidden_size": 48}, r"phi3 derives head_dim = hidden_size / num_attention_heads, .* allowed: hidden_size = num_attention_heads x 8 \(= 64\)"),
+        ("phi3", {"num_attention_heads": 6, "num_key_value_heads": 4}, r"num_attention_heads 6 is not divisible by num_key_value_heads 4"),
+        ("qwen3", {"num_attention_heads": 8, "num_key_value_heads": 2}, r"4 query heads per key/value head but the source only 2"),
+        ("gemma2", {"intermediate_size": 200}, r"target intermediate_size 200 is larger than the source's 96"),
+        ("gemma3", {"num_key_value_heads": 5}, r"target num_key_value_heads 5 is larger than the source's 4"),
     ],
 )
 def test_bad_targets(family, target, message, family_models, data_dir, tmp_path, capsys):
