@@ -269,3 +269,22 @@ def test_report_plots_dynamic_weights(tmp_path, family_models, data_dir):
                                                        "cosine0.dyn1-replay0.25-tok512"}
     run = tmp_path / "study" / "runs" / "train-activation-t0-none-seed0-cosine0.dyn1-replay0.25-tok512"
     assert [r["step"] for r in read_metrics(run) if r["event"] == "mixture"] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("family", ["gemma3", "phi3"])
+def test_a_study_starts_from_a_newer_family(family, tmp_path, family_models, data_dir):
+    """A study on Gemma-3 (scaled embedding, 1 + w norms, sliding layers) and Phi-3 (stacked fused
+    projections): every run finishes and each pruned start has the target's shape."""
+    from conftest import FAMILY_TARGETS
+
+    target = FAMILY_TARGETS[family]
+    path = study_file(tmp_path, family_models, data_dir, source={"model": str(family_models[family])},
+                      **{"grid.target": [target], "grid.replay": [0.0], "grid.method": ["activation", "sheared"],
+                         "prune": {"calibration_samples": 8, "batch_size": 4, "sheared": {"steps": 2}}})
+    assert main(["study", path]) == 0
+    found = rows(tmp_path / "study")
+    assert len(found) == 2 + 1 + 4 and all(status == "done" for _, _, status, _ in found)
+    for method in ("activation", "sheared"):
+        config = json.loads((tmp_path / "study" / "runs" / f"prune-{method}-t0-none-seed0" / "config.json").read_text())
+        assert {k: config[k] for k in target} == target and config["model_type"] == family_models[family].name.replace(
+            "gemma3", "gemma3_text")
