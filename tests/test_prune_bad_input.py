@@ -44,6 +44,9 @@ def spec(tmp_path, data: dict) -> str:
         ("qwen3", {"num_attention_heads": 8, "num_key_value_heads": 2}, r"4 query heads per key/value head but the source only 2"),
         ("gemma2", {"intermediate_size": 200}, r"target intermediate_size 200 is larger than the source's 96"),
         ("gemma3", {"num_key_value_heads": 5}, r"target num_key_value_heads 5 is larger than the source's 4"),
+        # head_dim is explicit, yet Gemma's config class still wants hidden_size divisible by the heads
+        ("gemma3", {"num_attention_heads": 6, "num_key_value_heads": 3},
+         r"the HF config class rejects the target shape .*: The hidden size \(64\) is not a multiple of the number of attention heads \(6\)"),
     ],
 )
 def test_bad_targets(family, target, message, family_models, data_dir, tmp_path, capsys):

@@ -32,13 +32,20 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
     return scores, values
 
 
-@pytest.mark.parametrize("fold", [True, False])
+def cut(source, spec: dict, what: str) -> dict:
+    """The family's target spec pruning width and depth ("both"), the width only or the depth only."""
+    if what == "depth":
+        return {"num_hidden_layers": spec["num_hidden_layers"]}
+    return {**spec, "num_hidden_layers": source.num_hidden_layers} if what == "width" else spec
+
+
+@pytest.mark.parametrize("fold,what", [(True, "both"), (False, "both"), (True, "width"), (False, "depth")])
 @pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
-def test_masked_model_equals_sliced_model(family, fold, tmp_path):
+def test_masked_model_equals_sliced_model(family, fold, what, tmp_path):
     model = make_family_model(family, vocab_size=97).eval()
     adapter = adapter_for(model.config)
     source = adapter.shape(model.config)
-    target = source.replace(**adapter.complete_spec(FAMILY_TARGETS[family], source))
+    target = source.replace(**adapter.complete_spec(cut(source, FAMILY_TARGETS[family], what), source))
     check_target(source, target)
     adapter.check_target(source, target)
     scores, values = random_masks(source, seed=1)
