@@ -15,9 +15,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import FAMILY_CONFIGS, FAMILY_TARGETS, make_family_model  # noqa: E402
+from test_prune_exact import random_masks  # noqa: E402
 
 from regrow.compress.families import adapter_for  # noqa: E402
-from regrow.compress.masks import MaskHooks, Masks  # noqa: E402
+from regrow.compress.inmemory import logits_of  # noqa: E402
 from regrow.compress.select import select  # noqa: E402
 from regrow.compress.slicing import slice_model  # noqa: E402
 
@@ -27,20 +28,11 @@ def max_logit_diff(family: str, vocab: int = 97) -> dict:
     adapter = adapter_for(model.config)
     source = adapter.shape(model.config)
     target = source.replace(**adapter.complete_spec(FAMILY_TARGETS[family], source))
-    g = torch.Generator().manual_seed(1)
-    L, H, m, d = source.num_hidden_layers, source.num_attention_heads, source.intermediate_size, source.hidden_size
-    scores = Masks(torch.rand(L, generator=g), torch.rand(L, H, generator=g), torch.rand(L, m, generator=g),
-                   torch.rand(d, generator=g))
-    values = Masks(*(0.9 + 0.1 * torch.rand(t.shape, generator=g) for t in (scores.layer, scores.head, scores.mlp, scores.hidden)))
+    scores, values = random_masks(source, seed=1)
     masks = select(scores, source, target, values)
     ids = torch.randint(0, vocab, (2, 24), generator=torch.Generator().manual_seed(2))
-    hooks = MaskHooks(model, adapter)
-    hooks.masks, hooks.final = masks, True
-    with torch.no_grad():
-        masked = model(ids).logits
-    hooks.remove()
-    with torch.no_grad():
-        sliced = slice_model(model, adapter, masks, target).eval()(ids).logits
+    masked = logits_of(model, ids, adapter, masks)
+    sliced = logits_of(slice_model(model, adapter, masks, target), ids)
     return {"family": family, "model_type": model.config.model_type, "target": target.describe(),
             "max_abs_logit_diff": float((masked - sliced).abs().max()), "max_abs_logit": float(masked.abs().max())}
 

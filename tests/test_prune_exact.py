@@ -32,6 +32,17 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
     return scores, values
 
 
+@torch.no_grad()
+def masked_logits(model, adapter, masks, ids) -> torch.Tensor:
+    """The logits of the source model with the deterministic masks applied through hooks."""
+    hooks = MaskHooks(model, adapter)
+    hooks.masks, hooks.final = masks, True
+    try:
+        return model(ids).logits
+    finally:
+        hooks.remove()
+
+
 def cut(source, spec: dict, what: str) -> dict:
     """The family's target spec pruning width and depth ("both"), the width only or the depth only."""
     if what == "depth":
@@ -52,11 +63,7 @@ def test_masked_model_equals_sliced_model(family, fold, what, tmp_path):
     masks = select(scores, source, target, values if fold else None)
 
     ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(2))
-    hooks = MaskHooks(model, adapter)
-    hooks.masks, hooks.final = masks, True
-    with torch.no_grad():
-        masked = model(ids).logits
-    hooks.remove()
+    masked = masked_logits(model, adapter, masks, ids)
     with torch.no_grad():
         unmasked = model(ids).logits
     pruned = slice_model(model, adapter, masks, target, fold=fold).eval()
@@ -125,11 +132,7 @@ def test_sliding_window_layers_follow_the_kept_layers():
     scores.layer = torch.tensor([0.9, 0.1, 0.2, 0.8])  # keep layers 0 (full) and 3 (sliding)
     masks = select(scores, source, target, None)
     ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(4))
-    hooks = MaskHooks(model, adapter)
-    hooks.masks, hooks.final = masks, True
-    with torch.no_grad():
-        masked = model(ids).logits
-    hooks.remove()
+    masked = masked_logits(model, adapter, masks, ids)
     pruned = slice_model(model, adapter, masks, target).eval()
     assert pruned.config.layer_types == [types[0], types[3]]
     with torch.no_grad():

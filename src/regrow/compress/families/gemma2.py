@@ -15,23 +15,18 @@
   `layer_types` follow the kept layers.
 """
 
-from regrow.compress.families.base import FAMILIES, FamilyAdapter, LayerRoles
+import dataclasses
+
+from regrow.compress.families.base import FAMILIES
+from regrow.compress.families.llama import LlamaAdapter
 
 
 @FAMILIES.register("gemma2")
-class Gemma2Adapter(FamilyAdapter):
+class Gemma2Adapter(LlamaAdapter):
     model_types = ("gemma2",)
-    layers_path = "model.layers"
-    embedding = "model.embed_tokens"
-    final_norm = "model.norm"
-    lm_head = "lm_head"
     norm_offset = 1.0
-    roles = LayerRoles(
-        q=("self_attn.q_proj",),
-        kv=("self_attn.k_proj", "self_attn.v_proj"),
-        attn_out="self_attn.o_proj",
-        mlp_in=("mlp.gate_proj", "mlp.up_proj"),
-        mlp_out="mlp.down_proj",
+    roles = dataclasses.replace(
+        LlamaAdapter.roles,
         norms=("input_layernorm", "pre_feedforward_layernorm"),
         writers=("post_attention_layernorm", "post_feedforward_layernorm"),
     )
