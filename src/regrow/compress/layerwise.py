@@ -6,9 +6,10 @@ base model's forward is run until the decoder loop calls its first layer, which 
 hidden states and the exact arguments the model passes to a layer (attention mask, position
 embeddings or ALiBi). A model whose layers differ by per-layer config lists (`layer_types`:
 sliding-window and full layers in Gemma-2/3, OLMo-3, Qwen3; SmolLM3's `no_rope_layers`) gets one
-skeleton per kind of layer, each catching its own arguments (its mask, its rotary embeddings). Then each layer's weights are loaded into the skeleton layer
-of its kind and every calibration batch goes through it: the approach of layer-wise quantizers
-(GPTQ), with no per-family forward code.
+skeleton per kind of layer, each catching its own arguments (its mask, its rotary embeddings).
+Then each layer's weights are loaded into the skeleton layer of its kind and every calibration
+batch goes through it: the approach of layer-wise quantizers (GPTQ), with no per-family forward
+code.
 """
 
 from __future__ import annotations
@@ -97,13 +98,13 @@ class LayerwiseModel:
                   if isinstance(getattr(config, f, None), list) and len(getattr(config, f)) == self.num_layers]
         self.kinds = [tuple(getattr(config, f)[i] for f in fields) for i in range(self.num_layers)]
         self.dtype = dtype
+        special = [getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")]
         self.skeletons: dict = {}  # layer kind -> one-layer model of that kind
         for kind in dict.fromkeys(self.kinds):
             small = copy.deepcopy(config)
             small.num_hidden_layers = 1
             for field, value in zip(fields, kind):
                 setattr(small, field, [value])
-            special = [getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")]
             small.vocab_size = 1 + max([i for i in special if isinstance(i, int)], default=0)
             small.tie_word_embeddings = False
             self.skeletons[kind] = empty_model(small, torch.float32).to(device).eval()
