@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import matplotlib.ticker
+
 from regrow.analysis.plots import pyplot
 from regrow.study.report.data import Run, StudyData
 
@@ -73,6 +75,8 @@ def small_multiples(data: StudyData, style: Style, points: Callable[[Run], tuple
         ax.grid(alpha=0.3)
         if xlog:
             ax.set_xscale("log")
+            # less than a decade of FLOPs: matplotlib labels the minor ticks too, and they overlap
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in axes.flat[len(cells):]:
         ax.set_visible(False)
     for ax in axes[-1]:
