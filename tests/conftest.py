@@ -123,6 +123,17 @@ FAMILY_CONFIGS = {
     "olmo": {"model_type": "olmo", "num_key_value_heads": 4, "intermediate_size": 96, "clip_qkv": 0.3},
     "gpt_neox": {"model_type": "gpt_neox", "intermediate_size": 96, "rotary_pct": 0.25, "use_parallel_residual": True},
     "bloom": {"model_type": "bloom", "n_layer": 4, "n_head": 8},
+    # mixtures of experts (fused experts of transformers 5); Qwen-MoE with dense MLP layers in between
+    "mixtral": {"model_type": "mixtral", "num_key_value_heads": 2, "intermediate_size": 32, "num_local_experts": 8,
+                "num_experts_per_tok": 2},
+    "olmoe": {"model_type": "olmoe", "num_key_value_heads": 4, "intermediate_size": 32, "num_experts": 8,
+              "num_experts_per_tok": 2, "norm_topk_prob": False},
+    "qwen3_moe": {"model_type": "qwen3_moe", "num_key_value_heads": 4, "head_dim": 12, "intermediate_size": 96,
+                  "moe_intermediate_size": 32, "num_experts": 8, "num_experts_per_tok": 3, "norm_topk_prob": True,
+                  "mlp_only_layers": [1], "tie_word_embeddings": True},
+    "qwen2_moe": {"model_type": "qwen2_moe", "num_key_value_heads": 2, "intermediate_size": 96, "moe_intermediate_size": 24,
+                  "shared_expert_intermediate_size": 48, "num_experts": 6, "num_experts_per_tok": 2,
+                  "decoder_sparse_step": 2},
 }
 # A target per family that prunes every kind of unit (and keeps each family's rules).
 FAMILY_TARGETS = {
@@ -144,7 +155,17 @@ FAMILY_TARGETS = {
     "olmo": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64},
     "gpt_neox": {"num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 48},
     "bloom": {"num_hidden_layers": 3, "num_attention_heads": 4},
+    "mixtral": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
+                "num_experts": 5, "num_experts_per_tok": 2, "moe_intermediate_size": 24},
+    "olmoe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 3,
+              "num_experts": 4, "num_experts_per_tok": 1, "moe_intermediate_size": 24},
+    "qwen3_moe": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "intermediate_size": 48, "num_experts": 5, "num_experts_per_tok": 2, "moe_intermediate_size": 24},
+    "qwen2_moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
+                  "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 1, "moe_intermediate_size": 16,
+                  "shared_expert_intermediate_size": 32},
 }
+MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe")
 
 
 def make_family_model(family: str, vocab_size: int, seed: int = 0):
@@ -164,6 +185,8 @@ def make_family_model(family: str, vocab_size: int, seed: int = 0):
         for param in model.parameters():
             if param.dim() == 1:  # norms start at 1 / 0: perturb them so masked norms are really tested
                 param.add_(torch.randn_like(param) * 0.2)
+            elif param.dim() == 2 and param.abs().max() == 0:  # routers (and gates) HF starts at zero: route for real
+                param.normal_(0.0, 1.0)
     return model
 
 

@@ -11,7 +11,7 @@ from regrow.compress.families import adapter_for
 from regrow.compress.masks import MaskHooks, Masks
 from regrow.compress.select import head_mask, select
 from regrow.compress.shape import check_target
-from regrow.compress.slicing import slice_model
+from regrow.compress.slicing import KeptUnits, slice_model
 from regrow.compress.targets import count_parameters, resolve_target
 
 
@@ -28,7 +28,13 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
     g = torch.Generator().manual_seed(seed)
     L, H, m, d = source.num_hidden_layers, source.num_attention_heads, source.intermediate_size, source.hidden_size
     scores = Masks(torch.rand(L, generator=g), torch.rand(L, H, generator=g), torch.rand(L, m, generator=g), torch.rand(d, generator=g))
-    values = Masks(*(0.9 + 0.1 * torch.rand(t.shape, generator=g) for t in (scores.layer, scores.head, scores.mlp, scores.hidden)))
+    if source.num_experts:
+        scores.expert = torch.rand(L, source.num_experts, generator=g)
+        scores.expert_mlp = torch.rand(L, source.num_experts, source.moe_intermediate_size, generator=g)
+        scores.shared_mlp = torch.rand(L, source.shared_expert_intermediate_size, generator=g)
+    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp")
+    values = Masks(**{k: 0.9 + 0.1 * torch.rand(getattr(scores, k).shape, generator=g) for k in kinds
+                      if getattr(scores, k) is not None})
     return scores, values
 
 
@@ -73,9 +79,11 @@ def test_masked_model_equals_sliced_model(family, fold, what, tmp_path):
     scale = masked.abs().max()
     assert (masked - sliced).abs().max() <= 1e-5 * max(1.0, float(scale))
     assert (masked - unmasked).abs().max() > 1e-3  # the mask really changed the model
-    assert adapter.shape(pruned.config) == target
+    dense_kept = not all(adapter.moe_layers(pruned.config))  # removing layers may remove every dense MLP layer
+    assert adapter.shape(pruned.config) == (target if dense_kept else target.replace(intermediate_size=0))
     n = sum(p.numel() for p in pruned.parameters())
-    assert n == meta_parameter_count(pruned.config) == count_parameters(model, adapter, target)
+    kept_layers = KeptUnits(masks, source).layers  # dense and MoE layers differ in size: which are kept matters
+    assert n == meta_parameter_count(pruned.config) == count_parameters(model, adapter, target, kept_layers)
     layer_ids = [m.layer_idx for m in pruned.modules() if getattr(m, "layer_idx", None) is not None]
     # renumbered 0..n-1 (the KV cache indexes by it); some families set it on the layer and its attention
     assert layer_ids == sorted(layer_ids) and sorted(set(layer_ids)) == list(range(target.num_hidden_layers))

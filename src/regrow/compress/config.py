@@ -13,6 +13,7 @@ from regrow.errors import RegrowError
 
 DEPTH_MODES = ("individual", "contiguous")
 BATCH_REDUCTIONS = ("l2", "mean")
+EXPERT_CRITERIA = ("reap", "frequency", "random")
 
 
 @dataclass
@@ -55,6 +56,7 @@ class PruneConfig:
     calibration_samples: int = 1024
     batch_reduction: str = "l2"  # how per-sample statistics are reduced over the batch
     depth_mode: str = "individual"  # individual: lowest block influence; contiguous: best run of layers
+    expert_criterion: str = "reap"  # activation on a mixture of experts: reap, frequency or random expert scores
     precision: str = "fp32"
     device: str = "auto"
     trust_remote_code: bool = False
@@ -84,6 +86,7 @@ class PruneConfig:
                 raise RegrowError(f"{key} is {value}; it must be >= 1")
         for key, value, allowed in (("batch_reduction", self.batch_reduction, BATCH_REDUCTIONS),
                                     ("depth_mode", self.depth_mode, DEPTH_MODES),
+                                    ("expert_criterion", self.expert_criterion, EXPERT_CRITERIA),
                                     ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
             if value not in allowed:
                 raise RegrowError(f"{key} {value!r} is not supported; allowed: {', '.join(allowed)}")

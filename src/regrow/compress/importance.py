@@ -4,6 +4,9 @@ Activation statistics follow Minitron (ALGORITHMS.md §2): per sample, the mean 
 |activation| (for a head: of the L2 norm of its context vector); then reduced over the batch,
 either as the L2 norm over samples (Minitron's choice, `batch_reduction: l2`) or the mean.
 Block influence (ShortGPT) is 1 - cos(h_in, h_out) of a layer, averaged over tokens.
+Mixtures of experts (ALGORITHMS.md §9): an expert's channels score the mean |activation| over the
+tokens routed to it; an expert scores by `expert_criterion`: `reap` (mean over its routed tokens
+of gate x ||output||), `frequency` (share of tokens routed to it) or `random` (seeded).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from regrow.compress.experts import RoutedExperts, find
 from regrow.compress.families.base import FamilyAdapter
 from regrow.compress.masks import Masks
 from regrow.compress.shape import ArchShape
@@ -40,12 +44,17 @@ class ActivationStats:
         self.reduction = batch_reduction
         self.block_size = block_size  # > 0: also score every run of `block_size` consecutive layers
         self.roles = adapter.roles
+        self.norm_writers = adapter.norm_writers()
         shape = shape or adapter.shape(model.config)
         self.shape = shape
         L = shape.num_hidden_layers
         self.head = torch.zeros(L, shape.num_attention_heads, dtype=torch.float64)
         self.mlp = torch.zeros(L, shape.intermediate_size, dtype=torch.float64)
         self.hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
+        self.shared_mlp = torch.zeros(L, shape.shared_expert_intermediate_size, dtype=torch.float64)
+        self.expert_mlp = torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64)
+        self.routed = torch.zeros(L, shape.num_experts, dtype=torch.float64)  # tokens routed to each expert
+        self.reap = torch.zeros(L, shape.num_experts, dtype=torch.float64)  # sum of gate x ||expert output||
         self.influence = torch.zeros(L, dtype=torch.float64)
         self.block_influence = torch.zeros(max(L - block_size + 1, 0), dtype=torch.float64)
         self.samples = 0
@@ -67,11 +76,14 @@ class ActivationStats:
         """Hooks on one layer's head, MLP and hidden-writing modules; `index()` says which layer
         the statistics belong to (a streaming caller reuses one module for every layer)."""
         r = self.roles
-        get = layer.get_submodule
-        handles = [get(r.attn_out).register_forward_pre_hook(self._head_hook(index)),
-                   get(r.mlp_out).register_forward_pre_hook(self._mlp_hook(index))]
-        for name in list(r.norms) + [w for w in r.writers if w not in (r.attn_out, r.mlp_out)]:
-            handles.append(get(name).register_forward_hook(self._hidden_hook))
+        handles = [layer.get_submodule(r.attn_out).register_forward_pre_hook(self._head_hook(index))]
+        for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp)):
+            if (module := find(layer, name)) is not None:
+                handles.append(module.register_forward_pre_hook(self._mlp_hook(index, acc)))
+        for name in (*r.norms, *self.norm_writers):
+            handles.append(layer.get_submodule(name).register_forward_hook(self._hidden_hook))
+        if (experts := find(layer, r.experts)) is not None:
+            handles.append(RoutedExperts(experts, observe=self._expert_observer(index)))
         return handles
 
     def add_influence(self, index: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
@@ -97,11 +109,22 @@ class ActivationStats:
 
         return hook
 
-    def _mlp_hook(self, index):
+    def _mlp_hook(self, index, acc: torch.Tensor):
         def hook(module, args):
-            self._add(self.mlp[index()], args[0].float().abs().mean(1))
+            x = args[0]
+            per_sample = x.float().abs().mean(1) if x.dim() == 3 else x.float().abs().mean(0, keepdim=True)
+            self._add(acc[index()], per_sample)
 
         return hook
+
+    def _expert_observer(self, index):
+        def observe(expert: int, token, inner, output, weights) -> None:
+            i = index()
+            self.expert_mlp[i, expert] += inner.detach().float().abs().sum(0).to(self.expert_mlp.device, torch.float64)
+            self.routed[i, expert] += len(token)
+            self.reap[i, expert] += float((weights.detach().float() * output.detach().float().norm(dim=-1)).sum())
+
+        return observe
 
     def _hidden_hook(self, module, args, output):
         self._add(self.hidden, output.float().abs().mean(1))
@@ -140,14 +163,25 @@ class ActivationStats:
     def _reduce(self, acc: torch.Tensor) -> torch.Tensor:
         return acc.sqrt() if self.reduction == "l2" else acc / max(self.samples, 1)
 
-    def scores(self) -> Masks:
-        """Head, MLP-channel, hidden-channel and layer scores (higher = more important)."""
-        return Masks(
+    def scores(self, expert_criterion: str = "reap", seed: int = 0) -> Masks:
+        """Head, MLP-channel, hidden-channel and layer scores (higher = more important); for a
+        mixture of experts also expert, expert-channel and shared-expert-channel scores."""
+        masks = Masks(
             layer=self.influence / max(self.tokens, 1),
             head=self._reduce(self.head),
             mlp=self._reduce(self.mlp),
             hidden=self._reduce(self.hidden),
         )
+        if self.shape.num_experts:
+            routed = self.routed.clamp_min(1)
+            masks.expert_mlp = self.expert_mlp / routed.unsqueeze(-1)
+            masks.shared_mlp = self._reduce(self.shared_mlp)
+            masks.expert = {
+                "reap": lambda: self.reap / routed,
+                "frequency": lambda: self.routed / max(self.tokens, 1),
+                "random": lambda: torch.rand(self.routed.shape, generator=torch.Generator().manual_seed(seed)).double(),
+            }[expert_criterion]()
+        return masks
 
 
 def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
@@ -164,6 +198,9 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         "head": torch.zeros(L, shape.num_attention_heads, dtype=torch.float64),
         "kv": torch.zeros(L, shape.num_key_value_heads, dtype=torch.float64),
         "mlp": torch.zeros(L, shape.intermediate_size, dtype=torch.float64),
+        "shared_mlp": torch.zeros(L, shape.shared_expert_intermediate_size, dtype=torch.float64),
+        "expert": torch.zeros(L, shape.num_experts, dtype=torch.float64),
+        "expert_mlp": torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64),
     }
     hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
     layer = torch.zeros(L, dtype=torch.float64)
@@ -171,20 +208,31 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
     with torch.no_grad():
         for name, param in named_tensors:
             index, _, axes = adapter.parameter_axes(name, shape.head_dim)
-            rows, cols = _squares_by_row_and_column(param.detach())
-            if index is not None:
-                layer[index] += float(rows.sum())
-            for axis in axes:
-                squares = rows if axis.dim == 0 else cols
-                pieces = squares.split([shape.units(unit) * block for unit, block in axis.parts()])
-                for piece, (unit, block) in zip(pieces, axis.parts()):
-                    values = piece.view(-1, block).sum(-1)
-                    if unit == "hidden":
-                        hidden += values
-                    else:  # head, kv and mlp axes exist only inside layers
-                        sums[unit][index] += values
+            tensor = param.detach()
+            per_expert = tensor.dim() == 3  # fused experts [experts, rows, columns]: one expert at a time
+            for expert, piece in enumerate(tensor) if per_expert else [(None, tensor)]:
+                rows, cols = _squares_by_row_and_column(piece)
+                if index is not None:
+                    layer[index] += float(rows.sum())
+                for axis in axes:
+                    if per_expert and axis.dim == 0:
+                        sums["expert"][index, expert] += float(rows.sum())
+                        continue
+                    squares = rows if axis.dim - per_expert == 0 else cols
+                    pieces = squares.split([shape.units(unit) * block for unit, block in axis.parts()])
+                    for part, (unit, block) in zip(pieces, axis.parts()):
+                        values = part.view(-1, block).sum(-1)
+                        if unit == "hidden":
+                            hidden += values
+                        elif unit == "expert_mlp":
+                            sums[unit][index, expert] += values
+                        else:  # head, kv, mlp and expert axes exist only inside layers
+                            sums[unit][index] += values
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
-    return Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
+    masks = Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
+    if shape.num_experts:
+        masks.expert, masks.expert_mlp, masks.shared_mlp = (sums[k].sqrt() for k in ("expert", "expert_mlp", "shared_mlp"))
+    return masks
 
 
 def _squares_by_row_and_column(tensor: torch.Tensor, block_elements: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -5,8 +5,8 @@ no embedding-sized tensors) holds the code: the checkpoint's embedding is swappe
 base model's forward is run until the decoder loop calls its first layer, which captures the
 hidden states and the exact arguments the model passes to a layer (attention mask, position
 embeddings or ALiBi). A model whose layers differ by per-layer config lists (`layer_types`:
-sliding-window and full layers in Gemma-2/3, OLMo-3, Qwen3; SmolLM3's `no_rope_layers`) gets one
-skeleton per kind of layer, each catching its own arguments (its mask, its rotary embeddings).
+sliding-window and full layers in Gemma-2/3, OLMo-3, Qwen3; SmolLM3's `no_rope_layers`; dense and
+mixture-of-experts layers in Qwen2/3-MoE) gets one skeleton per kind of layer, each catching its own arguments (its mask, its rotary embeddings).
 Then each layer's weights are loaded into the skeleton layer of its kind and every calibration
 batch goes through it: the approach of layer-wise quantizers (GPTQ), with no per-family forward
 code.
@@ -93,18 +93,18 @@ class LayerwiseModel:
         self.checkpoint, self.adapter, self.device = checkpoint, adapter, device
         self.num_layers = config.num_hidden_layers
         self.embedding_scale = adapter.embedding_scale(config)
-        # a layer's kind: its entries of the per-layer config lists (attention type, RoPE or not)
-        fields = [f for f in adapter.per_layer_fields
-                  if isinstance(getattr(config, f, None), list) and len(getattr(config, f)) == self.num_layers]
-        self.kinds = [tuple(getattr(config, f)[i] for f in fields) for i in range(self.num_layers)]
+        # a layer's kind: the config fields that make a one-layer model build it (its entries of the
+        # per-layer lists: attention type, RoPE or not; dense MLP or mixture of experts)
+        overrides = [adapter.layer_overrides(config, i) for i in range(self.num_layers)]
+        self.kinds = [repr(sorted(o.items())) for o in overrides]
         self.dtype = dtype
         special = [getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")]
         self.skeletons: dict = {}  # layer kind -> one-layer model of that kind
-        for kind in dict.fromkeys(self.kinds):
+        for kind, override in dict(zip(self.kinds, overrides)).items():
             small = copy.deepcopy(config)
             small.num_hidden_layers = 1
-            for field, value in zip(fields, kind):
-                setattr(small, field, [value])
+            for field, value in override.items():
+                setattr(small, field, value)
             small.vocab_size = 1 + max([i for i in special if isinstance(i, int)], default=0)
             small.tie_word_embeddings = False
             self.skeletons[kind] = empty_model(small, torch.float32).to(device).eval()

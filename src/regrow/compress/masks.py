@@ -6,6 +6,13 @@ scale the intermediate activation before the down projection; the hidden mask sc
 embeddings, every write into the residual stream and every norm output, and norms then average
 over the kept hidden dimensions only. A zero entry removes the unit: slicing the model with
 the same (deterministic) masks gives the same logits.
+
+Mixtures of experts (ALGORITHMS.md §9): an expert whose mask is 0 is taken out of routing (its
+router logit is -inf before the top-k, so the token's slot goes to the next expert, and the
+chosen gates are renormalised as the family does: exactly what the sliced router with fewer
+rows computes); a kept expert's mask value scales its gate (its output); expert-channel masks
+scale each expert's intermediate activations (compress/experts.py); `experts_per_token` is the
+target top-k. During sheared mask training an expert is routed while its sampled gate is above 0.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from regrow.compress.experts import RoutedExperts, find
 from regrow.compress.families.base import FamilyAdapter
 
 
@@ -22,20 +30,28 @@ from regrow.compress.families.base import FamilyAdapter
 class Masks:
     """One value per unit; None = that kind of unit is not pruned (all ones).
 
-    layer [L], head [L, H] (query heads), mlp [L, m], hidden [d].
+    layer [L], head [L, H] (query heads), mlp [L, m], hidden [d]; mixtures of experts: expert
+    [L, E], expert_mlp [L, E, m_e] (each expert's channels), shared_mlp [L, m_s] (the shared
+    expert's channels) and experts_per_token (the top-k, None = the model's own).
     """
 
     layer: torch.Tensor | None = None
     head: torch.Tensor | None = None
     mlp: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    expert: torch.Tensor | None = None
+    expert_mlp: torch.Tensor | None = None
+    shared_mlp: torch.Tensor | None = None
+    experts_per_token: int | None = None
 
     def for_layer(self, index: int) -> Masks:
         """The masks of layer `index` alone, as for a one-layer model (layer-by-layer checks)."""
         def row(t):
             return None if t is None else t[index : index + 1]
 
-        return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden)
+        return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden,
+                     expert=row(self.expert), expert_mlp=row(self.expert_mlp), shared_mlp=row(self.shared_mlp),
+                     experts_per_token=self.experts_per_token)
 
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
         """Which key/value heads of layer `index` serve at least one kept query head."""
@@ -88,21 +104,28 @@ class MaskHooks:
         shape = adapter.shape(config)
         self.head_dim, self.kv_heads = shape.head_dim, shape.num_key_value_heads
         self.handles: list = []
+        self.routed: list[RoutedExperts] = []
         r = adapter.roles
+        renormalise = adapter.renormalises_top_k(config)
         for index, layer in enumerate(adapter.layers(model)):
             get = layer.get_submodule
             self.handles.append(get(r.attn_out).register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
-            self.handles.append(get(r.mlp_out).register_forward_pre_hook(self._input_scale_hook(index, "mlp", 1)))
+            for name, kind in ((r.mlp_out, "mlp"), (r.shared_out, "shared_mlp")):
+                if (module := find(layer, name)) is not None:
+                    self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, kind, 1)))
             for name in r.norms:
                 self.handles.append(get(name).register_forward_hook(self._norm_hook(None)))
             for name in r.writers:
-                module = get(name)
-                hook = self._linear_writer_hook(index) if isinstance(module, nn.Linear) else self._norm_hook(index)
-                self.handles.append(module.register_forward_hook(hook))
+                if (module := find(layer, name)) is not None:
+                    hook = self._norm_hook(index) if name in adapter.norm_writers() else self._output_writer_hook(index)
+                    self.handles.append(module.register_forward_hook(hook))
             if r.q_norm:
                 self.handles.append(get(r.q_norm).register_forward_hook(self._head_norm_hook(index, "head")))
             if r.k_norm:
                 self.handles.append(get(r.k_norm).register_forward_hook(self._head_norm_hook(index, "kv")))
+            if (router := find(layer, r.router)) is not None:
+                self.handles.append(router.register_forward_hook(self._router_hook(index, renormalise)))
+                self.routed.append(RoutedExperts(get(r.experts), self._expert_channels(index)))
         self.handles.append(model.get_submodule(adapter.embedding).register_forward_hook(self._embedding_hook))
         for name in (adapter.embedding_norm, adapter.final_norm):
             if name:
@@ -110,9 +133,9 @@ class MaskHooks:
         self.handles += adapter.extra_mask_hooks(model, self)
 
     def remove(self) -> None:
-        for handle in self.handles:
+        for handle in self.handles + self.routed:
             handle.remove()
-        self.handles = []
+        self.handles, self.routed = [], []
 
     # ---- hooks ------------------------------------------------------------------------------------
     def _input_scale_hook(self, index: int, kind: str, repeat: int):
@@ -142,7 +165,10 @@ class MaskHooks:
 
         return hook
 
-    def _linear_writer_hook(self, index: int):
+    def _output_writer_hook(self, index: int):
+        """A module whose output is added to the residual stream: scale it by the layer gate and
+        the hidden mask."""
+
         def hook(module, args, output):
             m = self.masks
             if m is None:
@@ -153,6 +179,36 @@ class MaskHooks:
             return _times(output, gate, m.hidden)
 
         return hook
+
+    def _router_hook(self, index: int, renormalise: bool):
+        """Route among the kept experts only (masked logits -inf), top-k of the target, gates
+        renormalised as the family does, then scaled by the kept experts' mask values."""
+
+        def hook(module, args, output):
+            m = self.masks
+            if m is None or (m.expert is None and m.experts_per_token is None):
+                return None
+            logits, scores = output[0], output[1]
+            values = m.expert[index].to(logits.device) if m.expert is not None else None
+            masked = logits.float()
+            if values is not None:
+                masked = masked.masked_fill(values == 0, torch.finfo(torch.float32).min)
+            top, chosen = torch.topk(torch.softmax(masked, dim=-1), m.experts_per_token or module.top_k, dim=-1)
+            if renormalise:
+                top = top / top.sum(dim=-1, keepdim=True)
+            top = top.to(scores.dtype)
+            if values is not None:
+                top = top * values.to(top.dtype)[chosen]
+            return logits, top, chosen
+
+        return hook
+
+    def _expert_channels(self, index: int):
+        def channels():
+            m = self.masks
+            return None if m is None or m.expert_mlp is None else m.expert_mlp[index]
+
+        return channels
 
     def _head_norm_hook(self, index: int, unit: str):
         def hook(module, args, output):

@@ -24,7 +24,8 @@ from regrow.compress.reinit import REINITS
 from regrow.compress.report import CONFIG, REPORT, pruning_report
 from regrow.compress.select import select
 from regrow.compress.streaming import StreamingModel
-from regrow.compress.targets import checked_target, count_parameters
+from regrow.compress.slicing import KeptUnits
+from regrow.compress.targets import checked_target, count_parameters, describe_split
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.device import resolve_device
@@ -63,6 +64,9 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     shape = model_shape(model.module)
     echo(f"source: {source.describe()}; {n_source:,} parameters{model.describe()}")
     echo(f"target: {target.describe()}; {n_target:,} parameters ({n_target / n_source:.1%})")
+    split = describe_split(source, target) if cfg.target_ratio is not None else None
+    if split:
+        echo(f"ratio {cfg.target_ratio} split: {split}")
     tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
     sampler, mixture = calibration_sampler(cfg, tokenizer, model.module, world) if method.needs_data else (None, {})
     device = world.device(resolve_device(cfg.device))
@@ -84,6 +88,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
 
         # select, slice, check, write
         masks = select(result.scores, source, target, result.values)
+        n_target = count_parameters(model.module, adapter, target, KeptUnits(masks, source).layers)  # exact for mixed layers
         exactness = model.write(adapter, masks, target, result.values is not None, device, tmp)
         if model.written_parameters != n_target:
             raise AssertionError(f"wrote {model.written_parameters} parameters, the target has {n_target}")
@@ -93,6 +98,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
             **pruning_report(cfg, source, target, n_source, n_target, mixture, result,
                              method.flops(shape, cfg.seq_len, result.details), masks),
             "exactness": exactness,
+            **({"ratio_split": split} if split else {}),
             **model.extras(),
             "wall_seconds": {"scoring": scoring_seconds, "total": time.perf_counter() - started},
         }

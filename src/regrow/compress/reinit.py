@@ -6,7 +6,8 @@
   matrices get the family's init distribution, norm gains 1 and biases 0).
 - fire: every weight matrix inside the decoder layers is replaced by its Newton-Schulz
   orthogonalisation (5 steps of X <- 1.5 X - 0.5 X X^T X from X = W / ||W||_F) scaled by
-  sqrt(d_out / d_in); query, key and value separately, also when the family fuses them.
+  sqrt(d_out / d_in); query, key and value separately, also when the family fuses them; in a
+  mixture of experts the router and each expert's gate, up and down matrices on their own.
   Embeddings, LM head, norms and biases are kept.
 - random: a freshly initialised model of the pruned shape: the from-scratch control.
 The pruned folder holds no optimizer state, so training always starts with a fresh optimizer.
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from regrow.compress.experts import find
 from regrow.compress.families.base import FamilyAdapter
 from regrow.models.hf import fresh_like
 from regrow.registry import Registry
@@ -65,17 +67,21 @@ def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
     """orthogonalise every projection by Newton-Schulz, gain kept (FIRE)"""
     r = adapter.roles
     head_dim = adapter.shape(model.config).head_dim
-    plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out)
+    plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out, *r.shared_in, r.shared_out, r.router)
     for layer in adapter.layers(model):
-        for name in plain:
-            weight = layer.get_submodule(name).weight
-            weight.copy_(newton_schulz(weight))
+        for module in filter(None, (find(layer, name) for name in plain)):
+            module.weight.copy_(newton_schulz(module.weight))
         if r.qkv_fused:
             weight = layer.get_submodule(r.qkv_fused).weight  # rows: [head, q|k|v, head_dim]
             parts = weight.view(-1, 3, head_dim, weight.shape[1])
             for p in range(3):
                 part = parts[:, p].reshape(-1, weight.shape[1])
                 parts[:, p] = newton_schulz(part).view_as(parts[:, p])
+        if (experts := find(layer, r.experts)) is not None:  # each expert's gate, up and down on their own
+            for fused, pieces in ((experts.gate_up_proj, 2), (experts.down_proj, 1)):
+                for matrix in fused:
+                    for piece in matrix.chunk(pieces, dim=0):
+                        piece.copy_(newton_schulz(piece))
     return model
 
 

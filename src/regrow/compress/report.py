@@ -13,7 +13,7 @@ CONFIG = "prune_config.yaml"
 
 def scores_for_report(scores: Masks) -> dict:
     return {kind: [round(float(v), 6) for v in t.flatten()] if t.dim() == 1 else [[round(float(v), 6) for v in row] for row in t]
-            for kind in ("layer", "head", "mlp", "hidden") if (t := getattr(scores, kind)) is not None}
+            for kind in ("layer", "head", "mlp", "hidden", "expert") if (t := getattr(scores, kind)) is not None}
 
 
 def kept_report(masks: Masks, source) -> dict:
@@ -25,6 +25,8 @@ def kept_report(masks: Masks, source) -> dict:
             "kv_heads": kept.units("kv", layer)[0].tolist(),
             "mlp": kept.units("mlp", layer)[0].tolist(),
         }
+        if source.num_experts:
+            per_layer[str(layer)]["experts"] = kept.units("expert", layer)[0].tolist()
     return {"layers": kept.layers, "per_layer": per_layer, "hidden": kept.hidden.tolist()}
 
 

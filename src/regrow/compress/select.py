@@ -1,6 +1,7 @@
 """Scores -> the deterministic mask of exactly the target shape (shared by every method).
 
-Every layer gets the same widths (homogeneous shapes); which units stay may differ per layer.
+Every layer gets the same widths (homogeneous shapes); which units stay may differ per layer
+(and, in a mixture of experts, which channels stay may differ per expert).
 Grouped-query attention: the kept key/value groups are the best by summed head score, then
 the best query heads within each kept group, so the result is always a legal HF config.
 """
@@ -53,4 +54,10 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
         out.mlp = scaled(top_k_mask(need("mlp", scores.mlp), target.intermediate_size), "mlp")
     if target.hidden_size < source.hidden_size:
         out.hidden = scaled(top_k_mask(need("hidden", scores.hidden), target.hidden_size), "hidden")
+    for kind, key in (("expert", "num_experts"), ("expert_mlp", "moe_intermediate_size"),
+                      ("shared_mlp", "shared_expert_intermediate_size")):
+        if getattr(target, key) < getattr(source, key):
+            setattr(out, kind, scaled(top_k_mask(need(kind, getattr(scores, kind)), getattr(target, key)), kind))
+    if target.num_experts_per_tok < source.num_experts_per_tok:
+        out.experts_per_token = target.num_experts_per_tok
     return out

@@ -1,7 +1,9 @@
-"""Architecture shapes: the five prunable sizes of a decoder, and the target a user asks for.
+"""Architecture shapes: the prunable sizes of a decoder, and the target a user asks for.
 
-A target is a YAML/JSON file with any of the five keys (others kept), an existing HF
-`config.json` to match, or a fraction of parameters to keep (`--target-ratio`).
+Five sizes every decoder has (layers, hidden, heads, kv heads, MLP width) and four a mixture of
+experts adds (experts, experts per token, expert width, shared-expert width). A target is a
+YAML/JSON file with any of the model's keys (others kept), an existing HF `config.json` to
+match, or a fraction of parameters to keep (`--target-ratio`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from pathlib import Path
 from regrow.errors import RegrowError
 from regrow.reading import read_json, read_yaml
 
-SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size")
+SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS
 
 
 @dataclass(frozen=True)
 class ArchShape:
-    """The sizes pruning can change; head_dim is never pruned (heads are kept or dropped whole)."""
+    """The sizes pruning can change; head_dim is never pruned (heads are kept or dropped whole).
+    A size of 0 means the model has no such part: intermediate_size 0 = no dense MLP layer (every
+    layer is a mixture of experts), num_experts 0 = a dense model."""
 
     num_hidden_layers: int
     hidden_size: int
@@ -26,6 +32,14 @@ class ArchShape:
     num_key_value_heads: int
     intermediate_size: int
     head_dim: int
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0
+
+    def keys(self) -> tuple[str, ...]:
+        """The sizes this model has (a target may name these)."""
+        return tuple(k for k in SHAPE_KEYS if getattr(self, k) > 0)
 
     @property
     def group_size(self) -> int:
@@ -34,7 +48,8 @@ class ArchShape:
     def units(self, unit: str) -> int:
         """How many units of a kind one layer (or the model, for hidden) has."""
         return {"hidden": self.hidden_size, "head": self.num_attention_heads, "kv": self.num_key_value_heads,
-                "mlp": self.intermediate_size}[unit]
+                "mlp": self.intermediate_size, "expert": self.num_experts, "expert_mlp": self.moe_intermediate_size,
+                "shared_mlp": self.shared_expert_intermediate_size}[unit]
 
     def replace(self, **changes) -> ArchShape:
         return dataclasses.replace(self, **changes)
@@ -43,8 +58,15 @@ class ArchShape:
         return dataclasses.asdict(self)
 
     def describe(self) -> str:
-        return (f"layers {self.num_hidden_layers}, hidden {self.hidden_size}, heads {self.num_attention_heads} "
-                f"(kv {self.num_key_value_heads}, head_dim {self.head_dim}), mlp {self.intermediate_size}")
+        text = (f"layers {self.num_hidden_layers}, hidden {self.hidden_size}, heads {self.num_attention_heads} "
+                f"(kv {self.num_key_value_heads}, head_dim {self.head_dim})")
+        if self.intermediate_size:
+            text += f", mlp {self.intermediate_size}"
+        if self.num_experts:
+            text += f", experts {self.num_experts} (top-{self.num_experts_per_tok}, width {self.moe_intermediate_size})"
+        if self.shared_expert_intermediate_size:
+            text += f", shared expert {self.shared_expert_intermediate_size}"
+        return text
 
 
 def read_target_spec(path: str | Path) -> dict:
@@ -59,11 +81,18 @@ def read_target_spec(path: str | Path) -> dict:
 
 
 def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
-    """Apply a shape spec (any of SHAPE_KEYS) to the source shape; everything unnamed is kept."""
+    """Apply a shape spec (any of the source's keys) to the source shape; everything unnamed is kept."""
     unknown = sorted(set(spec) - set(SHAPE_KEYS))
     if unknown:
-        raise RegrowError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SHAPE_KEYS)} "
+        raise RegrowError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(source.keys())} "
                           "(or pass a full HF config.json)")
+    absent = [k for k in spec if k not in source.keys()]
+    if absent:
+        what = "no shared expert" if absent[0] == "shared_expert_intermediate_size" else (
+            "no dense MLP layer (every layer is a mixture of experts)" if absent[0] == "intermediate_size" else
+            "no experts (a dense model)")
+        raise RegrowError(f"{where}: {absent[0]} names a part the model does not have ({what}); allowed: "
+                          f"{', '.join(source.keys())}")
     values = {}
     for key, value in spec.items():
         if isinstance(value, bool) or not isinstance(value, int):
@@ -76,13 +105,16 @@ def check_target(source: ArchShape, target: ArchShape, family_rules=None, config
     """Rules every family shares: positive, no larger than the source, legal grouped attention;
     `family_rules(source, target)` runs between the size and the grouping checks; last,
     `config_error(target)` gives the HF config class's own objection, if any."""
-    for key in SHAPE_KEYS:
+    for key in source.keys():
         value, limit = getattr(target, key), getattr(source, key)
         if value < 1:
             raise RegrowError(f"target {key} is {value}; it must be >= 1")
         if value > limit:
             raise RegrowError(f"target {key} {value} is larger than the source's {limit}; pruning can only shrink "
                               f"(allowed: 1..{limit})")
+    if target.num_experts_per_tok > target.num_experts:
+        raise RegrowError(f"target num_experts_per_tok {target.num_experts_per_tok} is above the kept experts "
+                          f"({target.num_experts}); allowed: 1..{target.num_experts}")
     if family_rules is not None:
         family_rules(source, target)
     heads, groups = target.num_attention_heads, target.num_key_value_heads

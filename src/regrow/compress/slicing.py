@@ -43,13 +43,36 @@ class KeptUnits:
         if unit == "kv":
             keep = m.kv_keep(layer, s.num_key_value_heads)
             return (torch.arange(s.num_key_value_heads) if keep is None else torch.nonzero(keep).flatten()), None
-        if unit == "mlp":
-            kept = self._kept(None if m.mlp is None else m.mlp[layer], s.intermediate_size)
-            return kept, None if m.mlp is None else m.mlp[layer][kept]
+        if unit in ("mlp", "shared_mlp", "expert"):
+            values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert}[unit]
+            kept = self._kept(None if values is None else values[layer], s.units(unit))
+            return kept, None if values is None else values[layer][kept]
+        if unit == "expert_mlp":  # per kept expert its own channels: [kept experts, kept channels]
+            if m.expert_mlp is None:
+                return torch.arange(s.moe_intermediate_size), None  # the same for every expert
+            experts = self.units("expert", layer)[0]
+            rows = m.expert_mlp[layer][experts]
+            kept = torch.nonzero(rows)[:, 1].view(len(experts), -1)
+            return kept, rows.gather(1, kept)
         raise ValueError(unit)
 
     def gate(self, layer: int) -> float:
         return 1.0 if self.masks.layer is None else float(self.masks.layer[layer])
+
+
+def select_units(tensor: torch.Tensor, dim: int, units: torch.Tensor, block: int) -> torch.Tensor:
+    """The kept entries along `dim`: the same for every slice (units [n]), or per expert (units
+    [experts, n]: dim 0 is the expert axis, already cut to the kept experts)."""
+    if units.dim() == 1:
+        if len(units) * block == tensor.shape[dim]:  # all kept: no copy
+            return tensor
+        return tensor.index_select(dim, element_index(units, block).to(tensor.device))
+    index = (units.unsqueeze(-1) * block + torch.arange(block)).flatten(1).to(tensor.device)  # [experts, n x block]
+    shape = [1] * tensor.dim()
+    shape[0], shape[dim] = index.shape
+    size = list(tensor.shape)
+    size[dim] = index.shape[1]
+    return tensor.gather(dim, index.view(shape).expand(size))
 
 
 def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, layer: int | None, fold: bool) -> torch.Tensor:
@@ -57,12 +80,11 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
     for axis in axes:
         if axis.stacked:  # a fused projection: slice each unit range on its own
             pieces = out.split([kept.source.units(unit) * block for unit, block in axis.stacked], axis.dim)
-            out = torch.cat([piece.index_select(axis.dim, element_index(kept.units(unit, layer)[0], block).to(out.device))
+            out = torch.cat([select_units(piece, axis.dim, kept.units(unit, layer)[0], block)
                              for piece, (unit, block) in zip(pieces, axis.stacked)], axis.dim)
             continue
         units, values = kept.units(axis.unit, layer)
-        if len(units) * axis.block != out.shape[axis.dim]:  # all kept: no copy
-            out = out.index_select(axis.dim, element_index(units, axis.block).to(out.device))
+        out = select_units(out, axis.dim, units, axis.block)
         if not fold or axis.fold is None:
             continue
         if axis.fold == "unit":
@@ -72,9 +94,11 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
             factor = torch.full((len(units),), kept.gate(layer)) if hidden is None else hidden * kept.gate(layer)
         if factor is None:
             continue
-        factor = factor.repeat_interleave(axis.block).to(out.device, out.dtype)
+        factor = factor.repeat_interleave(axis.block, dim=-1).to(out.device, out.dtype)
         shape = [1] * out.dim()
         shape[axis.dim] = -1
+        if factor.dim() == 2:  # per expert
+            shape[0] = factor.shape[0]
         out = (out + axis.offset) * factor.view(shape) - axis.offset if axis.offset else out * factor.view(shape)
     return out
 

@@ -115,7 +115,7 @@ def write_pruned(checkpoint: LazyCheckpoint, names: list[str], adapter, source, 
                 del tensor
             if index is None:
                 pruned = adapter.rescale(name, pruned, source.hidden_size, len(kept.hidden), tied).contiguous()
-            out[checkpoint.disk_name(new_name)] = pruned
+            out.update(checkpoint.disk_tensors(new_name, pruned))
         save_file(out, folder / shard, metadata={"format": "pt"})
         for new_name, tensor in out.items():
             weight_map[new_name] = shard

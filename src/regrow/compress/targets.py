@@ -12,29 +12,44 @@ from regrow.compress.shape import ArchShape, check_target, read_target_spec, sha
 from regrow.errors import RegrowError
 
 
-def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape) -> int:
-    """Parameters of `model` cut to `shape`: every tensor's unit axes resized (no model built)."""
+def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape, layers: list[int] | None = None) -> int:
+    """Parameters of `model` cut to `shape`: every tensor's unit axes resized (no model built).
+    `layers`: the kept source layers. Without them, a model whose layers differ in size (dense
+    and mixture-of-experts layers) is counted with the mean layer, exact once layers are chosen."""
     source = adapter.shape(model.config)
-    size = {"hidden": shape.hidden_size, "head": shape.num_attention_heads, "kv": shape.num_key_value_heads,
-            "mlp": shape.intermediate_size}
-    total = 0
+    layer_axes = adapter.layer_axes(source.head_dim)
+    prefix = adapter.layers_path + "."
+    per_layer = [0] * source.num_hidden_layers
+    outer = 0
     for name, param in model.named_parameters():
-        index, _, axes = adapter.parameter_axes(name, source.head_dim)
-        if index not in (None, 0):
-            continue  # every layer has the shapes of layer 0
+        if name.startswith(prefix):
+            index_text, rel = name[len(prefix):].split(".", 1)
+            index, axes = int(index_text), layer_axes.get(rel)
+        else:
+            index, axes = None, adapter.parameter_axes(name, source.head_dim)[2]
+        if axes is None:
+            adapter.parameter_axes(name, source.head_dim)  # raises: not described by the adapter
         dims = list(param.shape)
         for axis in axes:
-            dims[axis.dim] = sum(size[unit] * block for unit, block in axis.parts())
-        total += math.prod(dims) * (1 if index is None else shape.num_hidden_layers)
-    return total
+            dims[axis.dim] = sum(shape.units(unit) * block for unit, block in axis.parts())
+        if index is None:
+            outer += math.prod(dims)
+        else:
+            per_layer[index] += math.prod(dims)
+    if layers is None and shape.num_hidden_layers == source.num_hidden_layers:
+        layers = list(range(source.num_hidden_layers))
+    if layers is not None:
+        return outer + sum(per_layer[i] for i in layers)
+    return outer + round(sum(per_layer) * shape.num_hidden_layers / source.num_hidden_layers)
 
 
 def _round_to(value: float, quantum: int) -> int:
     return max(quantum, int(round(value / quantum)) * quantum)
 
 
-def _quantum(size: int) -> int:
-    return 8 if size >= 64 and size % 8 == 0 else 1
+def _quantum(size: int, aligned: bool = False) -> int:
+    """Round to multiples of 8 where the source is (always, for `aligned` sizes: expert kernels)."""
+    return 8 if (size >= 64 or aligned) and size % 8 == 0 else 1
 
 
 def width_shape(source: ArchShape, adapter: FamilyAdapter, factor: float) -> ArchShape:
@@ -44,23 +59,55 @@ def width_shape(source: ArchShape, adapter: FamilyAdapter, factor: float) -> Arc
     else:
         kv = max(1, round(factor * source.num_key_value_heads))
         heads = kv * source.group_size
-    if adapter.head_dim_from_hidden:
-        hidden = heads * source.head_dim
-    else:
-        hidden = min(source.hidden_size, _round_to(factor * source.hidden_size, _quantum(source.hidden_size)))
-    if adapter.mlp_ratio_fixed:
-        mlp = adapter.mlp_ratio_fixed * hidden
-    else:
-        mlp = min(source.intermediate_size, _round_to(factor * source.intermediate_size, _quantum(source.intermediate_size)))
-    return source.replace(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=mlp)
+    moe = source.num_experts > 0
+
+    def scaled(size: int, aligned: bool = False) -> int:
+        return 0 if size == 0 else min(size, _round_to(factor * size, _quantum(size, aligned)))
+
+    hidden = heads * source.head_dim if adapter.head_dim_from_hidden else scaled(source.hidden_size, moe)
+    mlp = adapter.mlp_ratio_fixed * hidden if adapter.mlp_ratio_fixed else scaled(source.intermediate_size)
+    return source.replace(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=mlp,
+                          moe_intermediate_size=scaled(source.moe_intermediate_size, aligned=True),
+                          shared_expert_intermediate_size=scaled(source.shared_expert_intermediate_size))
+
+
+EXPERT_FLOOR = 0.5  # a ratio removes experts first, down to half of them (REAP: near-lossless there); widths take the rest
+NEAR = 0.02  # an experts-only shape this close to the goal (fraction of the source) is taken as it is
+
+
+def expert_floor(source: ArchShape) -> int:
+    return max(source.num_experts_per_tok, math.ceil(EXPERT_FLOOR * source.num_experts))
+
+
+def describe_split(source: ArchShape, target: ArchShape) -> str:
+    """How a ratio target shared the cut between experts, widths and layers (printed, reported)."""
+    parts = []
+    if source.num_experts:
+        parts.append(f"experts {source.num_experts} -> {target.num_experts}")
+    widths = [(k, getattr(source, k), getattr(target, k)) for k in ("hidden_size", "num_attention_heads",
+              "intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size") if getattr(source, k)]
+    parts += [f"{k} x{new / old:.2f}" for k, old, new in widths if new != old] or ["widths kept"]
+    if target.num_hidden_layers != source.num_hidden_layers:
+        parts.append(f"layers {source.num_hidden_layers} -> {target.num_hidden_layers}")
+    return ", ".join(parts)
 
 
 def shape_for_ratio(model: nn.Module, adapter: FamilyAdapter, ratio: float, depth_only: bool) -> ArchShape:
-    """The homogeneous shape whose parameter count is closest to ratio x the source's."""
+    """The homogeneous shape whose parameter count is closest to ratio x the source's. A mixture
+    of experts loses experts first (down to EXPERT_FLOOR of them), then widths."""
     source = adapter.shape(model.config)
-    goal = ratio * count_parameters(model, adapter, source)
+    total = count_parameters(model, adapter, source)
+    goal = ratio * total
     if depth_only:
         candidates = [source.replace(num_hidden_layers=n) for n in range(1, source.num_hidden_layers + 1)]
+    elif source.num_experts:  # experts first, down to the floor; then every width at the floor
+        floor = expert_floor(source)
+        experts = [source.replace(num_experts=e) for e in range(floor, source.num_experts + 1)]
+        closest = min(experts, key=lambda s: abs(count_parameters(model, adapter, s) - goal))
+        if abs(count_parameters(model, adapter, closest) - goal) <= NEAR * total:
+            candidates = [closest]
+        else:
+            candidates = list({width_shape(source.replace(num_experts=floor), adapter, k / 1000): None for k in range(1, 1001)})
     else:
         candidates = list({width_shape(source, adapter, k / 1000): None for k in range(1, 1001)})
     ranked = sorted(candidates, key=lambda s: (abs(count_parameters(model, adapter, s) - goal), -s.hidden_size))
@@ -78,6 +125,7 @@ def resolve_target(model: nn.Module, adapter: FamilyAdapter, spec_path: str | No
     spec = read_target_spec(spec_path)
     if "model_type" not in spec:
         where = f"--target {spec_path}"
+        spec = adapter.canonical_spec(spec, where)
         shape_from_spec(spec, source, where)  # checks keys and types before anything is derived
         return shape_from_spec(adapter.complete_spec(spec, source), source, where)
     # an existing HF config.json: prune to that model's shape

@@ -2,6 +2,8 @@
 
 training FLOPs/token = 6 * N_nonembedding + 6 * lm_head_params + 12 * L * H * d_head * T
 (attention scores and values, no causal discount); a forward pass alone is a third of that.
+In a mixture of experts a token runs through k of the E experts of a layer, so the fused expert
+weights ([experts, ...] tensors) count k/E: N_nonembedding is the active parameters (ALGORITHMS.md §9).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ def model_shape(model) -> ModelShape:
     counted = {id(embed)}
     if head is not None:
         counted.add(id(head.weight))
-    nonembedding = sum(p.numel() for p in model.parameters() if id(p) not in counted)
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0
+    active = config.num_experts_per_tok / experts if experts else 1.0
+
+    def active_numel(p) -> float:  # fused experts [experts, ...]: k of them run per token
+        return p.numel() * active if experts and p.dim() == 3 and p.shape[0] == experts else p.numel()
+
+    nonembedding = round(sum(active_numel(p) for p in model.parameters() if id(p) not in counted))
     # learned absolute position tables (GPT-2 style) are embeddings too
     for name, param in model.named_parameters():
         if name.endswith(("wpe.weight", "embed_positions.weight")):

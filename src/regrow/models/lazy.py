@@ -9,7 +9,9 @@ them again, so their memory-mapped pages do not pile up in the process's residen
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -67,7 +69,9 @@ class LazyCheckpoint:
         if absent:
             raise RegrowError(f"{INDEX} of {str(self.folder)!r} names tensors its shards lack: {', '.join(absent[:5])}")
         self.file_of = {key: self.file_of.get(key, files[0]) for key in self.shapes}
+        self._key_file = dict(self.file_of)  # checkpoint key -> file, kept when names are bound to a model
         self._disk_key = {key: key for key in self.shapes}
+        self.merged: dict[str, Merged] = {}  # model tensors stored as one tensor per expert (bound models only)
         self.disk_name = str  # model name -> checkpoint name (identity until bound to a model)
 
     def _weight_map(self) -> dict[str, str]:
@@ -92,21 +96,51 @@ class LazyCheckpoint:
     def bind(self, model) -> None:
         """Name tensors as `model` (e.g. on the meta device) names its parameters: transformers
         renames some checkpoint keys on load (GPT-NeoX's embed_out is lm_head; Bloom's hub
-        checkpoints lack the transformer. prefix). Checkpoints whose tensors must be merged or
-        split on load are refused."""
+        checkpoints lack the transformer. prefix) and stacks per-expert tensors into fused ones
+        (mixtures of experts); both are read that way here. Other conversions are refused."""
         names = KeyNames(model)
-        renamed = {}
+        renamed, merged = {}, {}
         for key in self.shapes:
-            name, converted = names.to_model(key)
-            if converted:
+            name, pattern = names.to_model(key)
+            if pattern is None:
+                renamed[name] = key
+                continue
+            found = names.stacking(pattern)
+            if found is None:
                 raise RegrowError(f"tensor {key!r} of {str(self.folder)!r} is converted by transformers on load; "
-                                  "--streaming reads checkpoints stored in the model's own layout only")
-            renamed[name] = key
+                                  "--streaming reads checkpoints stored in the model's own layout or one tensor per expert")
+            part, patterns, target = found
+            expert = int(re.search(re.escape(pattern).replace(r"\*", r"(\d+)"), key).group(1))
+            entry = merged.setdefault(name, Merged(patterns, target, {}))
+            entry.keys[(part, expert)] = key
+        for name, entry in merged.items():
+            experts = 1 + max(e for _, e in entry.keys)
+            if len(entry.keys) != experts * len(entry.patterns):
+                raise RegrowError(f"{str(self.folder)!r} lacks some experts' tensors of {name!r}")
+            first = self.shapes[entry.keys[(0, 0)]]
+            self.shapes[name] = [experts, first[0] * len(entry.patterns), *first[1:]]
+            self.dtypes[name] = self.dtypes[entry.keys[(0, 0)]]
+            self.file_of[name] = self.file_of[entry.keys[(0, 0)]]
+            renamed[name] = name
+        self.merged = merged
         self._disk_key = renamed
         self.shapes = {name: self.shapes[key] for name, key in renamed.items()}
         self.dtypes = {name: self.dtypes[key] for name, key in renamed.items()}
         self.file_of = {name: self.file_of[key] for name, key in renamed.items()}
         self.disk_name = names.to_disk
+
+    def disk_tensors(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A model tensor as the checkpoint stores it: fused experts back to one tensor per expert
+        and part (as `save_pretrained` writes them), anything else under its disk name."""
+        kind = next((m for m in self.merged.values() if name.endswith(m.target)), None)
+        if kind is None:
+            return {self.disk_name(name): tensor}
+        out = {}
+        for expert, stacked in enumerate(tensor):
+            for pattern, piece in zip(kind.patterns, stacked.chunk(len(kind.patterns), dim=0)):
+                key = name[: -len(kind.target)] + pattern.replace("*", str(expert))
+                out[self.disk_name(key)] = piece.contiguous()
+        return out
 
     @property
     def names(self) -> list[str]:
@@ -119,13 +153,32 @@ class LazyCheckpoint:
         """The named tensors. They are backed by the file's memory map (pages become resident
         as they are touched and are released with the tensor); the file handle is closed."""
         by_file: dict[str, list[str]] = {}
-        for name in names:
-            by_file.setdefault(self.file_of[name], []).append(name)
         out = {}
+        for name in names:
+            if name in self.merged:  # experts stacked, each expert's parts one after another (gate | up)
+                entry = self.merged[name]
+                parts = self.read_keys(entry.keys.values())
+                experts = self.shapes[name][0]
+                out[name] = torch.stack([torch.cat([parts[entry.keys[(p, e)]] for p in range(len(entry.patterns))])
+                                         for e in range(experts)])
+            else:
+                by_file.setdefault(self.file_of[name], []).append(name)
         for file, keys in by_file.items():
             with safe_open(self.folder / file, framework="pt") as handle:
                 for key in keys:
                     out[key] = handle.get_tensor(self._disk_key[key])
+        return out
+
+    def read_keys(self, keys: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Tensors by their checkpoint keys (the parts of a merged tensor)."""
+        by_file: dict[Path, list[str]] = {}
+        for key in keys:
+            by_file.setdefault(self.folder / self._key_file[key], []).append(key)
+        out = {}
+        for path, group in by_file.items():
+            with safe_open(path, framework="pt") as handle:
+                for key in group:
+                    out[key] = handle.get_tensor(key)
         return out
 
     def row_chunks(self, name: str, max_bytes: int = 16 << 20) -> Iterable[torch.Tensor]:
@@ -154,6 +207,15 @@ class LazyCheckpoint:
             yield name, self.read([name])[name]
 
 
+@dataclass
+class Merged:
+    """A fused model tensor stored as one checkpoint tensor per (part, expert)."""
+
+    patterns: list[str]  # the converter's source patterns, one per part (gate, up)
+    target: str  # the end of the model's name (".experts.gate_up_proj")
+    keys: dict[tuple[int, int], str]  # (part, expert) -> checkpoint key
+
+
 class KeyNames:
     """Checkpoint tensor names <-> a model's parameter names, as transformers maps them."""
 
@@ -170,12 +232,23 @@ class KeyNames:
         self._prefix = model.base_model_prefix
         self._meta = dict.fromkeys(model.state_dict(), True)
 
-    def to_model(self, key: str) -> tuple[str, bool]:
-        """(the model's name of a checkpoint key, whether a converter must transform it)."""
+    def to_model(self, key: str) -> tuple[str, str | None]:
+        """(the model's name of a checkpoint key, the converter's source pattern it matched or None)."""
         from transformers.core_model_loading import rename_source_key
 
-        name, pattern = rename_source_key(key, *self._load, self._prefix, self._meta)
-        return name, pattern is not None
+        return rename_source_key(key, *self._load, self._prefix, self._meta)
+
+    def stacking(self, pattern: str) -> tuple[int, list[str], str] | None:
+        """For a converter that stacks one tensor per expert (and concatenates parts, gate | up):
+        (the pattern's part index, all its source patterns, its target); None for any other."""
+        from transformers.core_model_loading import Concatenate, MergeModulelist
+
+        for converter in self._load[1]:
+            if pattern in converter.source_patterns and len(converter.target_patterns) == 1:
+                ops = [(type(op), getattr(op, "dim", None)) for op in converter.operations]
+                if ops in ([(MergeModulelist, 0)], [(MergeModulelist, 0), (Concatenate, 1)]):
+                    return converter.source_patterns.index(pattern), list(converter.source_patterns), converter.target_patterns[0]
+        return None
 
     def to_disk(self, name: str) -> str:
         from transformers.core_model_loading import rename_source_key

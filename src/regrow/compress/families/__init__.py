@@ -13,10 +13,14 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     gemma3,
     gpt_neox,
     llama,
+    mixtral,
     olmo,
     olmo2,
+    olmoe,
     phi3,
+    qwen2_moe,
     qwen3,
+    qwen3_moe,
     smollm3,
 )
 from regrow.compress.families.base import FAMILIES, Axis, FamilyAdapter, LayerRoles

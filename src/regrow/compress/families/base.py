@@ -60,6 +60,15 @@ class LayerRoles:
     q_norm: str | None = None  # norm over the whole query projection (OLMo-2)
     k_norm: str | None = None  # norm over the whole key projection (OLMo-2)
     head_norms: tuple[str, ...] = ()  # norms over one head's head_dim, shared by every head (Qwen3): kept whole
+    # a mixture of experts (transformers 5 layout): the router's weight is [experts, hidden]; the
+    # experts module holds gate_up_proj [experts, 2 x width, hidden] ([gate | up] rows) and
+    # down_proj [experts, hidden, width]; the block (`moe_block`) writes into the residual stream
+    router: str | None = None
+    experts: str | None = None
+    moe_block: str | None = None
+    shared_in: tuple[str, ...] = ()  # the shared expert's gate and up projections (Qwen2-MoE)
+    shared_out: str | None = None  # the shared expert's down projection
+    shared_gate: str | None = None  # Linear(hidden, 1): sigmoid gate of the shared expert
 
 
 class FamilyAdapter:
@@ -79,6 +88,9 @@ class FamilyAdapter:
     norm_weights: bool = True  # False: norms have no gain (OLMo-1), so the hidden mask folds into their consumers
     norm_offset: float = 0.0  # norms scale by (norm_offset + weight) (Gemma: 1.0)
     per_layer_fields: tuple[str, ...] = ("layer_types",)  # config lists with one entry per layer: follow the kept layers
+    experts_key: str | None = None  # the config's expert count (num_experts, Mixtral's num_local_experts); None: dense
+    expert_width_key: str = "moe_intermediate_size"  # the config's expert width (Mixtral, OLMoE: intermediate_size)
+    shared_width_key: str | None = None  # the config's shared-expert width (Qwen2-MoE)
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -86,7 +98,30 @@ class FamilyAdapter:
         kv = getattr(config, "num_key_value_heads", None) if self.grouped_attention else None
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         intermediate = getattr(config, "intermediate_size", None) or (self.mlp_ratio_fixed or 4) * config.hidden_size
-        return ArchShape(config.num_hidden_layers, config.hidden_size, heads, kv or heads, intermediate, head_dim)
+        shape = ArchShape(config.num_hidden_layers, config.hidden_size, heads, kv or heads, intermediate, head_dim)
+        if self.experts_key is None:
+            return shape
+        moe = self.moe_layers(config)
+        return shape.replace(
+            intermediate_size=intermediate if self.expert_width_key != "intermediate_size" and not all(moe) else 0,
+            num_experts=getattr(config, self.experts_key), num_experts_per_tok=config.num_experts_per_tok,
+            moe_intermediate_size=getattr(config, self.expert_width_key),
+            shared_expert_intermediate_size=getattr(config, self.shared_width_key) if self.shared_width_key else 0,
+        )
+
+    def moe_layers(self, config) -> list[bool]:
+        """Which layers are mixtures of experts (all of them unless the family mixes in dense MLPs)."""
+        return [self.experts_key is not None] * config.num_hidden_layers
+
+    def layer_overrides(self, config, index: int) -> dict:
+        """Config fields that make a one-layer model of the same config build layer `index`'s
+        own kind (its per-layer list entries): the streaming path's skeletons."""
+        return {field: [values[index]] for field in self.per_layer_fields
+                if isinstance(values := getattr(config, field, None), list) and len(values) == config.num_hidden_layers}
+
+    def renormalises_top_k(self, config) -> bool:
+        """Whether the router divides the chosen experts' probabilities by their sum."""
+        return bool(getattr(config, "norm_topk_prob", False))
 
     def check_model(self, model) -> None:
         """Refuse configurations of the family that the adapter does not handle."""
@@ -109,6 +144,18 @@ class FamilyAdapter:
             spec["intermediate_size"] = self.mlp_ratio_fixed * spec["hidden_size"]
         return spec
 
+    def canonical_spec(self, spec: dict, where: str) -> dict:
+        """A target spec with the family's own config names for the expert width mapped to
+        `moe_intermediate_size` (Mixtral and OLMoE call it intermediate_size)."""
+        if self.experts_key is None or self.expert_width_key == "moe_intermediate_size" or self.expert_width_key not in spec:
+            return spec
+        spec = dict(spec)
+        width = spec.pop(self.expert_width_key)
+        if spec.setdefault("moe_intermediate_size", width) != width:
+            raise RegrowError(f"{where}: {self.expert_width_key} {width} and moe_intermediate_size "
+                              f"{spec['moe_intermediate_size']} disagree; {self.name} has one expert width: give one of them")
+        return spec
+
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
         """Family rules on top of the shared ones (shape.check_target)."""
         if not self.grouped_attention and target.num_key_value_heads != target.num_attention_heads:
@@ -121,6 +168,10 @@ class FamilyAdapter:
                 f"head_dim {source.head_dim}; allowed: hidden_size = num_attention_heads x {source.head_dim} "
                 f"(= {target.num_attention_heads * source.head_dim})"
             )
+        for key in ("hidden_size", "moe_intermediate_size") if self.experts_key else ():
+            if getattr(source, key) % 8 == 0 and getattr(target, key) % 8:
+                raise RegrowError(f"target {key} {getattr(target, key)} would not run in transformers' grouped expert "
+                                  "kernels (rows of 16 bytes); allowed: multiples of 8")
         if self.mlp_ratio_fixed and target.intermediate_size != self.mlp_ratio_fixed * target.hidden_size:
             raise RegrowError(f"{self.name} fixes intermediate_size = {self.mlp_ratio_fixed} x hidden_size; allowed: "
                               f"intermediate_size {self.mlp_ratio_fixed * target.hidden_size} for hidden_size {target.hidden_size}")
@@ -152,6 +203,16 @@ class FamilyAdapter:
             values = getattr(new, field, None)
             if isinstance(values, list) and len(values) == config.num_hidden_layers:
                 setattr(new, field, [values[i] for i in kept_layers])
+        if self.experts_key is not None:
+            if self.expert_width_key == "intermediate_size":
+                new.intermediate_size = target.moe_intermediate_size
+            else:
+                new.moe_intermediate_size = target.moe_intermediate_size
+                new.intermediate_size = target.intermediate_size or config.intermediate_size
+            setattr(new, self.experts_key, target.num_experts)
+            new.num_experts_per_tok = target.num_experts_per_tok
+            if self.shared_width_key:
+                setattr(new, self.shared_width_key, target.shared_expert_intermediate_size)
         return new
 
     # ---- parameters ---------------------------------------------------------------------------
@@ -178,15 +239,28 @@ class FamilyAdapter:
             if name:
                 rows = Axis(0, parts[0][0], parts[0][1], stacked=parts)
                 axes[f"{name}.weight"], axes[f"{name}.bias"] = (rows, hidden_in), (rows,)
-        for name, unit, block in ((r.attn_out, "head", head_dim), (r.mlp_out, "mlp", 1)):
-            writer = "writer" if name in r.writers else None
+        block_writes = r.moe_block is not None and r.moe_block in r.writers  # the whole MLP block writes
+        for name, unit, block in ((r.attn_out, "head", head_dim), (r.mlp_out, "mlp", 1), (r.shared_out, "shared_mlp", 1)):
+            if not name:
+                continue
+            writer = "writer" if name in r.writers or (block_writes and name != r.attn_out) else None
             axes[f"{name}.weight"] = (Axis(0, "hidden", 1, writer), Axis(1, unit, block, "unit"))
             axes[f"{name}.bias"] = (Axis(0, "hidden", 1, writer),)
+        for name in r.shared_in:
+            out_rows(name, "shared_mlp", 1)
+        if r.shared_gate:
+            axes[f"{r.shared_gate}.weight"] = (hidden_in,)
+        if r.router:
+            axes[f"{r.router}.weight"] = (Axis(0, "expert"), hidden_in)
+        if r.experts:
+            width = Axis(1, "expert_mlp", stacked=(("expert_mlp", 1), ("expert_mlp", 1)))
+            axes[f"{r.experts}.gate_up_proj"] = (Axis(0, "expert"), width, Axis(2, "hidden", 1, hidden_in.fold))
+            axes[f"{r.experts}.down_proj"] = (Axis(0, "expert", 1, "unit"), Axis(1, "hidden", 1, "writer"),
+                                              Axis(2, "expert_mlp", 1, "unit"))
         for name in r.norms:
             axes[f"{name}.weight"] = (Axis(0, "hidden", 1, "unit", self.norm_offset),)
             axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "unit"),)
-        for name in r.writers:
-            if name not in (r.attn_out, r.mlp_out):  # a norm that writes into the residual (OLMo-2, Gemma-2/3)
+        for name in self.norm_writers():  # a norm that writes into the residual (OLMo-2, Gemma-2/3)
                 axes[f"{name}.weight"] = (Axis(0, "hidden", 1, "writer", self.norm_offset),)
                 axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "writer"),)
         if r.q_norm:
@@ -232,6 +306,11 @@ class FamilyAdapter:
         return tensor
 
     # ---- masking extras -------------------------------------------------------------------------
+    def norm_writers(self) -> tuple[str, ...]:
+        """The writers that are norms (OLMo-2's and Gemma's post-sublayer norms)."""
+        r = self.roles
+        return tuple(w for w in r.writers if w not in (r.attn_out, r.mlp_out, r.moe_block))
+
     def extra_mask_hooks(self, model, hooks) -> list:
         """Family-specific hooks for the masked model (Bloom: ALiBi slopes); returns handles."""
         return []

@@ -1,6 +1,8 @@
 """`activation` (Minitron): one-shot activation importance of heads, MLP channels and hidden
-channels from calibration forwards; block influence for layers when layers must go. All
-scores come from one pass over the unpruned model."""
+channels from calibration forwards; block influence for layers when layers must go; in a
+mixture of experts each expert's channels over the tokens routed to it and the experts
+themselves by `expert_criterion` (REAP, frequency or random). All scores come from one pass over
+the unpruned model."""
 
 from __future__ import annotations
 
@@ -70,10 +72,14 @@ def calibrate_layerwise(ctx: PruneContext, block_size: int = 0) -> ActivationSta
 @register("activation")
 class ActivationPruning(PruningMethod):
     streams = True
-    summary = "one-shot activation importance from calibration data (Minitron); depth by block influence"
+    scores_experts = True
+    summary = "one-shot activation importance from calibration data (Minitron); experts by REAP, frequency or random"
 
     def run(self, ctx: PruneContext) -> MethodResult:
         stats = calibrate(ctx)
         details = {"calibration_samples": stats.samples, "calibration_tokens": stats.tokens,
                    "batch_reduction": ctx.cfg.batch_reduction}
-        return MethodResult(stats.scores(), details=details)
+        if ctx.source.num_experts:
+            details.update(expert_criterion=ctx.cfg.expert_criterion,
+                           routed_tokens=[[int(n) for n in row] for row in stats.routed])
+        return MethodResult(stats.scores(ctx.cfg.expert_criterion, ctx.cfg.seed), details=details)

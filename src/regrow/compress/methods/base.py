@@ -19,7 +19,7 @@ from regrow.compress.config import PruneConfig
 from regrow.compress.families.base import FamilyAdapter
 from regrow.compress.layerwise import LayerwiseModel
 from regrow.compress.masks import Masks
-from regrow.compress.shape import ArchShape
+from regrow.compress.shape import EXPERT_KEYS, SHAPE_KEYS, ArchShape
 from regrow.data.sampler import MixtureSampler
 from regrow.device import autocast
 from regrow.errors import RegrowError
@@ -85,11 +85,18 @@ class PruningMethod:
     trains: ClassVar[bool] = False  # trains with gradients: several processes help (torchrun)
     changes_width: ClassVar[bool] = True  # False: removes whole layers only (a ratio target keeps the width)
     streams: ClassVar[bool] = False  # scores without gradients: can run on a checkpoint read layer by layer
+    scores_experts: ClassVar[bool] = False  # scores experts and their channels (mixtures of experts)
 
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
-        """Refuse targets the method cannot reach (by default: a width change if it only removes layers)."""
+        """Refuse targets the method cannot reach (by default: a width change if it only removes
+        layers, an expert change if it cannot score experts)."""
         if not self.changes_width:
             require_layers_only(self.name, source, target)
+        changed = [k for k in EXPERT_KEYS if getattr(source, k) != getattr(target, k)]
+        if changed and not self.scores_experts:
+            able = METHODS.where(lambda method: method.scores_experts)
+            raise RegrowError(f"method {self.name!r} cannot score experts, but the target changes {', '.join(changed)}; "
+                              f"methods that can: {', '.join(able)}")
 
     def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
         """FLOPs spent on the source model (ALGORITHMS.md §8): by default a forward pass over the
@@ -101,8 +108,7 @@ class PruningMethod:
 
 
 def require_layers_only(name: str, source: ArchShape, target: ArchShape) -> None:
-    changed = [k for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
-               if getattr(source, k) != getattr(target, k)]
+    changed = [k for k in SHAPE_KEYS if k != "num_hidden_layers" and getattr(source, k) != getattr(target, k)]
     if changed:
         width = METHODS.where(lambda method: method.changes_width)
         raise RegrowError(f"method {name!r} removes whole layers only, but the target changes {', '.join(changed)}; "

@@ -1,4 +1,5 @@
-"""`magnitude`: keep the units whose weights have the largest L2 norm (a data-free baseline)."""
+"""`magnitude`: keep the units whose weights have the largest L2 norm (a data-free baseline); an
+expert's norm is that of its router row and all its weights."""
 
 from regrow.compress.importance import magnitude_of, weight_magnitude
 from regrow.compress.methods.base import MethodResult, PruneContext, PruningMethod, register
@@ -8,6 +9,7 @@ from regrow.compress.methods.base import MethodResult, PruneContext, PruningMeth
 class MagnitudePruning(PruningMethod):
     needs_data = False
     streams = True
+    scores_experts = True
     summary = "keep the units with the largest weight norms (no data)"
 
     def run(self, ctx: PruneContext) -> MethodResult:

@@ -10,6 +10,7 @@ from regrow.compress.methods.base import MethodResult, PruneContext, PruningMeth
 class RandomPruning(PruningMethod):
     needs_data = False
     streams = True
+    scores_experts = True
     summary = "keep units uniformly at random (seeded): the baseline"
 
     def run(self, ctx: PruneContext) -> MethodResult:
@@ -22,4 +23,8 @@ class RandomPruning(PruningMethod):
             mlp=torch.rand(L, s.intermediate_size, generator=g),
             hidden=torch.rand(s.hidden_size, generator=g),
         )
+        if s.num_experts:
+            scores.expert = torch.rand(L, s.num_experts, generator=g)
+            scores.expert_mlp = torch.rand(L, s.num_experts, s.moe_intermediate_size, generator=g)
+            scores.shared_mlp = torch.rand(L, s.shared_expert_intermediate_size, generator=g)
         return MethodResult(scores, details={"seed": ctx.cfg.seed})

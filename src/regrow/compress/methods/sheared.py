@@ -1,7 +1,11 @@
 """`sheared` (Sheared-LLaMA, ALGORITHMS.md §1): learn hard-concrete L0 masks on layers, heads,
 MLP channels and hidden channels together with the weights, under a Lagrangian constraint that
 pulls the expected sparsity of each kind of mask to the target's; then the deterministic mask
-(exactly the target shape) with its soft values folded into the weights.
+(exactly the target shape) with its soft values folded into the weights. A mixture of experts
+adds masks on experts (one constraint per layer) and on each expert's channels (one per expert):
+an expert whose sampled gate is 0 is taken out of routing for that step (its router logit is
+-inf before the top-k, so the token goes to the next expert), an open one's gate value scales
+its routing weight; the target's top-k routes from the first step.
 
 The masks act on the unmodified HF model through forward hooks (compress/masks.py), so any
 family with an adapter can be sheared, grouped-query attention included.
@@ -71,17 +75,30 @@ def mask_layout(source: ArchShape, target: ArchShape) -> dict[str, tuple[int, in
         layout["mlp"] = (L, source.intermediate_size, 1 - target.intermediate_size / source.intermediate_size)
     if target.hidden_size < source.hidden_size:
         layout["hidden"] = (1, source.hidden_size, 1 - target.hidden_size / source.hidden_size)
+    if target.num_experts < source.num_experts:
+        layout["expert"] = (L, source.num_experts, 1 - target.num_experts / source.num_experts)
+    if target.moe_intermediate_size < source.moe_intermediate_size:  # one constraint per expert
+        width = source.moe_intermediate_size
+        layout["expert_mlp"] = (L * source.num_experts, width, 1 - target.moe_intermediate_size / width)
+    if target.shared_expert_intermediate_size < source.shared_expert_intermediate_size:
+        width = source.shared_expert_intermediate_size
+        layout["shared_mlp"] = (L, width, 1 - target.shared_expert_intermediate_size / width)
     return layout
 
 
-def _as_masks(values: dict[str, torch.Tensor]) -> Masks:
-    """Per-kind [rows, size] tensors -> Masks (layer and hidden are single rows)."""
+def _as_masks(values: dict[str, torch.Tensor], source: ArchShape, target: ArchShape) -> Masks:
+    """Per-kind [rows, size] tensors -> Masks (layer and hidden are single rows, expert channels
+    one row per layer and expert); the target's top-k routes while the masks train."""
     get = values.get
     return Masks(
         layer=None if get("layer") is None else values["layer"][0],
         head=get("head"),
         mlp=get("mlp"),
         hidden=None if get("hidden") is None else values["hidden"][0],
+        expert=get("expert"),
+        expert_mlp=None if get("expert_mlp") is None else values["expert_mlp"].view(source.num_hidden_layers, source.num_experts, -1),
+        shared_mlp=get("shared_mlp"),
+        experts_per_token=target.num_experts_per_tok if target.num_experts_per_tok < source.num_experts_per_tok else None,
     )
 
 
@@ -105,8 +122,9 @@ def average_gradients(optimizer: torch.optim.Optimizer, world: World) -> None:
 
 @register("sheared")
 class ShearedPruning(PruningMethod):
-    summary = "learned hard-concrete masks with a Lagrangian constraint, trained on the data mixture (Sheared-LLaMA)"
+    summary = "learned hard-concrete masks with a Lagrangian constraint, trained on the data mixture (Sheared-LLaMA); experts too"
     trains = True
+    scores_experts = True
 
     def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
         """Training steps (forward and backward) over the mask-training tokens."""
@@ -145,7 +163,7 @@ class ShearedPruning(PruningMethod):
                 ramp = min(1.0, (step + 1) / max(opts.target_ramp_fraction * opts.steps, 1e-9))
                 for gate in gates.values():
                     gate.clamp_()
-                hooks.masks = _as_masks({kind: gate.sample(noise_gen) for kind, gate in gates.items()})
+                hooks.masks = _as_masks({kind: gate.sample(noise_gen) for kind, gate in gates.items()}, ctx.source, ctx.target)
                 inputs, targets = ctx.sampler.batch(step)
                 inputs, targets = inputs.to(device), targets.to(device)
                 with ctx.autocast():
@@ -174,7 +192,7 @@ class ShearedPruning(PruningMethod):
                     bar.set_postfix_str(f"loss {record['lm_loss']:.3f} " + " ".join(f"{k} {v:.2f}" for k, v in sparsity.items()))
         finally:
             hooks.remove()
-        soft = _as_masks({kind: gate.deterministic().cpu() for kind, gate in gates.items()})
+        soft = _as_masks({kind: gate.deterministic().cpu() for kind, gate in gates.items()}, ctx.source, ctx.target)
         details = {
             "steps": opts.steps, "tokens": opts.steps * ctx.cfg.batch_size * ctx.cfg.seq_len,
             "seconds_per_step": (time.perf_counter() - started) / opts.steps,

@@ -1,0 +1,212 @@
+"""Mixture-of-experts pruning (ALGORITHMS.md §9): a masked expert never wins the top-k and the
+kept gates are renormalised as the family does; expert scores (REAP, frequency, per-expert
+channels) against sums written here from the weights; exports load and generate in plain
+transformers with the target's config; active-expert FLOPs; the ratio split; bad input; a
+study grid over the expert count."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from conftest import FAMILY_TARGETS, MOE_FAMILIES, make_family_model
+from torch.nn import functional as F
+
+from regrow.cli.main import main
+from regrow.compress.families import adapter_for
+from regrow.compress.importance import ActivationStats
+from regrow.compress.masks import MaskHooks, Masks
+
+EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts"}
+WIDTH_KEY = {"mixtral": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
+             "qwen2_moe": "moe_intermediate_size"}
+
+
+def moe_blocks(model):
+    return [layer.mlp for layer in model.model.layers if hasattr(layer.mlp, "experts")]
+
+
+def record_routing(model):
+    """Per MoE layer: the router's input and what the experts module is called with (indices, gates)."""
+    seen, handles = [], []
+    for block in moe_blocks(model):
+        entry = {}
+        seen.append(entry)
+        handles.append(block.gate.register_forward_pre_hook(lambda m, a, entry=entry: entry.update(x=a[0].detach())))
+        handles.append(block.experts.register_forward_pre_hook(
+            lambda m, a, entry=entry: entry.update(index=a[1].detach(), weight=a[2].detach())))
+    return seen, handles
+
+
+def expert_output(experts, e: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(intermediate, output) of expert e, from its weights: down(silu(gate x) * up x)."""
+    gate, up = (x @ experts.gate_up_proj[e].T).chunk(2, dim=-1)
+    inner = F.silu(gate) * up
+    return inner, inner @ experts.down_proj[e].T
+
+
+@pytest.mark.parametrize("family", MOE_FAMILIES)
+def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family):
+    model = make_family_model(family, vocab_size=97).eval()
+    adapter = adapter_for(model.config)
+    source = adapter.shape(model.config)
+    E, k = source.num_experts, source.num_experts_per_tok - 1 or 1
+    g = torch.Generator().manual_seed(5)
+    keep = torch.stack([torch.randperm(E, generator=g) < E // 2 + 1 for _ in range(source.num_hidden_layers)]).float()
+    ids = torch.randint(0, 97, (2, 12), generator=g)
+    hooks = MaskHooks(model, adapter)
+    hooks.masks, hooks.final = Masks(expert=keep, experts_per_token=k), True
+    seen, handles = record_routing(model)
+    moe_layers = [i for i, moe in enumerate(adapter.moe_layers(model.config)) if moe]
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        hooks.remove()
+        for h in handles:
+            h.remove()
+    renormalise = family == "mixtral" or model.config.norm_topk_prob
+    for layer, entry, block in zip(moe_layers, seen, moe_blocks(model)):
+        kept = torch.nonzero(keep[layer]).flatten()
+        assert set(entry["index"].flatten().tolist()) <= set(kept.tolist())  # a masked expert never wins
+        probs = torch.softmax((entry["x"] @ block.gate.weight.T)[:, kept].double(), dim=-1)  # the sliced router
+        top, chosen = torch.topk(probs, k, dim=-1)
+        if renormalise:
+            top = top / top.sum(-1, keepdim=True)
+        assert torch.equal(entry["index"], kept[chosen])
+        torch.testing.assert_close(entry["weight"].double(), top, rtol=1e-5, atol=1e-6)
+
+
+def test_expert_scores_match_sums_over_routed_tokens():
+    """REAP = mean over routed tokens of gate x ||expert output||; frequency = routed share;
+    channel score = mean |intermediate| over routed tokens: from the plain model's routing."""
+    model = make_family_model("mixtral", vocab_size=97).eval()
+    adapter = adapter_for(model.config)
+    ids = torch.randint(0, 97, (3, 10), generator=torch.Generator().manual_seed(6))
+    seen, handles = record_routing(model)
+    with torch.no_grad():
+        model(ids)  # plain transformers: the routing to check against
+    for h in handles:
+        h.remove()
+    stats = ActivationStats(model, adapter)
+    with torch.no_grad():
+        model(ids)
+    stats.remove()
+    reap, frequency = stats.scores("reap").expert, stats.scores("frequency").expert
+    channels = stats.scores("reap").expert_mlp
+    tokens = ids.numel()
+    for layer, (entry, block) in enumerate(zip(seen, moe_blocks(model))):
+        for e in range(model.config.num_local_experts):
+            token, slot = torch.where(entry["index"] == e)
+            assert frequency[layer, e] == pytest.approx(len(token) / tokens)
+            if len(token) == 0:
+                assert reap[layer, e] == 0
+                continue
+            with torch.no_grad():
+                inner, out = expert_output(block.experts, e, entry["x"][token])
+            expected = float((entry["weight"][token, slot] * out.norm(dim=-1)).mean())
+            assert reap[layer, e] == pytest.approx(expected, rel=1e-5)
+            torch.testing.assert_close(channels[layer, e].float(), inner.abs().mean(0), rtol=1e-5, atol=1e-7)
+    assert stats.scores("random", seed=1).expert.shape == reap.shape
+
+
+def test_active_flops_count_k_of_e_experts():
+    from regrow.models.flops import model_shape
+
+    model = make_family_model("qwen2_moe", vocab_size=97)
+    c = model.config
+    everything = sum(p.numel() for p in model.parameters()) - 2 * c.vocab_size * c.hidden_size
+    moe_layers = sum(adapter_for(c).moe_layers(c))
+    expert_params = moe_layers * c.num_experts * 3 * c.moe_intermediate_size * c.hidden_size
+    active = everything - expert_params + expert_params * c.num_experts_per_tok / c.num_experts
+    assert model_shape(model).nonembedding_params == round(active)
+
+
+@pytest.mark.parametrize("family", MOE_FAMILIES)
+def test_every_method_prunes_a_moe_exactly_and_the_export_generates(family, family_models, data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    target = FAMILY_TARGETS[family]
+    spec = tmp_path / "target.yaml"
+    spec.write_text(yaml.safe_dump(target))
+    for method in ("activation", "magnitude", "random", "sheared"):
+        out = tmp_path / method
+        assert main(["prune", "--model", str(family_models[family]), "--target", str(spec), "--method", method,
+                     "--data", str(data_dir), "--out", str(out), "--seq-len", "16", "--batch-size", "4",
+                     "--calibration-samples", "8", "--steps", "3", "--no-progress"]) == 0
+        report = json.loads((out / "pruning_report.json").read_text())
+        assert report["exactness"]["max_abs_logit_diff"] < 1e-4, (family, method)
+        model = AutoModelForCausalLM.from_pretrained(out).eval()  # plain transformers
+        config = model.config
+        assert getattr(config, EXPERTS_KEY[family]) == target["num_experts"]
+        assert config.num_experts_per_tok == target["num_experts_per_tok"]
+        assert getattr(config, WIDTH_KEY[family]) == target["moe_intermediate_size"]
+        if "shared_expert_intermediate_size" in target:
+            assert config.shared_expert_intermediate_size == target["shared_expert_intermediate_size"]
+        assert sum(p.numel() for p in model.parameters()) == report["target"]["parameters"]
+        assert all(len(kept["experts"]) == target["num_experts"] for kept in report["kept"]["per_layer"].values())
+        ids = torch.tensor([[1, 5, 9, 2]])
+        cached = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, use_cache=True)
+        uncached = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, use_cache=False)
+        assert torch.equal(cached, uncached)
+    assert json.loads((tmp_path / "activation" / "pruning_report.json").read_text())["method_details"][
+        "expert_criterion"] == "reap"
+
+
+def test_a_ratio_removes_experts_first_and_says_how_it_split(family_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(family_models["mixtral"]), "--target-ratio", "0.6", "--method", "random",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "pruning_report.json").read_text())
+    shape = report["target"]["shape"]
+    assert shape["num_experts"] < 8 and shape["num_experts"] >= 4  # experts go first, down to half
+    assert report["ratio_split"].startswith(f"experts 8 -> {shape['num_experts']}")
+    assert f"split: {report['ratio_split']}" in printed
+    assert abs(report["target"]["fraction_kept"] - 0.6) < 0.05
+
+
+BAD = [
+    ("mixtral", {"num_experts": 9}, "target num_experts 9 is larger than the source's 8"),
+    ("mixtral", {"num_experts": 1}, "num_experts_per_tok 2 is above the kept experts (1); allowed: 1..1"),
+    ("llama", {"moe_intermediate_size": 16}, "moe_intermediate_size names a part the model does not have (no experts"),
+    ("mixtral", {"shared_expert_intermediate_size": 8}, "shared_expert_intermediate_size names a part the model does not "
+                                                         "have (no shared expert)"),
+    ("olmoe", {"intermediate_size": 16, "moe_intermediate_size": 24}, "intermediate_size 16 and moe_intermediate_size 24 "
+                                                                       "disagree"),
+    ("qwen3_moe", {"num_experts_per_tok": 4}, "target num_experts_per_tok 4 is larger than the source's 3"),
+    ("mixtral", {"moe_intermediate_size": 30}, "target moe_intermediate_size 30 would not run in transformers' grouped "
+                                               "expert kernels (rows of 16 bytes); allowed: multiples of 8"),
+]
+
+
+@pytest.mark.parametrize("family,spec,message", BAD)
+def test_bad_expert_targets_are_refused_in_one_line(family, spec, message, family_models, tmp_path, capsys):
+    path = tmp_path / "target.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(family_models[family]), "--target", str(path), "--method", "random",
+                 "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_a_method_that_only_removes_layers_cannot_prune_experts(family_models, tmp_path, capsys):
+    path = tmp_path / "target.yaml"
+    path.write_text(yaml.safe_dump({"num_experts": 4}))
+    assert main(["prune", "--model", str(family_models["mixtral"]), "--target", str(path), "--method", "depth",
+                 "--out", str(tmp_path / "out"), "--no-progress", "--data", "unused"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "removes whole layers only, but the target changes num_experts" in err and len(err.splitlines()) == 1
+
+
+def test_the_olmoe_expert_width_may_be_named_as_its_config_does(family_models, tmp_path):
+    path = tmp_path / "target.yaml"
+    path.write_text(yaml.safe_dump({"intermediate_size": 16}))  # OLMoE's config name for the expert width
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(family_models["olmoe"]), "--target", str(path), "--method", "magnitude",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["intermediate_size"] == 16
