@@ -6,8 +6,10 @@
   process so peaks do not mix.
 - sheared: median time of a mask-training step over a plain training step (forward, backward,
   AdamW) of the source model on the same batch.
+- `--source moe`: a Mixtral-style mixture of experts (8 experts, top-2) instead of the Llama;
+  targets: half the experts only, and every width (experts, expert width, hidden, heads) halved.
 
-Usage: python benchmarks/prune_speed.py [--work DIR] [--hidden 768] [--layers 12]
+Usage: python benchmarks/prune_speed.py [--source llama|moe] [--work DIR] [--hidden 768] [--layers 12]
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def rss_kib(field: str) -> int:
 
 
 def model_fields(args, vocab_size: int) -> dict:
+    if args.source == "moe":
+        return {"model_type": "mixtral", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
+                "num_attention_heads": args.heads, "num_key_value_heads": args.heads // 4, "intermediate_size": args.mlp,
+                "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": vocab_size,
+                "max_position_embeddings": 512, "tie_word_embeddings": False}
     return {"model_type": "llama", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
             "num_attention_heads": args.heads, "num_key_value_heads": args.heads // 4,
             "intermediate_size": args.mlp, "vocab_size": vocab_size, "max_position_embeddings": 512,
@@ -86,7 +93,7 @@ def child(args) -> None:
 
 
 def run_child(args, name: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--work", args.work, "--seq-len", str(args.seq_len),
+    cmd = [sys.executable, __file__, "--child", name, "--work", args.work, "--source", args.source, "--seq-len", str(args.seq_len),
            "--batch-size", str(args.batch_size), "--calibration-samples", str(args.calibration_samples)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
@@ -130,17 +137,22 @@ def sheared_step_ratio(args, data_dir: Path, vocab_size: int) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--work", default="/tmp/regrow-bench-prune")
+    parser.add_argument("--source", choices=("llama", "moe"), default="llama")
+    parser.add_argument("--work")
     parser.add_argument("--child")
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--mlp", type=int, default=2048)
+    parser.add_argument("--hidden", type=int)
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--mlp", type=int, help="MLP width (the expert width of --source moe)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--calibration-samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=12, help="sheared / plain training steps to time")
     args = parser.parse_args()
+    defaults = {"llama": (768, 12, 12, 2048), "moe": (512, 8, 8, 1024)}[args.source]
+    for key, value in zip(("hidden", "layers", "heads", "mlp"), defaults):
+        setattr(args, key, getattr(args, key) or value)
+    args.work = args.work or f"/tmp/regrow-bench-prune-{args.source}"
     if args.child:
         child(args)
         return
@@ -155,22 +167,29 @@ def main() -> None:
         model = build_model(model_fields(args, vocab), 0)
         model.save_pretrained(work / "source")
         tokenizer.save_pretrained(work / "source")
-    (work / "width.yaml").write_text(f"hidden_size: {args.hidden // 2}\nintermediate_size: {args.mlp // 2}\n"
-                                     f"num_attention_heads: {args.heads // 2}\nnum_key_value_heads: {args.heads // 4}\n")
+    width = (f"hidden_size: {args.hidden // 2}\nnum_attention_heads: {args.heads // 2}\n"
+             f"num_key_value_heads: {args.heads // 4}\n")
+    width += "num_experts: 4\nmoe_intermediate_size: " if args.source == "moe" else "intermediate_size: "
+    (work / "width.yaml").write_text(width + f"{args.mlp // 2}\n")
+    (work / "experts.yaml").write_text("num_experts: 4\n")
     (work / "depth.yaml").write_text(f"num_hidden_layers: {args.layers // 2}\n")
-    for name in ("pruned-activation", "pruned-depth", "pruned-magnitude"):
-        subprocess.run(["rm", "-rf", str(work / name)], check=True)
 
     forward = run_child(args, "forward")
     tokens = args.calibration_samples * args.seq_len
     print(f"model: {forward['model_bytes'] / 2**20:,.0f} MiB fp32; one forward over {tokens:,} calibration tokens: "
           f"{forward['seconds']:.2f} s")
-    print(f"{'method':<12}{'kept':>7}{'wall s':>9}{'x forward':>11}{'scoring x':>11}{'peak RSS MiB':>14}{'x model':>9}")
-    for method, target in (("activation", "width"), ("depth", "depth"), ("magnitude", "width")):
+    print(f"{'method target':<20}{'kept':>7}{'wall s':>9}{'x forward':>11}{'scoring x':>11}{'peak RSS MiB':>14}{'x model':>9}")
+    jobs = [("activation", "width"), ("depth", "depth"), ("magnitude", "width")]
+    if args.source == "moe":
+        jobs.insert(0, ("activation", "experts"))
+    for method, target in jobs:
+        subprocess.run(["rm", "-rf", str(work / f"pruned-{method}")], check=True)
         r = run_child(args, f"{method}:{target}")
-        print(f"{method:<12}{r['fraction_kept']:>7.1%}{r['seconds']:>9.2f}{r['seconds'] / forward['seconds']:>11.2f}"
+        print(f"{method + ' ' + target:<20}{r['fraction_kept']:>7.1%}{r['seconds']:>9.2f}{r['seconds'] / forward['seconds']:>11.2f}"
               f"{r['scoring_seconds'] / forward['seconds']:>11.2f}{r['peak_above_baseline_bytes'] / 2**20:>14,.0f}"
               f"{r['peak_above_baseline_bytes'] / forward['model_bytes']:>9.2f}")
+    if args.source == "moe":
+        return
     sheared, plain = sheared_step_ratio(args, data_dir, vocab)
     print(f"sheared mask-training step {sheared * 1000:.0f} ms vs plain training step {plain * 1000:.0f} ms: "
           f"{sheared / plain:.2f}x (target <= 2x; Sheared-LLaMA reports about 5x)")

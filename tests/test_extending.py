@@ -78,3 +78,15 @@ def test_toy_law_fits_from_the_command_line(tmp_path, capsys):
     (fit,) = json.loads(capsys.readouterr().out)["fits"]
     assert fit["parameters"]["A"]["value"] == pytest.approx(5.0, rel=1e-9)
     assert fit["parameters"]["alpha"]["value"] == pytest.approx(0.1, rel=1e-9)
+
+
+def test_a_method_that_scores_no_experts_is_refused_on_an_expert_target(family_models, tmp_path, capsys):
+    """The toy method declares no expert scores: an expert target is refused before any work."""
+    spec = tmp_path / "target.yaml"
+    spec.write_text(yaml.safe_dump({"num_experts": 4}))
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(family_models["mixtral"]), "--target", str(spec), "--method", "toy-first",
+                 "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "method 'toy-first' cannot score experts, but the target changes num_experts; methods that can: " in err
+    assert len(err.splitlines()) == 1 and not out.exists()

@@ -66,3 +66,32 @@ def test_weight_magnitude_of_a_head_and_a_channel():
     ch = (mlp.dense_h_to_4h.weight[5].pow(2).sum() + mlp.dense_h_to_4h.bias[5].pow(2)
           + mlp.dense_4h_to_h.weight[:, 5].pow(2).sum())
     torch.testing.assert_close(scores.mlp[1, 5].float(), ch.sqrt().detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_magnitude_of_an_expert_and_its_channel():
+    """An expert: its router row and all its weights; a channel of an expert: its gate and up rows
+    and its down column, of that expert only."""
+    model = make_family_model("mixtral", 97)
+    scores = weight_magnitude(model, adapter_for(model.config))
+    block = model.model.layers[2].mlp
+    m = model.config.intermediate_size
+    gate_up, down = block.experts.gate_up_proj[5], block.experts.down_proj[5]
+    expert = block.gate.weight[5].pow(2).sum() + gate_up.pow(2).sum() + down.pow(2).sum()
+    torch.testing.assert_close(scores.expert[2, 5].float(), expert.sqrt().detach(), rtol=1e-5, atol=1e-6)
+    channel = gate_up[7].pow(2).sum() + gate_up[m + 7].pow(2).sum() + down[:, 7].pow(2).sum()
+    torch.testing.assert_close(scores.expert_mlp[2, 5, 7].float(), channel.sqrt().detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_magnitude_counts_a_gemma_norm_gain_as_one_plus_weight():
+    model = make_family_model("gemma2", 97)
+    scores = weight_magnitude(model, adapter_for(model.config))
+    d = 9
+    squares = 0.0
+    for name, p in model.named_parameters():  # every tensor with a hidden axis: norms, rows of writers, columns of readers
+        if name.endswith("norm.weight"):
+            squares += (1 + p[d]).pow(2)
+        elif name.endswith(("o_proj.weight", "down_proj.weight")):
+            squares += p[d].pow(2).sum()
+        elif p.dim() == 2:
+            squares += p[:, d].pow(2).sum()
+    torch.testing.assert_close(scores.hidden[d].float(), squares.sqrt().detach(), rtol=1e-5, atol=1e-5)

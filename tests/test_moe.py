@@ -210,3 +210,33 @@ def test_the_olmoe_expert_width_may_be_named_as_its_config_does(family_models, t
     assert main(["prune", "--model", str(family_models["olmoe"]), "--target", str(path), "--method", "magnitude",
                  "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "config.json").read_text())["intermediate_size"] == 16
+
+
+@pytest.mark.parametrize("family", MOE_FAMILIES)
+def test_loading_one_expert_tensor_at_a_time_equals_from_pretrained(family, family_models):
+    """regrow reads a one-tensor-per-expert checkpoint itself (lower peak memory); the model is
+    the one plain transformers loads: same tensors, attention and experts kernels, logits."""
+    from transformers import AutoModelForCausalLM
+
+    from regrow.models.hf import load_model
+
+    ours, theirs = load_model(family_models[family]), AutoModelForCausalLM.from_pretrained(family_models[family])
+    assert type(ours) is type(theirs) and not ours.training
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert ours.config._attn_implementation == theirs.config._attn_implementation
+    assert ours.config._experts_implementation == theirs.config._experts_implementation
+    if ours.config.tie_word_embeddings:
+        assert ours.get_output_embeddings().weight is ours.get_input_embeddings().weight
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        assert torch.equal(ours(ids).logits, theirs(ids).logits)
+
+
+def test_an_unknown_expert_criterion_is_refused(family_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(family_models["mixtral"]), "--target-ratio", "0.5", "--method", "activation",
+                 "--data", "unused", "--expert-criterion", "loudest", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expert_criterion 'loudest' is not supported; allowed: reap, frequency, random" in err
+    assert len(err.splitlines()) == 1 and not out.exists()

@@ -288,3 +288,22 @@ def test_a_study_starts_from_a_newer_family(family, tmp_path, family_models, dat
         config = json.loads((tmp_path / "study" / "runs" / f"prune-{method}-t0-none-seed0" / "config.json").read_text())
         assert {k: config[k] for k in target} == target and config["model_type"] == family_models[family].name.replace(
             "gemma3", "gemma3_text")
+
+
+def test_a_study_grid_varies_the_expert_count(tmp_path, family_models, data_dir):
+    """A Mixtral source, a grid over the number of experts (and top-k): every run finishes, each
+    pruned start has its expert count, and the report ranks the cells."""
+    targets = [{"num_experts": 6}, {"num_experts": 4, "num_experts_per_tok": 1}]
+    path = study_file(tmp_path, family_models, data_dir, source={"model": str(family_models["mixtral"])},
+                      **{"grid.target": targets, "grid.replay": [0.0]})
+    assert main(["study", path]) == 0
+    found = rows(tmp_path / "study")
+    assert found and all(status == "done" for _, _, status, _ in found)
+    for index, target in enumerate(targets):
+        config = json.loads((tmp_path / "study" / "runs" / f"prune-activation-t{index}-none-seed0" / "config.json").read_text())
+        assert config["num_local_experts"] == target["num_experts"]
+        assert config["num_experts_per_tok"] == target.get("num_experts_per_tok", 2)
+    assert main(["report", str(tmp_path / "study")]) == 0
+    report = json.loads((tmp_path / "study" / "report.json").read_text())
+    starts = {r["start"] for r in report["ranking"]}
+    assert {"activation-t0-none", "activation-t1-none", "scratch-t0", "scratch-t1", "source"} <= starts

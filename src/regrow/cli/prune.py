@@ -17,6 +17,7 @@ FLAGS = {
     "model": "model", "target": "target", "target_ratio": "target_ratio", "method": "method", "data": "data",
     "reinit": "reinit", "out": "out", "steps": "sheared.steps", "seed": "seed", "seq_len": "seq_len",
     "batch_size": "batch_size", "calibration_samples": "calibration_samples", "depth_mode": "depth_mode",
+    "expert_criterion": "expert_criterion",
     "device": "device", "precision": "precision", "streaming": "streaming", "activation_memory_gb": "activation_memory_gb",
 }
 
@@ -29,7 +30,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--model", help="source HF model folder")
     parser.add_argument("--target", metavar="SPEC", help="YAML/JSON with any of num_hidden_layers, hidden_size, "
-                        "num_attention_heads, num_key_value_heads, intermediate_size; or an HF config.json to match")
+                        "num_attention_heads, num_key_value_heads, intermediate_size and, for a mixture of experts, "
+                        "num_experts, num_experts_per_tok, moe_intermediate_size, shared_expert_intermediate_size; "
+                        "or an HF config.json to match")
     parser.add_argument("--target-ratio", type=finite_float, metavar="R", help="fraction of parameters to keep (0 < R <= 1)")
     parser.add_argument("--method", help=f"one of {', '.join(METHODS)} (default activation)")
     parser.add_argument("--data", metavar="DATA_DIR", help="calibration / mask-training data (`regrow data prepare`)")
@@ -42,6 +45,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--calibration-samples", type=int, help="sequences for activation / depth scoring (default 1024)")
     parser.add_argument("--depth-mode", help="depth method: individual (default) or contiguous")
+    parser.add_argument("--expert-criterion", help="activation method on a mixture of experts: how experts are scored: "
+                        "reap (default), frequency or random")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", help="fp32 (default) or bf16")
     parser.add_argument("--streaming", action="store_true", default=None,

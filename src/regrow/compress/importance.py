@@ -209,6 +209,9 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         for name, param in named_tensors:
             index, _, axes = adapter.parameter_axes(name, shape.head_dim)
             tensor = param.detach()
+            offset = max((axis.offset for axis in axes), default=0.0)
+            if offset:  # a norm gain applied as offset + weight (Gemma): that is the unit's weight
+                tensor = tensor.float() + offset
             per_expert = tensor.dim() == 3  # fused experts [experts, rows, columns]: one expert at a time
             for expert, piece in enumerate(tensor) if per_expert else [(None, tensor)]:
                 rows, cols = _squares_by_row_and_column(piece)

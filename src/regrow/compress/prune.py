@@ -23,8 +23,8 @@ from regrow.compress.methods import METHODS
 from regrow.compress.reinit import REINITS
 from regrow.compress.report import CONFIG, REPORT, pruning_report
 from regrow.compress.select import select
-from regrow.compress.streaming import StreamingModel
 from regrow.compress.slicing import KeptUnits
+from regrow.compress.streaming import StreamingModel
 from regrow.compress.targets import checked_target, count_parameters, describe_split
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any

@@ -45,6 +45,9 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
         raise RegrowError(f"model folder {str(path)!r} needs config.json and *.safetensors weights")
     checkpoint = LazyCheckpoint(path)  # every shard's header read: missing, truncated, corrupt files are named
     try:
+        stacked = _load_stacked_experts(path, checkpoint, trust_remote_code, dtype)
+        if stacked is not None:
+            return stacked
         return AutoModelForCausalLM.from_pretrained(
             str(path),
             trust_remote_code=trust_remote_code,
@@ -57,6 +60,39 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
             raise RegrowError(f"config.json of {str(path)!r} does not match its weights: {mismatch}") from err
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise RegrowError(f"model {str(path)!r} could not be loaded: {first}") from err
+
+
+def _load_stacked_experts(path: Path, checkpoint: LazyCheckpoint, trust_remote_code: bool, dtype: torch.dtype):
+    """A mixture of experts stored one tensor per expert (the hub's layout, what save_pretrained
+    writes), or None for any other checkpoint. transformers stacks such experts into its fused
+    tensors while every file stays mapped, which peaks at about twice the model; here the model is
+    built with uninitialised weights and each tensor is read, stacked and copied in one at a time
+    (peak: the model plus one fused tensor). The result equals from_pretrained's."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers.initialization import no_init_weights
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    checkpoint.bind(meta)
+    if not checkpoint.merged:
+        return None
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code, dtype=dtype)
+    state = model.state_dict()
+    tied = {f"{name}.weight" for name, module in model.named_modules()
+            if module is model.get_output_embeddings() and model.config.tie_word_embeddings}
+    missing = [n for n in dict(model.named_parameters()) if n not in checkpoint.shapes and n not in tied]
+    if missing:
+        raise RegrowError(f"model folder {str(path)!r} lacks weights: {', '.join(missing[:5])}")
+    with torch.no_grad():
+        for name in checkpoint.names:
+            if name in state:
+                state[name].copy_(checkpoint.read([name])[name])
+    model.tie_weights()
+    if (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(path))
+    return model.eval()
 
 
 def _shape_mismatch(path: Path, checkpoint: LazyCheckpoint, trust_remote_code: bool) -> str | None:

@@ -279,7 +279,8 @@ class FamilyAdapter:
         if self.embedding_norm:
             axes[f"{self.embedding_norm}.weight"] = (Axis(0, "hidden", 1, "unit", self.norm_offset),)
             axes[f"{self.embedding_norm}.bias"] = (Axis(0, "hidden", 1, "unit"),)
-        axes[f"{self.final_norm}.weight"] = axes[f"{self.final_norm}.bias"] = (Axis(0, "hidden"),)
+        axes[f"{self.final_norm}.weight"] = (Axis(0, "hidden", offset=self.norm_offset),)
+        axes[f"{self.final_norm}.bias"] = (Axis(0, "hidden"),)
         axes[f"{self.lm_head}.weight"] = (Axis(1, "hidden", 1, "unit"),)
         return axes
 

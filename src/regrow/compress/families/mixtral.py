@@ -7,9 +7,6 @@ renormalises the chosen k, so a sliced router with fewer rows gives the same gat
 from regrow.compress.families.base import FAMILIES, LayerRoles
 from regrow.compress.families.llama import LlamaAdapter
 
-MOE_ROLES = dict(router="mlp.gate", experts="mlp.experts", moe_block="mlp", mlp_in=(), mlp_out="",
-                 writers=("self_attn.o_proj", "mlp"))
-
 
 @FAMILIES.register("mixtral")
 class MixtralAdapter(LlamaAdapter):
@@ -21,7 +18,10 @@ class MixtralAdapter(LlamaAdapter):
         kv=("self_attn.k_proj", "self_attn.v_proj"),
         attn_out="self_attn.o_proj",
         norms=("input_layernorm", "post_attention_layernorm"),
-        **MOE_ROLES,
+        writers=("self_attn.o_proj", "mlp"),
+        router="mlp.gate",
+        experts="mlp.experts",
+        moe_block="mlp",
     )
 
     def renormalises_top_k(self, config) -> bool:
