@@ -240,3 +240,24 @@ def test_an_unknown_expert_criterion_is_refused(family_models, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert "expert_criterion 'loudest' is not supported; allowed: reap, frequency, random" in err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_checkpoint_missing_an_experts_tensor_is_refused(streaming, family_models, tmp_path, capsys):
+    """A per-expert checkpoint with one expert's tensor gone: one line naming the folder, exit 2."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    for f in family_models["mixtral"].iterdir():
+        if f.suffix != ".safetensors":
+            (folder / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(family_models["mixtral"] / "model.safetensors")
+    gone = next(k for k in tensors if ".experts.3." in k)
+    save_file({k: v for k, v in tensors.items() if k != gone}, folder / "model.safetensors")
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(folder), "--target-ratio", "0.5", "--method", "magnitude", "--out", str(out),
+                 "--no-progress", *(["--streaming"] if streaming else [])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(folder) in err and "experts" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
