@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,7 +196,7 @@ def saved_activation_bytes(activation_checkpointing: bool) -> int:
     from regrow.world import World
 
     model = build_model({**TINY_LLAMA, "vocab_size": 64}, seed=0)
-    parallelize(model, World(), "fp32", activation_checkpointing=activation_checkpointing, compile_layers=False)
+    parallelize(model, World(), torch.device("cpu"), "fp32", activation_checkpointing=activation_checkpointing, compile_layers=False)
     total = 0
 
     def pack(tensor):
@@ -217,6 +219,70 @@ def test_parallelize_one_process_applies_the_options():
 
     model = build_model({**TINY_LLAMA, "vocab_size": 64}, seed=0)
     assert [type(m).__name__ for m in decoder_layers(model)] == ["LlamaDecoderLayer"] * 2
-    parallelize(model, World(), "fp32", activation_checkpointing=True, compile_layers=False)
+    parallelize(model, World(), torch.device("cpu"), "fp32", activation_checkpointing=True, compile_layers=False)
     assert model.is_activation_checkpointing
     assert not any(hasattr(p, "full_tensor") for p in model.parameters())  # one process: not sharded
+
+
+# ---- meta-device loading: each process builds the model empty and reads only its own rows ----
+
+def test_meta_device_load_equals_the_plain_load(family_models, single, tmp_path):
+    """Weights gathered from 2 processes' shards, and their logits, equal a plain from_pretrained:
+    dense, tied, ALiBi, sliding-window and per-expert checkpoints, and a regrow checkpoint folder."""
+    from regrow.models.hf import load_model
+
+    folders = [family_models[f] for f in ("llama", "qwen3", "bloom", "gemma3", "mixtral", "qwen2_moe")]
+    folders.append(single / "checkpoints" / f"step_{STEPS:08d}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(Path(__file__).parent / "toys" / "sharded_load.py"), str(tmp_path), *map(str, folders)]
+    ok(subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600))
+    for folder in folders:
+        got = load_file(tmp_path / f"{folder.name}.safetensors")
+        plain = load_model(folder)
+        expected = plain.state_dict()
+        assert set(got) - {"__logits__", "__local_numel__"} == set(expected)
+        for name, tensor in expected.items():
+            assert torch.equal(got[name], tensor), (folder.name, name)
+        ids = torch.randint(0, plain.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            logits = plain(input_ids=ids, use_cache=False).logits
+        torch.testing.assert_close(got["__logits__"], logits, rtol=1e-5, atol=1e-5)
+        # rank 0 held about half of the parameters, never the whole model
+        total = sum(p.numel() for p in plain.parameters())
+        assert int(got["__local_numel__"]) <= total // 2 + total // 20, folder.name
+
+
+def test_sharded_load_names_missing_tensors(family_models, tmp_path):
+    from safetensors.torch import save_file
+
+    from regrow.errors import RegrowError
+    from regrow.models.sharded import empty_model
+
+    broken = tmp_path / "broken"
+    shutil.copytree(family_models["llama"], broken)
+    weights = load_file(broken / "model.safetensors")
+    del weights["model.layers.1.mlp.down_proj.weight"], weights["model.norm.weight"]
+    save_file(weights, broken / "model.safetensors")
+    with pytest.raises(RegrowError, match=r"lacks tensors the model needs: model.layers.1.mlp.down_proj.weight, model.norm.weight$"):
+        empty_model(broken)
+
+
+def test_training_from_a_model_init_with_a_sharded_teacher_matches_one_process(single, tokenizer_dir, data_dir, tmp_path):
+    """model.init and the distillation teacher loaded on the meta device and sharded in 2 processes
+    (and a resume, whose weights come from the run's own shards) give the 1-process run."""
+    def recipe_path(name, steps):
+        cfg = recipe(tokenizer_dir, data_dir, tmp_path / name, schedule=SCHEDULE,
+                     model={"init": str(single / "model")},
+                     train={**TRAIN, "steps": steps,
+                            "distill": {"teacher": str(single / "checkpoints" / f"step_{STEPS:08d}"), "weight": 0.5}})
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    ok(launch(recipe_path("one", STEPS), 1))
+    ok(launch(recipe_path("two", STEPS // 2), 2))
+    ok(launch(recipe_path("two", STEPS), 2, "--resume"))
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    kl = [[r["kl"] for r in read_metrics(tmp_path / run) if r["event"] == "train"] for run in ("one", "two")]
+    assert kl[0] == pytest.approx(kl[1], rel=1e-4, abs=1e-8)
+    assert kl[0][0] == pytest.approx(0.0, abs=1e-6) and all(v > 1e-5 for v in kl[0][1:])  # teacher = the init, then apart

@@ -73,6 +73,7 @@ class LazyCheckpoint:
         self._disk_key = {key: key for key in self.shapes}
         self.merged: dict[str, Merged] = {}  # model tensors stored as one tensor per expert (bound models only)
         self.disk_name = str  # model name -> checkpoint name (identity until bound to a model)
+        self.bytes_read = 0  # tensor bytes read so far (what an I/O budget is measured in)
 
     def _weight_map(self) -> dict[str, str]:
         index = self.folder / INDEX
@@ -166,8 +167,24 @@ class LazyCheckpoint:
         for file, keys in by_file.items():
             with safe_open(self.folder / file, framework="pt") as handle:
                 for key in keys:
-                    out[key] = handle.get_tensor(self._disk_key[key])
+                    out[key] = self._counted(handle.get_tensor(self._disk_key[key]))
         return out
+
+    def _counted(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.bytes_read += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of a tensor (for a fused expert tensor: those experts), reading only
+        them: what one process of a sharded model owns."""
+        if name in self.merged:
+            entry = self.merged[name]
+            keys = [entry.keys[(p, e)] for e in range(start, stop) for p in range(len(entry.patterns))]
+            parts = self.read_keys(keys)
+            return torch.stack([torch.cat([parts[entry.keys[(p, e)]] for p in range(len(entry.patterns))])
+                                for e in range(start, stop)])
+        with safe_open(self.folder / self.file_of[name], framework="pt") as handle:
+            return self._counted(handle.get_slice(self._disk_key[name])[start:stop])
 
     def read_keys(self, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         """Tensors by their checkpoint keys (the parts of a merged tensor)."""
@@ -178,7 +195,7 @@ class LazyCheckpoint:
         for path, group in by_file.items():
             with safe_open(path, framework="pt") as handle:
                 for key in group:
-                    out[key] = handle.get_tensor(key)
+                    out[key] = self._counted(handle.get_tensor(key))
         return out
 
     def row_chunks(self, name: str, max_bytes: int = 16 << 20) -> Iterable[torch.Tensor]:
@@ -188,7 +205,7 @@ class LazyCheckpoint:
         step = max(1, max_bytes // row_bytes)
         for start in range(0, shape[0], step):
             with safe_open(self.folder / self.file_of[name], framework="pt") as handle:
-                yield handle.get_slice(self._disk_key[name])[start : start + step]
+                yield self._counted(handle.get_slice(self._disk_key[name])[start : start + step])
 
     def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of a matrix (an embedding lookup), read block by block, never the whole table."""

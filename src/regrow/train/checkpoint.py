@@ -25,7 +25,6 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
-    get_model_state_dict,
     get_state_dict,
     set_state_dict,
 )
@@ -34,6 +33,7 @@ from regrow.atomic import os_error_of, write_json_atomic
 from regrow.config import write_yaml_atomic
 from regrow.errors import RegrowError
 from regrow.models.hf import write_model_files
+from regrow.models.sharded import gathered_state_dict
 from regrow.reading import read_json
 from regrow.world import World
 
@@ -134,11 +134,6 @@ def remove_leftovers(out: Path, keep: int) -> None:
                 leftover.unlink(missing_ok=True)
     if (out / "checkpoints").is_dir():
         remove_old(out / "checkpoints", keep)
-
-
-def gathered_state_dict(model) -> dict[str, torch.Tensor]:
-    """The full (unsharded) weights on rank 0's CPU; an empty dict on the other ranks."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 # What DCP's `.metadata` pickle is made of (torch 2.4 - 2.13); nothing else may be built from it.

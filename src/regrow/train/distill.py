@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from regrow.errors import RegrowError
 from regrow.models.flops import forward_flops_per_token, model_shape
 from regrow.models.hf import load_model
+from regrow.models.sharded import load_sharded
+from regrow.world import World
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
@@ -29,10 +31,17 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 class Teacher:
-    """A frozen HF model in inference mode; counts its forward FLOPs."""
+    """A frozen HF model in inference mode; counts its forward FLOPs. Under torchrun it is sharded
+    with FSDP2 like the student (no gradients, no optimizer state): memory per process falls with
+    the number of processes instead of every process holding the whole teacher."""
 
-    def __init__(self, path: str, student, seq_len: int, device: torch.device, trust_remote_code: bool = False):
-        self.model = load_model(path, trust_remote_code).to(device).eval()
+    def __init__(self, path: str, student, seq_len: int, device: torch.device, world: World | None = None,
+                 precision: str = "fp32", trust_remote_code: bool = False):
+        world = world or World()
+        if world.distributed:  # sharded like the student (FSDP2), each process reading its own rows
+            self.model = load_sharded(path, world, device, precision, training=False, trust_remote_code=trust_remote_code)
+        else:
+            self.model = load_model(path, trust_remote_code).to(device).eval()
         self.model.requires_grad_(False)
         theirs = self.model.get_output_embeddings().weight.shape[0]
         ours = student.get_output_embeddings().weight.shape[0]
@@ -41,6 +50,6 @@ class Teacher:
                               "teacher and student must share the vocabulary")
         self.flops_per_token = forward_flops_per_token(model_shape(self.model), seq_len)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: FSDP2's gathered parameters must stay ordinary tensors
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=inputs, use_cache=False).logits

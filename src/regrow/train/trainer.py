@@ -29,6 +29,7 @@ from regrow.errors import RegrowError
 from regrow.models.evaluate import causal_lm_loss, evaluate_domains
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
+from regrow.models.sharded import empty_model, gathered_state_dict, materialize
 from regrow.paths import check_output_dir, only_entries
 from regrow.reading import read_json
 from regrow.resources import peak_rss_bytes
@@ -93,27 +94,35 @@ class Trainer:
         init = Path(cfg.model.init) if cfg.model.init else None
         self.tokenizer = load_tokenizer(cfg.tokenizer or init, cfg.model.trust_remote_code)
         self._check_data_tokenizer()
-        if init is not None:
-            self.model = load_model(init, cfg.model.trust_remote_code)
+        t = cfg.train
+        self.world.start(self.device)
+        if init is not None and self.world.distributed:
+            # built on the meta device and sharded; each process reads its own rows (a resume
+            # reads none: its checkpoint's shards replace them)
+            self.model, checkpoint = empty_model(init, cfg.model.trust_remote_code)
+            parallelize(self.model, self.world, self.device, t.precision, t.activation_checkpointing, t.compile)
+            materialize(self.model, self.device, self.world, None if self.resume_from else checkpoint)
         else:
-            fields = dict(cfg.model.config)
-            fields.setdefault("vocab_size", vocab_size_of(self.tokenizer))
-            fields.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-            fields.setdefault("bos_token_id", self.tokenizer.eos_token_id)
-            self.model = build_model(fields, cfg.seed, cfg.model.trust_remote_code)
+            if init is not None:
+                self.model = load_model(init, cfg.model.trust_remote_code)
+            else:
+                fields = dict(cfg.model.config)
+                fields.setdefault("vocab_size", vocab_size_of(self.tokenizer))
+                fields.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+                fields.setdefault("bos_token_id", self.tokenizer.eos_token_id)
+                self.model = build_model(fields, cfg.seed, cfg.model.trust_remote_code)
+            self.model.to(self.device)
+            parallelize(self.model, self.world, self.device, t.precision, t.activation_checkpointing, t.compile)
+        self.model.train()
         check_compatible(self.model, vocab_size_of(self.tokenizer), cfg.data.seq_len)
         shape = model_shape(self.model)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        self.model.to(self.device)
-        self.model.train()
-        self.world.start(self.device)
-        parallelize(self.model, self.world, cfg.train.precision, cfg.train.activation_checkpointing, cfg.train.compile)
         self.flops_per_token = training_flops_per_token(shape, cfg.data.seq_len)
         self.forward_flops_per_token = forward_flops_per_token(shape, cfg.data.seq_len)
         self.pruning_flops = _pruning_flops(init)
         distill = cfg.train.distill
         self.teacher = None if distill is None else Teacher(
-            distill.teacher, self.model, cfg.data.seq_len, self.device, cfg.model.trust_remote_code)
+            distill.teacher, self.model, cfg.data.seq_len, self.device, self.world, t.precision, cfg.model.trust_remote_code)
 
         # schedule, optimizer, sampler
         self.schedule = cfg.resolved_schedule()
@@ -292,7 +301,7 @@ class Trainer:
 
     def save_model(self, folder: Path, extra_json: dict | None = None) -> None:
         """A plain HF folder of the current weights, gathered from the shards (all ranks call it)."""
-        full = ckpt.gathered_state_dict(self.model)
+        full = gathered_state_dict(self.model)
         if self.world.is_main:
             save_model(self.model, self.tokenizer, folder, extra_json, state_dict=full)
         self.world.barrier()
