@@ -133,19 +133,22 @@ def test_resume_names_missing_or_truncated_shards(tokenizer_dir, data_dir, tmp_p
     assert ".metadata' is corrupt or not DCP metadata" in capsys.readouterr().err
 
 
-def test_sheared_pruning_with_two_processes_matches_one(family_models, data_dir, tmp_path):
-    """Data-parallel mask training: each rank takes half of every batch, gradients are averaged."""
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+def test_sheared_pruning_with_two_processes_matches_one(family, family_models, data_dir, tmp_path):
+    """The source sharded with FSDP2, masks and multipliers replicated: each rank takes half of every
+    batch, gradients are averaged; the losses and the learned mask are those of one process."""
     reports = {}
     for processes in (1, 2):
         out = tmp_path / f"p{processes}"
-        args = ["prune", "--model", str(family_models["llama"]), "--target-ratio", "0.5", "--method", "sheared",
+        args = ["prune", "--model", str(family_models[family]), "--target-ratio", "0.5", "--method", "sheared",
                 "--data", str(data_dir), "--out", str(out), "--steps", "3", "--seq-len", "32", "--batch-size", "4",
                 "--no-progress", "--set", "sheared.log_every=1"]
         if processes == 1:
             command = [sys.executable, "-m", "regrow", *args]
         else:
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "regrow", *args]
-        ok(subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600))
+        result = ok(subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600))
+        assert ("sharded over 2 processes (FSDP2)" in result.stdout) == (processes == 2)
         reports[processes] = json.loads((out / "pruning_report.json").read_text())
     one, two = reports[1], reports[2]
     assert [h["lm_loss"] for h in two["method_details"]["history"]] == pytest.approx(
@@ -163,6 +166,17 @@ def test_one_pass_methods_refuse_several_processes(family_models, data_dir, tmp_
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert "only helps --method sheared" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_streaming_refuses_several_processes(family_models, tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    result = subprocess.run([sys.executable, "-m", "regrow", "prune", "--model", str(family_models["llama"]),
+                             "--target-ratio", "0.5", "--method", "magnitude", "--streaming",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "regrow: error: --streaming runs as one process (WORLD_SIZE=2): it reads one layer at a time; run it without torchrun"]
     assert not (tmp_path / "out").exists()
 
 

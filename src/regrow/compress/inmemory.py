@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from regrow.compress.config import PruneConfig
 from regrow.compress.masks import MaskHooks, Masks
@@ -15,6 +16,7 @@ from regrow.compress.reinit import REINITS
 from regrow.compress.slicing import slice_model
 from regrow.errors import RegrowError
 from regrow.models.hf import load_model
+from regrow.models.sharded import gathered_state_dict, load_sharded
 from regrow.world import World
 
 
@@ -54,20 +56,38 @@ class InMemoryModel:
                               f"trains; {cfg.method!r} is one pass: run it as one process (add --streaming for "
                               "checkpoints beyond memory)")
 
-    def __init__(self, cfg: PruneConfig):
+    def __init__(self, cfg: PruneConfig, world: World, device: torch.device):
         self.cfg = cfg
-        self.model = load_model(cfg.model, cfg.trust_remote_code)
+        if world.distributed:  # a method that trains (sheared): sharded with FSDP2, each process reads its rows
+            self.model = load_sharded(cfg.model, world, device, cfg.precision, trust_remote_code=cfg.trust_remote_code)
+        else:
+            self.model = load_model(cfg.model, cfg.trust_remote_code).to(device)
         self.module, self.config = self.model, self.model.config
+        self.sharded = world.distributed
 
     def describe(self) -> str:
-        return ""
+        return f"; sharded over {dist.get_world_size()} processes (FSDP2)" if self.sharded else ""
 
     def context(self, adapter, source, target, device, sampler, world: World, tmp: Path | None) -> PruneContext:
-        self.model.to(device)
         return PruneContext(self.model, adapter, source, target, self.cfg, device, sampler, world=world)
 
     def scored(self, ctx: PruneContext) -> None:
-        pass
+        """A sharded model's trained weights are gathered into a plain model on rank 0 (every
+        process takes part), where slicing and the check run as for one process."""
+        if not self.sharded:
+            return
+        from transformers import AutoModelForCausalLM
+        from transformers.initialization import no_init_weights
+
+        full = gathered_state_dict(self.model)
+        self.model = self.module = None
+        if not ctx.world.is_main:
+            return
+        with no_init_weights():
+            model = AutoModelForCausalLM.from_config(self.config, trust_remote_code=self.cfg.trust_remote_code)
+        model.load_state_dict(full)
+        model.tie_weights()
+        self.model = self.module = model.to(ctx.device)
 
     def write(self, adapter, masks: Masks, target, fold: bool, device, tmp: Path) -> dict:
         """Slice (folding mask values when asked), compare the logits of the masked and the sliced

@@ -52,9 +52,17 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     if not world.is_main:
         echo = _silent
     started = time.perf_counter()
+    device = world.device(resolve_device(cfg.device))
+    world.start(device)  # a sharded (sheared) model is loaded by every process together
+    try:
+        return _prune(cfg, method, access, world, device, out, started, echo)
+    finally:
+        world.stop()
 
+
+def _prune(cfg: PruneConfig, method, access, world: World, device, out, started: float, echo) -> dict:
     # load, resolve the target
-    model = access(cfg)
+    model = access(cfg, world, device)
     adapter = adapter_for(model.config)
     adapter.check_model(model.module)
     source = adapter.shape(model.config)
@@ -69,21 +77,16 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
         echo(f"ratio {cfg.target_ratio} split: {split}")
     tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
     sampler, mixture = calibration_sampler(cfg, tokenizer, model.module, world) if method.needs_data else (None, {})
-    device = world.device(resolve_device(cfg.device))
 
     with atomic_dir(out) if world.is_main else contextlib.nullcontext() as tmp:  # rank 0 writes
         # score (every process of a training method takes part)
         ctx = model.context(adapter, source, target, device, sampler, world, tmp)
-        world.start(device)
         scoring_started = time.perf_counter()
-        try:
-            result = method.run(ctx)
-        finally:
-            world.stop()
-        if not world.is_main:
-            return {}
+        result = method.run(ctx)
         scoring_seconds = time.perf_counter() - scoring_started
         model.scored(ctx)
+        if not world.is_main:
+            return {}
         del ctx
 
         # select, slice, check, write

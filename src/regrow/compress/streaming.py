@@ -133,8 +133,11 @@ class StreamingModel:
     @staticmethod
     def check(cfg: PruneConfig, method, world) -> None:
         check_streaming(cfg)
+        if world.distributed:
+            raise RegrowError(f"--streaming runs as one process (WORLD_SIZE={world.world_size}): it reads one layer "
+                              "at a time; run it without torchrun")
 
-    def __init__(self, cfg: PruneConfig):
+    def __init__(self, cfg: PruneConfig, world, device):
         from transformers import AutoConfig
 
         return_freed_memory_promptly()

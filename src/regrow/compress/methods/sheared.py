@@ -110,13 +110,14 @@ def lr_schedule(total: int, warmup_fraction: float, min_fraction: float) -> Sche
 
 
 def average_gradients(optimizer: torch.optim.Optimizer, world: World) -> None:
-    """Data parallelism: every process holds the whole model and its slice of the batch; the
-    mean of their gradients is the gradient of the whole batch (equal slices)."""
+    """Every process takes its slice of the batch; the mean of their gradients is the gradient of
+    the whole batch (equal slices). The masks and Lagrange multipliers are replicated and averaged
+    here; the model's sharded weights (FSDP2 DTensors) were averaged by FSDP's reduce-scatter."""
     if not world.distributed:
         return
     for group in optimizer.param_groups:
         for param in group["params"]:
-            if param.grad is not None:
+            if param.grad is not None and not hasattr(param, "to_local"):
                 world.sum_(param.grad).div_(world.world_size)
 
 
