@@ -34,9 +34,10 @@ SHAPE = {  # TinyLlama-1.1B's layer shape, with as many layers as the size asks 
 }
 
 
-def layer_tensors(index: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    h, m = SHAPE["hidden_size"], SHAPE["intermediate_size"]
-    kv = h // SHAPE["num_attention_heads"] * SHAPE["num_key_value_heads"]
+def layer_tensors(index: int, generator: torch.Generator, shape: dict = SHAPE,
+                  dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    h, m = shape["hidden_size"], shape["intermediate_size"]
+    kv = h // shape["num_attention_heads"] * shape["num_key_value_heads"]
     shapes = {"self_attn.q_proj.weight": (h, h), "self_attn.k_proj.weight": (kv, h), "self_attn.v_proj.weight": (kv, h),
               "self_attn.o_proj.weight": (h, h), "mlp.gate_proj.weight": (m, h), "mlp.up_proj.weight": (m, h),
               "mlp.down_proj.weight": (h, m), "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,)}
@@ -46,34 +47,35 @@ def layer_tensors(index: int, generator: torch.Generator) -> dict[str, torch.Ten
             tensor = 1 + 0.1 * torch.randn(shape, generator=generator)
         else:
             tensor = torch.randn(shape, generator=generator) * 0.02
-        out[f"model.layers.{index}.{name}"] = tensor.to(torch.bfloat16)
+        out[f"model.layers.{index}.{name}"] = tensor.to(dtype)
     return out
 
 
-def make_checkpoint(folder: Path, gb: float) -> int:
-    """A Llama-shaped bf16 checkpoint of >= gb GiB; returns its size in bytes."""
-    h, v = SHAPE["hidden_size"], SHAPE["vocab_size"]
+def make_checkpoint(folder: Path, gb: float, shape: dict = SHAPE, dtype: torch.dtype = torch.bfloat16) -> int:
+    """A Llama-shaped checkpoint of >= gb GiB (bf16 by default); returns its size in bytes."""
+    h, v, size = shape["hidden_size"], shape["vocab_size"], dtype.itemsize
     g = torch.Generator().manual_seed(0)
-    outer_bytes = 2 * v * h * 2
-    layer_bytes = sum(t.numel() * 2 for t in layer_tensors(0, g).values())
+    outer_bytes = 2 * v * h * size
+    layer_bytes = sum(t.numel() * size for t in layer_tensors(0, g, shape, dtype).values())
     layers = max(2, -(-int(gb * GiB - outer_bytes) // layer_bytes))
     folder.mkdir(parents=True)
     files = layers + 1
     weight_map = {}
     for index in range(layers):
         name = f"model-{index + 1:05d}-of-{files:05d}.safetensors"
-        tensors = layer_tensors(index, g)
+        tensors = layer_tensors(index, g, shape, dtype)
         save_file(tensors, folder / name, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, name))
-    outer = {"model.embed_tokens.weight": (torch.randn(v, h, generator=g) * 0.02).to(torch.bfloat16),
-             "lm_head.weight": (torch.randn(v, h, generator=g) * 0.02).to(torch.bfloat16),
-             "model.norm.weight": torch.ones(h, dtype=torch.bfloat16)}
+    outer = {"model.embed_tokens.weight": (torch.randn(v, h, generator=g) * 0.02).to(dtype),
+             "lm_head.weight": (torch.randn(v, h, generator=g) * 0.02).to(dtype),
+             "model.norm.weight": torch.ones(h, dtype=dtype)}
     name = f"model-{files:05d}-of-{files:05d}.safetensors"
     save_file(outer, folder / name, metadata={"format": "pt"})
     weight_map.update(dict.fromkeys(outer, name))
     total = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
-    (folder / "config.json").write_text(json.dumps({**SHAPE, "num_hidden_layers": layers}, indent=2))
+    config = {**shape, "num_hidden_layers": layers, "torch_dtype": str(dtype).removeprefix("torch.")}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     return total
 
 

@@ -247,6 +247,9 @@ def test_meta_device_load_equals_the_plain_load(family_models, single, tmp_path)
 
     folders = [family_models[f] for f in ("llama", "qwen3", "bloom", "gemma3", "mixtral", "qwen2_moe")]
     folders.append(single / "checkpoints" / f"step_{STEPS:08d}")
+    bf16 = tmp_path / "llama-bf16"  # stored in bf16, loaded as float32 (converted block by block)
+    load_model(family_models["llama"], dtype=torch.bfloat16).save_pretrained(bf16)
+    folders.append(bf16)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                str(Path(__file__).parent / "toys" / "sharded_load.py"), str(tmp_path), *map(str, folders)]
     ok(subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600))

@@ -39,3 +39,12 @@ def return_freed_memory_promptly(threshold_bytes: int = 1 << 17) -> bool:
     libc = ctypes.CDLL(name)
     mallopt = getattr(libc, "mallopt", None)
     return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
+
+
+def peak_memory(device) -> tuple[int, str]:
+    """(peak bytes, what was measured): CUDA's peak allocation on a GPU, else the process's peak RSS."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_allocated"
+    return peak_rss_bytes(), "process_rss"

@@ -9,6 +9,7 @@ them again, so their memory-mapped pages do not pile up in the process's residen
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,16 +25,26 @@ INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
 
-def _data_end(path: Path) -> int:
-    """Bytes a safetensors file must have: 8 + header + the largest data offset in its header."""
+def _data_starts(path: Path) -> tuple[dict[str, int], int]:
+    """(where each tensor's bytes start in a safetensors file, the bytes the file must have:
+    8 + header + the largest data offset in its header)."""
     with open(path, "rb") as handle:
         size_bytes = handle.read(8)
         if len(size_bytes) < 8:
             raise ValueError("shorter than a safetensors header")
         header_size = int.from_bytes(size_bytes, "little")
         header = json.loads(handle.read(header_size))
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    return 8 + header_size + max(ends, default=0)
+    entries = {key: entry["data_offsets"] for key, entry in header.items() if key != "__metadata__"}
+    base = 8 + header_size
+    return {key: base + int(begin) for key, (begin, _) in entries.items()}, base + max((e for _, e in entries.values()), default=0)
+
+
+def _read_exactly(handle, view: memoryview) -> None:
+    while len(view):
+        got = handle.readinto(view)
+        if not got:
+            raise RegrowError(f"{handle.name!r} ended before a tensor's last byte (truncated while being read?)")
+        view = view[got:]
 
 
 class LazyCheckpoint:
@@ -50,12 +61,15 @@ class LazyCheckpoint:
             raise RegrowError(f"model folder {str(self.folder)!r} is missing shard files: {', '.join(missing)}")
         self.shapes: dict[str, list[int]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
+        self._start: dict[str, int] = {}  # checkpoint key -> offset of its first byte in its file
         bad = []
         for name in files:
             path = self.folder / name
             try:
-                if path.stat().st_size < _data_end(path):
+                starts, end = _data_starts(path)
+                if path.stat().st_size < end:
                     raise ValueError("truncated")
+                self._start.update(starts)
                 with safe_open(path, framework="pt") as handle:
                     for key in handle.keys():
                         piece = handle.get_slice(key)
@@ -70,6 +84,7 @@ class LazyCheckpoint:
             raise RegrowError(f"{INDEX} of {str(self.folder)!r} names tensors its shards lack: {', '.join(absent[:5])}")
         self.file_of = {key: self.file_of.get(key, files[0]) for key in self.shapes}
         self._key_file = dict(self.file_of)  # checkpoint key -> file, kept when names are bound to a model
+        self._key_shapes, self._key_dtypes = dict(self.shapes), dict(self.dtypes)
         self._disk_key = {key: key for key in self.shapes}
         self.merged: dict[str, Merged] = {}  # model tensors stored as one tensor per expert (bound models only)
         self.disk_name = str  # model name -> checkpoint name (identity until bound to a model)
@@ -174,17 +189,42 @@ class LazyCheckpoint:
         self.bytes_read += tensor.numel() * tensor.element_size()
         return tensor
 
-    def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """Rows [start, stop) of a tensor (for a fused expert tensor: those experts), reading only
-        them: what one process of a sharded model owns."""
+    def read_rows_into(self, name: str, start: int, out: torch.Tensor) -> None:
+        """Rows [start, start + len(out)) of a tensor (of a fused expert tensor: those experts)
+        read straight from the file into `out` (converted to its dtype): only those bytes are
+        read, with no memory map and no copy of the whole rows - what one process of a sharded
+        model owns."""
         if name in self.merged:
             entry = self.merged[name]
-            keys = [entry.keys[(p, e)] for e in range(start, stop) for p in range(len(entry.patterns))]
-            parts = self.read_keys(keys)
-            return torch.stack([torch.cat([parts[entry.keys[(p, e)]] for p in range(len(entry.patterns))])
-                                for e in range(start, stop)])
-        with safe_open(self.folder / self.file_of[name], framework="pt") as handle:
-            return self._counted(handle.get_slice(self._disk_key[name])[start:stop])
+            parts = len(entry.patterns)
+            for index, expert in enumerate(range(start, start + out.shape[0])):
+                for part, piece in enumerate(out[index].chunk(parts, dim=0)):
+                    self._read_key_into(entry.keys[(part, expert)], 0, piece)
+            return
+        self._read_key_into(self._disk_key[name], start, out)
+
+    def _read_key_into(self, key: str, first_row: int, out: torch.Tensor, block_bytes: int = 16 << 20) -> None:
+        if not out.is_contiguous():
+            staged = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+            self._read_key_into(key, first_row, staged, block_bytes)
+            out.copy_(staged)
+            return
+        shape, dtype = self._key_shapes[key], self._key_dtypes[key]
+        row_bytes = dtype.itemsize * math.prod(shape[1:])
+        rows = out.shape[0] if out.dim() else 1
+        with open(self.folder / self._key_file[key], "rb", buffering=0) as handle:
+            handle.seek(self._start[key] + first_row * row_bytes)
+            if out.dtype == dtype and out.device.type == "cpu":
+                _read_exactly(handle, memoryview(out.view(torch.uint8).reshape(-1).numpy()))
+            else:  # another dtype or device: block by block
+                step = max(1, block_bytes // max(row_bytes, 1))
+                flat = out.view(rows, -1) if out.dim() else out.view(1, 1)
+                for begin in range(0, rows, step):
+                    count = min(step, rows - begin)
+                    buffer = bytearray(count * row_bytes)
+                    _read_exactly(handle, memoryview(buffer))
+                    flat[begin : begin + count].copy_(torch.frombuffer(buffer, dtype=dtype).view(count, -1))
+        self.bytes_read += rows * row_bytes
 
     def read_keys(self, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         """Tensors by their checkpoint keys (the parts of a merged tensor)."""

@@ -47,9 +47,10 @@ def shard(model, world: World, device: torch.device, precision: str, training: b
     return model
 
 
-def empty_model(path: str | Path, trust_remote_code: bool = False):
+def empty_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
     """The HF model of a folder's config.json with its parameters on the meta device (no memory,
-    no initialisation) and its buffers computed on the CPU; plus the folder's checkpoint, bound
+    no initialisation) and its buffers computed on the CPU, in `dtype` whatever the checkpoint
+    stores (as `load_model`); plus the folder's checkpoint, bound
     to the model's names and checked to hold every tensor the model needs."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -61,7 +62,7 @@ def empty_model(path: str | Path, trust_remote_code: bool = False):
     except (OSError, ValueError) as err:
         raise RegrowError(f"config.json of {str(path)!r} is not a valid config: {str(err).splitlines()[0]}") from err
     with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code, dtype=dtype)
     model.tie_weights()  # the empty-weights context re-creates parameters, which unties them
     checkpoint.bind(model)
     missing = [name for name, aliases in _parameter_names(model).items()
@@ -104,7 +105,7 @@ def materialize(model, device: torch.device, world: World, checkpoint: LazyCheck
             rows = param.shape[0] if local is param.data else math.ceil(param.shape[0] / world.world_size)
             start = world.rank * rows if local is not param.data else 0
             if local.shape[0]:
-                local.copy_(checkpoint.read_rows(stored, start, start + local.shape[0]))
+                checkpoint.read_rows_into(stored, start, local)
     model.tie_weights()
 
 

@@ -32,7 +32,7 @@ from regrow.models.hf import build_model, check_compatible, load_model, save_mod
 from regrow.models.sharded import empty_model, gathered_state_dict, materialize
 from regrow.paths import check_output_dir, only_entries
 from regrow.reading import read_json
-from regrow.resources import peak_rss_bytes
+from regrow.resources import peak_memory
 from regrow.train import checkpoint as ckpt
 from regrow.train.callbacks import CALLBACKS, Callback, StepInfo
 from regrow.train.config import RESUMABLE_CHANGES, RunConfig
@@ -331,17 +331,14 @@ class Trainer:
             "eval": self.forward_flops_per_token * self.eval_tokens_seen,
             "pruning": self.pruning_flops,
         }
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            peak = peak_rss_bytes()
+        peak, peak_kind = peak_memory(self.device)
         return {
             "flops": {**flops, "total": sum(flops.values())},
             "tokens_per_domain": dict(self.domain_tokens),
             "eval_tokens": self.eval_tokens_seen,
             "train_seconds": round(self.elapsed, 3),
-            "peak_memory_bytes": int(peak),
-            "peak_memory_kind": "cuda_allocated" if self.device.type == "cuda" else "process_rss",
+            "peak_memory_bytes": peak,
+            "peak_memory_kind": peak_kind,
             "world_size": self.world.world_size,
         }
 

@@ -26,6 +26,7 @@ from regrow.compress.methods.base import MethodResult, PruneContext, PruningMeth
 from regrow.compress.shape import ArchShape
 from regrow.models.evaluate import causal_lm_loss
 from regrow.models.flops import ModelShape, training_flops_per_token
+from regrow.resources import peak_memory
 from regrow.schedules import Schedule, build_schedule
 from regrow.world import World
 
@@ -200,5 +201,7 @@ class ShearedPruning(PruningMethod):
             "step_seconds_median": statistics.median(step_seconds),
             "learned": {k: {"rows": r, "units": n, "target_sparsity": t} for k, (r, n, t) in layout.items()},
             "temperature": opts.temperature, "fold": opts.fold, "history": history,
+            "processes": ctx.world.world_size,  # > 1: the source sharded with FSDP2
         }
+        details["peak_memory_bytes"], details["peak_memory_kind"] = peak_memory(device)  # rank 0, mask training
         return MethodResult(scores=soft, values=soft if opts.fold else None, details=details)
