@@ -45,8 +45,8 @@ def vm(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def worker(mode: str, folder: str) -> None:
-    """One process's load: prints {rank, world_size, baseline, peak} as JSON."""
+def worker(mode: str, folder: str, results: str) -> None:
+    """One process's load: writes {rank, world_size, baseline, loaded, peak} to RESULTS/rank<r>.json."""
     # the import baseline includes the libraries a load imports (modeling code, FSDP, accelerate)
     import accelerate  # noqa: F401
     import torch.distributed.fsdp  # noqa: F401
@@ -69,20 +69,22 @@ def worker(mode: str, folder: str) -> None:
     with torch.no_grad():  # touch every weight, as the first step does (from_pretrained's stay file-mapped until then)
         for param in model.parameters():
             (param.to_local() if hasattr(param, "to_local") else param).sum()
-    print(json.dumps({"rank": world.rank, "world_size": world.world_size, "baseline": baseline, "loaded": loaded,
-                      "peak": vm("VmHWM")}), flush=True)
+    record = {"rank": world.rank, "world_size": world.world_size, "baseline": baseline, "loaded": loaded, "peak": vm("VmHWM")}
+    (Path(results) / f"rank{world.rank}.json").write_text(json.dumps(record))
     world.stop()
 
 
-def run_load(mode: str, folder: Path, processes: int) -> list[dict]:
+def run_load(mode: str, folder: Path, processes: int, results: Path) -> list[dict]:
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = [str(Path(__file__).resolve()), "--worker", mode, str(folder)]
+    script = [str(Path(__file__).resolve()), "--worker", mode, str(folder), str(results)]
     if processes == 1:
         command = [sys.executable, *script]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *script]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    return sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return [json.loads((results / f"rank{rank}.json").read_text()) for rank in range(processes)]
 
 
 def run_sheared(source: Path, data: Path, out: Path, processes: int, steps: int) -> dict:
@@ -105,7 +107,7 @@ def main() -> None:
     parser.add_argument("--sheared-gb", type=float, default=0.6, help="sheared checkpoint size in GiB (default 0.6)")
     parser.add_argument("--sheared-steps", type=int, default=2)
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed)")
-    parser.add_argument("--worker", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("MODE", "FOLDER", "RESULTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
@@ -124,7 +126,7 @@ def main() -> None:
         met = True
         for mode, processes in (("plain", 1), ("sharded", 1), ("sharded", args.processes)):
             label = f"{'from_pretrained' if mode == 'plain' else 'meta device + own rows'}, {processes} process(es)"
-            for row in run_load(mode, source, processes):
+            for row in run_load(mode, source, processes, work / "results"):
                 share = size / row["world_size"]
                 loaded, touched = (row["loaded"] - row["baseline"]) / share, (row["peak"] - row["baseline"]) / share
                 if mode == "sharded":

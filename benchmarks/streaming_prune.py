@@ -121,12 +121,15 @@ def main() -> None:
         report = json.loads((out / "pruning_report.json").read_text())
         peak = report["streaming"]["peak_rss_bytes"]  # VmHWM of the prune process itself
         written = report["streaming"]["written"]["bytes"]
+        read = report["streaming"]["source_bytes_read"]
         ratio = peak / size
         print(f"import-only process: peak RSS {baseline / GiB:.3f} GiB")
         print(f"streaming {args.method} prune ({args.precision}, batch {args.batch_size}): peak RSS {peak / GiB:.3f} GiB = {ratio:.1%} of the checkpoint "
               f"(target <= 15%: {'met' if ratio <= 0.15 else 'NOT met'}); above the import-only process: "
               f"{(peak - baseline) / GiB:.3f} GiB; {seconds:.0f} s; wrote {written / GiB:.2f} GiB "
               f"({report['target']['parameters']:,} parameters)")
+        print(f"I/O: read {read / GiB:.2f} GiB of the source = {read / size:.2f} x the checkpoint (scoring, writing and "
+              f"the layer check together)")
     finally:
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)

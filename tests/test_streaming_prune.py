@@ -86,18 +86,18 @@ def test_streaming_check_finds_a_wrongly_written_layer(sharded_models, data_dir,
 
     import regrow.compress.streaming as streaming
 
-    write_pruned = streaming.write_pruned
+    write_layer = streaming.PrunedWriter.write_layer
 
-    def write_then_damage(checkpoint, names, adapter, source, masks, folder, tied=False):
-        written = write_pruned(checkpoint, names, adapter, source, masks, folder, tied)
-        index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
-        name = "model.layers.1.mlp.down_proj.weight"
-        tensors = load_file(folder / index[name])
-        tensors[name][0, 0] += 0.5
-        save_file(tensors, folder / index[name], metadata={"format": "pt"})
-        return written
+    def write_then_damage(writer, index, tensors):
+        write_layer(writer, index, tensors)
+        if index != 1:
+            return
+        shard = writer.folder / writer.weight_map["model.layers.1.mlp.down_proj.weight"]
+        written = load_file(shard)
+        written["model.layers.1.mlp.down_proj.weight"][0, 0] += 0.5
+        save_file(written, shard, metadata={"format": "pt"})
 
-    monkeypatch.setattr(streaming, "write_pruned", write_then_damage)
+    monkeypatch.setattr(streaming.PrunedWriter, "write_layer", write_then_damage)
     out = tmp_path / "out"
     assert main(["prune", "--model", str(sharded_models["llama"]), "--target-ratio", "0.5", "--method", "magnitude",
                  "--out", str(out), "--streaming", *FAST]) == 0

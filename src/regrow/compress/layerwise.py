@@ -117,7 +117,7 @@ class LayerwiseModel:
         self.on_disk = False
         self._stores = 0
 
-    def _layer_prefix(self, index: int) -> str:
+    def layer_prefix(self, index: int) -> str:
         return f"{self.adapter.layers_path}.{index}."
 
     def _load_outer_modules(self) -> None:
@@ -141,14 +141,15 @@ class LayerwiseModel:
         """Layer-0 inputs of every batch, and the per-layer arguments of each layer kind (from the
         first batch).
 
-        The embedding rows of each batch are read from the checkpoint block by block (never the
-        whole table) and passed as `inputs_embeds` in float32, as the in-memory path's embedding
-        gives them."""
+        The embedding rows are read from the checkpoint for as many batches at once as the
+        activation budget holds (each distinct row once per group: I/O at most one table read
+        per group, not per batch) and passed as `inputs_embeds` in float32, as the in-memory
+        path's embedding gives them."""
         embedding = f"{self.adapter.embedding}.weight"
         scale = torch.tensor(self.embedding_scale)  # as the model's own embedding multiplies (float32)
         store, by_kind = None, {}
-        for index, ids in enumerate(batches):
-            embeds = self.checkpoint.rows(embedding, ids).float().to(self.device)
+        for index, ids, embeds in self._embedded(embedding, batches):
+            embeds = embeds.float().to(self.device)
             if self.embedding_scale != 1.0:
                 embeds = embeds * scale.to(self.device, embeds.dtype)
             # every kind's arguments from the first batch; the hidden states are the same in every skeleton
@@ -159,6 +160,16 @@ class LayerwiseModel:
                 store = self.new_store(len(batches), tuple(hidden.shape), alive)
             store.put(index, hidden.to(self.dtype))
         return store, LayerInputs(self.kinds, by_kind)
+
+    def _embedded(self, embedding: str, batches: list[torch.Tensor]):
+        """(index, ids, embedding rows) of each batch, the rows read for a group of batches at once."""
+        row_bytes = 4 * math.prod(self.checkpoint.shapes[embedding][1:])
+        group = max(1, self.budget // max(1, max((ids.numel() for ids in batches), default=1) * row_bytes))
+        for start in range(0, len(batches), group):
+            chunk = batches[start : start + group]
+            rows = self.checkpoint.rows(embedding, torch.cat([ids.flatten().cpu() for ids in chunk]))
+            for offset, (ids, embeds) in enumerate(zip(chunk, rows.split([ids.numel() for ids in chunk]))):
+                yield start + offset, ids, embeds.view(*ids.shape, -1)
 
     def _first_layer_inputs(self, skeleton: nn.Module, kind, embeds: torch.Tensor, autocast) -> tuple:
         layers = self.adapter.layers(skeleton)
@@ -180,7 +191,7 @@ class LayerwiseModel:
     def load_layer(self, index: int) -> nn.Module:
         """The skeleton layer of layer `index`'s kind, holding its weights. They are assigned, not
         copied: a checkpoint already in the compute dtype is used straight from its memory map."""
-        prefix = self._layer_prefix(index)
+        prefix = self.layer_prefix(index)
         kind = self.kinds[index]
         layer = self.layers[kind]
         rels = [name for name, _ in layer.named_parameters()]

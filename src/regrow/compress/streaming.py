@@ -83,46 +83,67 @@ def _rows_pruned(checkpoint: LazyCheckpoint, name: str, axes, kept: KeptUnits, i
     return out
 
 
-def write_pruned(checkpoint: LazyCheckpoint, names: list[str], adapter, source, masks: Masks, folder: Path,
-                 tied: bool = False) -> dict:
-    """The pruned tensors and their index: one safetensors shard per kept layer, one each for the
-    embedding and the LM head (the largest tensors: one of them in memory at a time), one for the
-    small rest."""
-    kept = KeptUnits(masks, source)
-    new_index = {old: new for new, old in enumerate(kept.layers)}
-    large = {f"{adapter.embedding}.weight", f"{adapter.lm_head}.weight"}
-    groups: dict[tuple, list[str]] = {}
-    for name in names:
-        index, _, _ = adapter.parameter_axes(name, source.head_dim)
-        if index is None:
-            groups.setdefault(("outer", name if name in large else None), []).append(name)
-        elif index in new_index:
-            groups.setdefault(("layer", index), []).append(name)
-    files = len(groups)
-    weight_map, total = {}, 0
-    for number, ((kind, key), group) in enumerate(groups.items(), start=1):
-        index = key if kind == "layer" else None
-        shard = f"model-{number:05d}-of-{files:05d}.safetensors"
-        out = {}
-        for name in group:
-            _, rel, axes = adapter.parameter_axes(name, source.head_dim)
-            new_name = name if index is None else f"{adapter.layers_path}.{new_index[index]}.{rel}"
-            if all(axis.dim > 0 for axis in axes):  # rows are independent: slice block by block (embeddings)
-                pruned = _rows_pruned(checkpoint, name, axes, kept, index)
-            else:
-                tensor = checkpoint.read([name])[name]
-                pruned = prune_tensor(tensor, axes, kept, index, fold=False).contiguous()
-                del tensor
+class PrunedWriter:
+    """The pruned checkpoint, shard by shard: one safetensors shard per kept layer, one each for
+    the embedding and the LM head (the largest tensors: one of them in memory at a time), one for
+    the small rest, and the index of the shards written so far. Outer tensors are read and sliced
+    here; a layer is sliced from the full tensors the caller already holds (the layer check's
+    load of the source layer), so each kept layer is read from the source once for both."""
+
+    def __init__(self, checkpoint: LazyCheckpoint, names: list[str], adapter, source, masks: Masks, folder: Path,
+                 tied: bool = False):
+        self.checkpoint, self.adapter, self.source, self.folder, self.tied = checkpoint, adapter, source, folder, tied
+        self.kept = KeptUnits(masks, source)
+        self.new_index = {old: new for new, old in enumerate(self.kept.layers)}
+        large = {f"{adapter.embedding}.weight", f"{adapter.lm_head}.weight"}
+        self.groups: dict[tuple, list[str]] = {}
+        for name in names:
+            index, _, _ = adapter.parameter_axes(name, source.head_dim)
             if index is None:
-                pruned = adapter.rescale(name, pruned, source.hidden_size, len(kept.hidden), tied).contiguous()
-            out.update(checkpoint.disk_tensors(new_name, pruned))
-        save_file(out, folder / shard, metadata={"format": "pt"})
+                self.groups.setdefault(("outer", name if name in large else None), []).append(name)
+            elif index in self.new_index:
+                self.groups.setdefault(("layer", index), []).append(name)
+        files = len(self.groups)
+        self.shard = {key: f"model-{number:05d}-of-{files:05d}.safetensors" for number, key in enumerate(self.groups, start=1)}
+        self.weight_map: dict[str, str] = {}
+        self.total = 0
+
+    def write_outer(self) -> None:
+        """The tensors outside the layers (embedding, LM head, final norm, ...)."""
+        for key, group in self.groups.items():
+            if key[0] != "outer":
+                continue
+            out = {}
+            for name in group:
+                _, _, axes = self.adapter.parameter_axes(name, self.source.head_dim)
+                if all(axis.dim > 0 for axis in axes):  # rows are independent: slice block by block (embeddings)
+                    pruned = _rows_pruned(self.checkpoint, name, axes, self.kept, None)
+                else:
+                    pruned = prune_tensor(self.checkpoint.read([name])[name], axes, self.kept, None, fold=False)
+                pruned = self.adapter.rescale(name, pruned, self.source.hidden_size, len(self.kept.hidden), self.tied)
+                out.update(self.checkpoint.disk_tensors(name, pruned.contiguous()))
+            self._save(key, out)
+
+    def write_layer(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Source layer `index`, given as its full tensors (any float dtype: written in the source's)."""
+        out = {}
+        for name in self.groups[("layer", index)]:
+            _, rel, axes = self.adapter.parameter_axes(name, self.source.head_dim)
+            tensor = tensors[name].to("cpu", self.checkpoint.dtypes[name])
+            pruned = prune_tensor(tensor, axes, self.kept, index, fold=False).contiguous()
+            out.update(self.checkpoint.disk_tensors(f"{self.adapter.layers_path}.{self.new_index[index]}.{rel}", pruned))
+        self._save(("layer", index), out)
+
+    def _save(self, key: tuple, out: dict[str, torch.Tensor]) -> None:
+        save_file(out, self.folder / self.shard[key], metadata={"format": "pt"})
         for new_name, tensor in out.items():
-            weight_map[new_name] = shard
-            total += tensor.numel() * tensor.element_size()
-        del out
-    (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
-    return {"files": files, "bytes": total}
+            self.weight_map[new_name] = self.shard[key]
+            self.total += tensor.numel() * tensor.element_size()
+        index = {"metadata": {"total_size": self.total}, "weight_map": self.weight_map}
+        (self.folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+    def summary(self) -> dict:
+        return {"files": len(self.groups), "bytes": self.total}
 
 
 class StreamingModel:
@@ -176,31 +197,41 @@ class StreamingModel:
     def write(self, adapter, masks: Masks, target, fold: bool, device, tmp: Path) -> dict:
         assert not fold, "streaming writes the kept weights as they are (no method that folds streams)"
         source = adapter.shape(self.config)
-        self.written = write_pruned(self.checkpoint, self.names, adapter, source, masks, tmp,
-                                    bool(getattr(self.config, "tie_word_embeddings", False)))
+        writer = PrunedWriter(self.checkpoint, self.names, adapter, source, masks, tmp,
+                              bool(getattr(self.config, "tie_word_embeddings", False)))
+        writer.write_outer()
         new_config = adapter.target_config(self.config, target, KeptUnits(masks, source).layers)
         new_config.save_pretrained(tmp)
         for extra in ("generation_config.json",):
             if (self.checkpoint.folder / extra).is_file():
                 shutil.copy(self.checkpoint.folder / extra, tmp / extra)
+        exactness = self.write_and_check_layers(writer, adapter, masks, source, new_config, device, tmp)
+        self.written = writer.summary()
         self.written_parameters = sum(math.prod(shape) for shape in LazyCheckpoint(tmp).shapes.values())
-        return self.check_layers(adapter, masks, source, new_config, device, tmp)
+        return exactness
 
     @torch.no_grad()
-    def check_layers(self, adapter, masks: Masks, source, new_config, device, tmp: Path) -> dict:
-        """Each kept layer of the written model against the masked source layer, on the same
-        probe input: the pruned model's hidden state at that layer, placed in the kept hidden
-        dimensions of the source width (the masked model's hidden state is exactly that). Removed
-        layers are identities of the masked model (their gate is 0) and are not read again."""
+    def write_and_check_layers(self, writer: PrunedWriter, adapter, masks: Masks, source, new_config, device,
+                               tmp: Path) -> dict:
+        """Each kept source layer is read once: sliced and written, then checked - the written
+        layer, read back from its file, against the masked source layer on the same probe input
+        (the pruned model's hidden state at that layer, placed in the kept hidden dimensions of
+        the source width: the masked model's hidden state is exactly that). Removed layers are
+        identities of the masked model (their gate is 0) and are never read."""
         from regrow.compress.inmemory import probe_ids
         from regrow.compress.masks import MaskHooks
 
         kept = KeptUnits(masks, source)
         scratch = tmp / ".check"
         original = self._layerwise(self.checkpoint, self.config, adapter, device, scratch / "source", torch.float32)
-        written = LazyCheckpoint(tmp)
-        written.bind(meta_model(new_config))
-        pruned = self._layerwise(written, new_config, adapter, device, scratch / "pruned", torch.float32)
+        written_meta = meta_model(new_config)
+
+        def written() -> LazyCheckpoint:  # the shards written so far
+            checkpoint = LazyCheckpoint(tmp)
+            checkpoint.bind(written_meta)
+            return checkpoint
+
+        pruned = self._layerwise(written(), new_config, adapter, device, scratch / "pruned", torch.float32)
         ids = probe_ids(self.config.vocab_size, self.cfg.seed, device)
         no_autocast = contextlib.nullcontext
         _, inputs = original.embed([ids], 1, no_autocast)
@@ -216,7 +247,11 @@ class StreamingModel:
                 full[..., kept.hidden] = hidden
                 for hook in hooks:
                     hook.masks = masks.for_layer(old_index)
-                expected = hidden_of(inputs.run(original.load_layer(old_index), old_index, full))
+                layer = original.load_layer(old_index)
+                writer.write_layer(old_index, {original.layer_prefix(old_index) + rel: param
+                                               for rel, param in layer.named_parameters()})
+                expected = hidden_of(inputs.run(layer, old_index, full))
+                pruned.checkpoint = written()
                 hidden = hidden_of(pruned_inputs.run(pruned.load_layer(new_index), new_index, hidden))
                 per_layer[str(old_index)] = float((expected[..., kept.hidden] - hidden).abs().max())
                 dropped = torch.ones(source.hidden_size, dtype=torch.bool)
@@ -232,5 +267,6 @@ class StreamingModel:
                 "probe_tokens": ids.numel()}
 
     def extras(self) -> dict:
-        return {"streaming": {"source_bytes": self.checkpoint.nbytes(), "written": self.written,
+        return {"streaming": {"source_bytes": self.checkpoint.nbytes(), "source_bytes_read": self.checkpoint.bytes_read,
+                              "written": self.written,
                               "activations": self.activations, "peak_rss_bytes": peak_rss_bytes()}}

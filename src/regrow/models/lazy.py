@@ -248,15 +248,16 @@ class LazyCheckpoint:
                 yield self._counted(handle.get_slice(self._disk_key[name])[start : start + step])
 
     def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
-        """Rows `ids` of a matrix (an embedding lookup), read block by block, never the whole table."""
+        """Rows `ids` of a matrix (an embedding lookup): each distinct row is read once, straight
+        from the file (runs of consecutive rows in one read), never the whole table."""
         flat = ids.flatten()
-        out = torch.empty((len(flat), *self.shapes[name][1:]), dtype=self.dtypes[name])
-        start = 0
-        for block in self.row_chunks(name):
-            inside = (flat >= start) & (flat < start + len(block))
-            out[inside] = block[flat[inside] - start]
-            start += len(block)
-        return out.view(*ids.shape, *out.shape[1:])
+        unique, inverse = torch.unique(flat, sorted=True, return_inverse=True)
+        table = torch.empty((len(unique), *self.shapes[name][1:]), dtype=self.dtypes[name])
+        runs = torch.nonzero(unique.diff() != 1).flatten() + 1 if len(unique) > 1 else torch.tensor([], dtype=torch.long)
+        bounds = [0, *runs.tolist(), len(unique)]
+        for begin, end in zip(bounds, bounds[1:]):
+            self.read_rows_into(name, int(unique[begin]), table[begin:end])
+        return table[inverse].view(*ids.shape, *table.shape[1:])
 
     def tensors(self, names: Iterable[str]) -> Iterable[tuple[str, torch.Tensor]]:
         """(name, tensor) one at a time."""
