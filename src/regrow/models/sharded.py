@@ -29,16 +29,18 @@ def decoder_layers(model) -> list[torch.nn.Module]:
 
 
 def shard(model, world: World, device: torch.device, precision: str, training: bool = True):
-    """FSDP2: `fully_shard` on each decoder layer, then on the root (no-op for one process), over
-    the processes' `device`s. bf16: bf16 compute and all-gathers, fp32 gradient reduction and
-    master weights. A model that trains keeps its last layer gathered after the forward (the
-    backward needs it at once)."""
-    if not world.distributed:
+    """FSDP2: `fully_shard` on each decoder layer, then on the root, over the processes' `device`s
+    (a no-op for one process, unless its caller set up a process group: FSDP2 over one GPU).
+    bf16: bf16 compute and all-gathers, fp32 gradient reduction and master weights. A model that
+    trains keeps its last layer gathered after the forward (the backward needs it at once)."""
+    import torch.distributed as dist
+
+    if not (world.distributed or dist.is_initialized()):
         return model
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mesh = init_device_mesh(device.type, (world.world_size,))
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
     layers = decoder_layers(model)
     for index, layer in enumerate(layers):
@@ -87,7 +89,7 @@ def _parameter_names(model) -> dict[str, list[str]]:
     return {aliases[0]: aliases for aliases in names.values()}
 
 
-def materialize(model, device: torch.device, world: World, checkpoint: LazyCheckpoint | None) -> None:
+def materialize(model, device: torch.device, checkpoint: LazyCheckpoint | None) -> None:
     """Allocate this process's shards on `device` and fill them from `checkpoint` (only the rows
     this process owns); None leaves them empty (a resume loads its own shards next)."""
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
@@ -102,8 +104,10 @@ def materialize(model, device: torch.device, world: World, checkpoint: LazyCheck
             stored = next(a for a in aliases if a in checkpoint.shapes)
             param = params[name]
             local = param.to_local() if hasattr(param, "to_local") else param.data
-            rows = param.shape[0] if local is param.data else math.ceil(param.shape[0] / world.world_size)
-            start = world.rank * rows if local is not param.data else 0
+            start = 0
+            if hasattr(param, "to_local"):  # FSDP2 gives rank r rows [r * c, (r + 1) * c), c = ceil(rows / world)
+                mesh = param.device_mesh
+                start = mesh.get_local_rank() * math.ceil(param.shape[0] / mesh.size())
             if local.shape[0]:
                 checkpoint.read_rows_into(stored, start, local)
     model.tie_weights()
@@ -119,7 +123,7 @@ def load_sharded(path: str | Path, world: World, device: torch.device, precision
     if prepare is not None:
         prepare(model)
     shard(model, world, device, precision, training)
-    materialize(model, device, world, checkpoint)
+    materialize(model, device, checkpoint)
     if (Path(path) / "generation_config.json").is_file():
         with contextlib.suppress(OSError, ValueError):  # a damaged generation config only changes defaults
             model.generation_config = GenerationConfig.from_pretrained(str(path))

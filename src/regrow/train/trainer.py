@@ -101,7 +101,7 @@ class Trainer:
             # reads none: its checkpoint's shards replace them)
             self.model, checkpoint = empty_model(init, cfg.model.trust_remote_code)
             parallelize(self.model, self.world, self.device, t.precision, t.activation_checkpointing, t.compile)
-            materialize(self.model, self.device, self.world, None if self.resume_from else checkpoint)
+            materialize(self.model, self.device, None if self.resume_from else checkpoint)
         else:
             if init is not None:
                 self.model = load_model(init, cfg.model.trust_remote_code)
