@@ -148,7 +148,7 @@ class LayerwiseModel:
         embedding = f"{self.adapter.embedding}.weight"
         scale = torch.tensor(self.embedding_scale)  # as the model's own embedding multiplies (float32)
         store, by_kind = None, {}
-        for index, ids, embeds in self._embedded(embedding, batches):
+        for index, embeds in self._embedded(embedding, batches):
             embeds = embeds.float().to(self.device)
             if self.embedding_scale != 1.0:
                 embeds = embeds * scale.to(self.device, embeds.dtype)
@@ -162,14 +162,14 @@ class LayerwiseModel:
         return store, LayerInputs(self.kinds, by_kind)
 
     def _embedded(self, embedding: str, batches: list[torch.Tensor]):
-        """(index, ids, embedding rows) of each batch, the rows read for a group of batches at once."""
+        """(index, embedding rows) of each batch, the rows read for a group of batches at once."""
         row_bytes = 4 * math.prod(self.checkpoint.shapes[embedding][1:])
         group = max(1, self.budget // max(1, max((ids.numel() for ids in batches), default=1) * row_bytes))
         for start in range(0, len(batches), group):
             chunk = batches[start : start + group]
             rows = self.checkpoint.rows(embedding, torch.cat([ids.flatten().cpu() for ids in chunk]))
             for offset, (ids, embeds) in enumerate(zip(chunk, rows.split([ids.numel() for ids in chunk]))):
-                yield start + offset, ids, embeds.view(*ids.shape, -1)
+                yield start + offset, embeds.view(*ids.shape, -1)
 
     def _first_layer_inputs(self, skeleton: nn.Module, kind, embeds: torch.Tensor, autocast) -> tuple:
         layers = self.adapter.layers(skeleton)
