@@ -204,6 +204,11 @@ class LayerwiseModel:
             del tensor
         return layer
 
+    def release(self) -> None:
+        """Drop the weights of every skeleton layer (the last loaded layer's stay until then)."""
+        for kind in self.layers:
+            self._release_layer(kind)
+
     @torch.no_grad()
     def _release_layer(self, kind) -> None:
         """Drop a skeleton layer's weights (meta tensors keep the shapes load_state_dict checks)."""

@@ -247,6 +247,7 @@ class StreamingModel:
                 full[..., kept.hidden] = hidden
                 for hook in hooks:
                     hook.masks = masks.for_layer(old_index)
+                pruned.release()  # the previous pruned layer: not held beside this source layer and its slices
                 layer = original.load_layer(old_index)
                 writer.write_layer(old_index, {original.layer_prefix(old_index) + rel: param
                                                for rel, param in layer.named_parameters()})
