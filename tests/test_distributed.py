@@ -169,6 +169,18 @@ def test_one_pass_methods_refuse_several_processes(family_models, data_dir, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_sheared_world_size_must_divide_the_batch(family_models, data_dir, tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}  # what torchrun --nproc-per-node 3 sets
+    result = subprocess.run([sys.executable, "-m", "regrow", "prune", "--model", str(family_models["llama"]),
+                             "--target-ratio", "0.5", "--method", "sheared", "--data", str(data_dir), "--batch-size", "4",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "regrow: error: world size 3 does not divide the global batch of 4 sequences (--batch-size); "
+        "allowed world sizes: 1, 2, 4"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_streaming_refuses_several_processes(family_models, tmp_path):
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
     result = subprocess.run([sys.executable, "-m", "regrow", "prune", "--model", str(family_models["llama"]),

@@ -32,7 +32,7 @@ from regrow.device import resolve_device
 from regrow.errors import RegrowError
 from regrow.models.flops import model_shape
 from regrow.paths import check_output_dir
-from regrow.world import World
+from regrow.world import World, rank_batch
 
 
 def _silent(message: str) -> None:
@@ -49,6 +49,8 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     access.check(cfg, method, world)
     if method.needs_data and not cfg.data:
         raise RegrowError(f"method {cfg.method!r} needs calibration data: pass --data DATA_DIR (made by `regrow data prepare`)")
+    if method.needs_data:  # every process takes an equal slice of each batch: checked before any process waits on another
+        rank_batch(cfg.batch_size, cfg.batch_size, world.world_size, "--batch-size")
     if not world.is_main:
         echo = _silent
     started = time.perf_counter()

@@ -20,7 +20,7 @@ from regrow.models.lazy import LazyCheckpoint
 SAFETENSORS_GLOBS = ("model.safetensors", "model-*.safetensors")
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
@@ -37,7 +37,7 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
     family supports it (Bloom falls back to eager)."""
     from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
+    quiet_transformers()
     path = Path(path)
     if not path.is_dir():
         raise RegrowError(f"model {str(path)!r} is not a folder")
@@ -117,7 +117,7 @@ def build_model(fields: dict[str, Any], seed: int, trust_remote_code: bool = Fal
     """A freshly initialised model from config fields, e.g. {model_type: llama, hidden_size: 256}."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    _quiet_transformers()
+    quiet_transformers()
     fields = dict(fields)
     model_type = fields.pop("model_type", None)
     if not model_type:
@@ -156,7 +156,7 @@ def write_model_files(model, tokenizer, folder: Path, state_dict: dict | None = 
     """Write an HF folder's files (safetensors + config + tokenizer) into an existing folder.
 
     `state_dict` gives the weights of a sharded model, gathered by the caller."""
-    _quiet_transformers()
+    quiet_transformers()
     model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
@@ -187,7 +187,7 @@ def fresh_like(model, seed: int):
     """A newly initialised model of the same config (HF's own init), on the same device and dtype."""
     from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
+    quiet_transformers()
     torch.manual_seed(seed)
     fresh = AutoModelForCausalLM.from_config(model.config)
     param = next(model.parameters())

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from regrow.errors import RegrowError
+from regrow.models.hf import quiet_transformers
 from regrow.models.lazy import LazyCheckpoint
 from regrow.world import World
 
@@ -57,6 +58,7 @@ def empty_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    quiet_transformers()
     path = Path(path)
     checkpoint = LazyCheckpoint(path)
     try:
