@@ -312,6 +312,8 @@ def test_training_from_a_model_init_with_a_sharded_teacher_matches_one_process(s
     ok(launch(recipe_path("two", STEPS // 2), 2))
     ok(launch(recipe_path("two", STEPS), 2, "--resume"))
     assert_same_run(tmp_path / "one", tmp_path / "two")
+    exported = [json.loads((tmp_path / run / "model" / "generation_config.json").read_text()) for run in ("one", "two")]
+    assert exported[0] == exported[1]  # the init's generation config is kept by the sharded load too
     kl = [[r["kl"] for r in read_metrics(tmp_path / run) if r["event"] == "train"] for run in ("one", "two")]
     assert kl[0] == pytest.approx(kl[1], rel=1e-4, abs=1e-8)
     assert kl[0][0] == pytest.approx(0.0, abs=1e-6) and all(v > 1e-5 for v in kl[0][1:])  # teacher = the init, then apart

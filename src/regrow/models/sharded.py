@@ -56,7 +56,7 @@ def empty_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.
     stores (as `load_model`); plus the folder's checkpoint, bound
     to the model's names and checked to hold every tensor the model needs."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     quiet_transformers()
     path = Path(path)
@@ -74,12 +74,16 @@ def empty_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.
     if missing:
         raise RegrowError(f"model folder {str(path)!r} lacks tensors the model needs: {', '.join(missing[:8])}"
                           + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+    params = dict(model.named_parameters())
     for name, aliases in _parameter_names(model).items():
         stored = checkpoint.shapes[next(a for a in aliases if a in checkpoint.shapes)]
-        wanted = list(dict(model.named_parameters())[name].shape)
+        wanted = list(params[name].shape)
         if stored != wanted:
             raise RegrowError(f"config.json of {str(path)!r} does not match its weights: "
                               f"{name} is {stored} in the weights but {wanted} by the config")
+    if (path / "generation_config.json").is_file():  # exported with the model, as from_pretrained keeps it
+        with contextlib.suppress(OSError, ValueError):  # a damaged generation config only changes defaults
+            model.generation_config = GenerationConfig.from_pretrained(str(path))
     return model, checkpoint
 
 
@@ -97,8 +101,9 @@ def materialize(model, device: torch.device, checkpoint: LazyCheckpoint | None) 
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     model.to_empty(device=device)
     with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            buffer.copy_(buffers[name])
+        for name, buffer in model.named_buffers():  # as computed, or as stored when the checkpoint has it
+            stored = checkpoint is not None and name in checkpoint.shapes
+            buffer.copy_(checkpoint.read([name])[name] if stored else buffers[name])
         if checkpoint is None:
             return
         params = dict(model.named_parameters(remove_duplicate=False))
@@ -110,25 +115,17 @@ def materialize(model, device: torch.device, checkpoint: LazyCheckpoint | None) 
             if hasattr(param, "to_local"):  # FSDP2 gives rank r rows [r * c, (r + 1) * c), c = ceil(rows / world)
                 mesh = param.device_mesh
                 start = mesh.get_local_rank() * math.ceil(param.shape[0] / mesh.size())
-            if local.shape[0]:
+            if local.dim() == 0 or local.shape[0]:  # a process may own no rows of a small tensor
                 checkpoint.read_rows_into(stored, start, local)
     model.tie_weights()
 
 
 def load_sharded(path: str | Path, world: World, device: torch.device, precision: str = "fp32",
-                 training: bool = True, trust_remote_code: bool = False, prepare=None):
-    """An HF folder's model sharded over the processes, each reading only its own rows.
-    `prepare(model)` runs on the empty model before sharding (activation checkpointing, compile)."""
-    from transformers import GenerationConfig
-
+                 training: bool = True, trust_remote_code: bool = False):
+    """An HF folder's model sharded over the processes, each reading only its own rows."""
     model, checkpoint = empty_model(path, trust_remote_code)
-    if prepare is not None:
-        prepare(model)
     shard(model, world, device, precision, training)
     materialize(model, device, checkpoint)
-    if (Path(path) / "generation_config.json").is_file():
-        with contextlib.suppress(OSError, ValueError):  # a damaged generation config only changes defaults
-            model.generation_config = GenerationConfig.from_pretrained(str(path))
     return model.train(training)
 
 
