@@ -52,7 +52,7 @@ def checkpoint(work: Path) -> tuple[Path, Path]:
     return source, data_dir
 
 
-def forward_seconds(source: Path, data_dir: Path) -> float:
+def forward_seconds(source: Path) -> float:
     """One bf16 forward pass over the calibration tokens (the unit of the pruning cost)."""
     from regrow.models.hf import load_model
 
@@ -79,7 +79,7 @@ def prune_all(work: Path) -> dict:
     from regrow.config import from_dict
 
     source, data_dir = checkpoint(work)
-    forward = forward_seconds(source, data_dir)
+    forward = forward_seconds(source)
     result = {"model": str(source), "calibration_tokens": SAMPLES * SEQ_LEN, "forward_seconds": forward, "methods": {}}
     for method in METHODS:
         out = work / f"pruned-{method}"

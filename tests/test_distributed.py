@@ -285,7 +285,7 @@ def test_sharded_load_names_missing_tensors(family_models, tmp_path):
     from safetensors.torch import save_file
 
     from regrow.errors import RegrowError
-    from regrow.models.sharded import empty_model
+    from regrow.models.sharded import empty_from_folder
 
     broken = tmp_path / "broken"
     shutil.copytree(family_models["llama"], broken)
@@ -293,7 +293,7 @@ def test_sharded_load_names_missing_tensors(family_models, tmp_path):
     del weights["model.layers.1.mlp.down_proj.weight"], weights["model.norm.weight"]
     save_file(weights, broken / "model.safetensors")
     with pytest.raises(RegrowError, match=r"lacks tensors the model needs: model.layers.1.mlp.down_proj.weight, model.norm.weight$"):
-        empty_model(broken)
+        empty_from_folder(broken)
 
 
 def test_training_from_a_model_init_with_a_sharded_teacher_matches_one_process(single, tokenizer_dir, data_dir, tmp_path):

@@ -50,7 +50,7 @@ def shard(model, world: World, device: torch.device, precision: str, training: b
     return model
 
 
-def empty_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
+def empty_from_folder(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
     """The HF model of a folder's config.json with its parameters on the meta device (no memory,
     no initialisation) and its buffers computed on the CPU, in `dtype` whatever the checkpoint
     stores (as `load_model`); plus the folder's checkpoint, bound
@@ -123,7 +123,7 @@ def materialize(model, device: torch.device, checkpoint: LazyCheckpoint | None) 
 def load_sharded(path: str | Path, world: World, device: torch.device, precision: str = "fp32",
                  training: bool = True, trust_remote_code: bool = False):
     """An HF folder's model sharded over the processes, each reading only its own rows."""
-    model, checkpoint = empty_model(path, trust_remote_code)
+    model, checkpoint = empty_from_folder(path, trust_remote_code)
     shard(model, world, device, precision, training)
     materialize(model, device, checkpoint)
     return model.train(training)

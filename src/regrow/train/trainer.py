@@ -29,7 +29,7 @@ from regrow.errors import RegrowError
 from regrow.models.evaluate import causal_lm_loss, evaluate_domains
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
-from regrow.models.sharded import empty_model, gathered_state_dict, materialize
+from regrow.models.sharded import empty_from_folder, gathered_state_dict, materialize
 from regrow.paths import check_output_dir, only_entries
 from regrow.reading import read_json
 from regrow.resources import peak_memory
@@ -99,7 +99,7 @@ class Trainer:
         if init is not None and self.world.distributed:
             # built on the meta device and sharded; each process reads its own rows (a resume
             # reads none: its checkpoint's shards replace them)
-            self.model, checkpoint = empty_model(init, cfg.model.trust_remote_code)
+            self.model, checkpoint = empty_from_folder(init, cfg.model.trust_remote_code)
             parallelize(self.model, self.world, self.device, t.precision, t.activation_checkpointing, t.compile)
             materialize(self.model, self.device, None if self.resume_from else checkpoint)
         else:
