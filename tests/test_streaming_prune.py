@@ -146,3 +146,41 @@ def test_streaming_names_missing_and_corrupt_shards(sharded_models, tmp_path, ca
     assert main(args) == 2
     assert f"missing shard files: {shards[2].name}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_streaming_reads_the_source_about_twice_at_most(sharded_models, data_dir, tmp_path):
+    """Bytes read from the source (the report's count) against sums over its tensors' sizes: every
+    layer once to score, each kept layer once more (only its kept rows when widths shrink), the
+    embedding's calibration rows, the outer tensors once to write them."""
+    from safetensors import safe_open
+
+    source = sharded_models["llama"]
+    sizes = {}
+    for file in source.glob("*.safetensors"):
+        with safe_open(file, framework="pt") as handle:
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                shape = piece.get_shape()
+                sizes[key] = 4 * int(np.prod(shape)) if shape else 4
+    layer = {i: sum(v for k, v in sizes.items() if k.startswith(f"model.layers.{i}.")) for i in range(4)}
+    outer = sum(v for k, v in sizes.items() if not k.startswith("model.layers."))
+    row_bytes = 64 * 4  # an embedding row: hidden 64 floats
+    tokens = 12 * 32 + 2 * 32  # calibration + the check's probe
+
+    def bytes_read(target: dict, method: str) -> int:
+        (tmp_path / "t.yaml").write_text(yaml.safe_dump(target))
+        out = tmp_path / f"out-{method}"
+        assert main(["prune", "--model", str(source), "--target", str(tmp_path / "t.yaml"), "--method", method,
+                     "--data", str(data_dir), "--out", str(out), "--streaming", *FAST]) == 0
+        return json.loads((out / "pruning_report.json").read_text())["streaming"]["source_bytes_read"]
+
+    depth = bytes_read({"num_hidden_layers": 2}, "depth")
+    floor = sum(layer.values()) + 2 * layer[0] + outer  # layers are alike: any two kept ones weigh 2 x layer 0
+    assert floor <= depth <= floor + tokens * row_bytes
+    target = FAMILY_TARGETS["llama"] | {"num_hidden_layers": 4}
+    width = bytes_read(target, "activation")
+    # the second pass reads the kept rows only: per layer (head_dim 8, input width 64 / MLP 96)
+    h, heads, kv, m = (target[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size"))
+    kept_rows = (heads * 8 + 2 * kv * 8 + h + 2 * m) * 64 + h * 96 + 2 * h  # q, k, v, o, gate, up | down | 2 norms
+    floor = sum(layer.values()) + outer + 4 * 4 * kept_rows
+    assert floor <= width <= floor + tokens * row_bytes  # < reading the kept layers whole (4 x layer 0 instead)

@@ -188,9 +188,10 @@ class LayerwiseModel:
         return catcher.caught
 
     @torch.no_grad()
-    def load_layer(self, index: int) -> nn.Module:
+    def load_layer(self, index: int, rows: dict[str, torch.Tensor] | None = None) -> nn.Module:
         """The skeleton layer of layer `index`'s kind, holding its weights. They are assigned, not
-        copied: a checkpoint already in the compute dtype is used straight from its memory map."""
+        copied: a checkpoint already in the compute dtype is used straight from its memory map.
+        `rows` (full name -> kept rows of dim 0) reads only those rows of a tensor, the rest zero."""
         prefix = self.layer_prefix(index)
         kind = self.kinds[index]
         layer = self.layers[kind]
@@ -199,8 +200,14 @@ class LayerwiseModel:
         if missing:
             raise RegrowError(f"layer {index} of {str(self.checkpoint.folder)!r} lacks weights: {', '.join(missing[:3])}")
         self._release_layer(kind)
-        for name, tensor in self.checkpoint.tensors([prefix + rel for rel in rels]):  # one tensor at a time
-            layer.load_state_dict({name[len(prefix):]: tensor.to(self.device, self.dtype)}, strict=False, assign=True)
+        rows = rows or {}
+        for rel in rels:  # one tensor at a time
+            name = prefix + rel
+            if name in rows:
+                tensor = self.checkpoint.kept_rows(name, rows[name], self.dtype)
+            else:
+                tensor = self.checkpoint.read([name])[name]
+            layer.load_state_dict({rel: tensor.to(self.device, self.dtype)}, strict=False, assign=True)
             del tensor
         return layer
 

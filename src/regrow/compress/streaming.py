@@ -134,6 +134,20 @@ class PrunedWriter:
             out.update(self.checkpoint.disk_tensors(f"{self.adapter.layers_path}.{self.new_index[index]}.{rel}", pruned))
         self._save(("layer", index), out)
 
+    def kept_rows(self, index: int) -> dict[str, torch.Tensor]:
+        """For each tensor of source layer `index` with units on dim 0: the rows of it the pruned
+        model keeps. Only those are read for writing and checking the layer: a removed row (a
+        removed head's query, channel's gate, hidden dimension's output) is zero in the masked
+        model's computation, so reading it as zero changes nothing there, and slicing drops it."""
+        rows = {}
+        for name in self.groups[("layer", index)]:
+            _, _, axes = self.adapter.parameter_axes(name, self.source.head_dim)
+            on_rows = tuple(axis for axis in axes if axis.dim == 0)
+            if on_rows:
+                kept = prune_tensor(torch.arange(self.checkpoint.shapes[name][0]), on_rows, self.kept, index, fold=False)
+                rows[name] = kept.unique()  # sorted
+        return rows
+
     def _save(self, key: tuple, out: dict[str, torch.Tensor]) -> None:
         save_file(out, self.folder / self.shard[key], metadata={"format": "pt"})
         for new_name, tensor in out.items():
@@ -248,7 +262,7 @@ class StreamingModel:
                 for hook in hooks:
                     hook.masks = masks.for_layer(old_index)
                 pruned.release()  # the previous pruned layer: not held beside this source layer and its slices
-                layer = original.load_layer(old_index)
+                layer = original.load_layer(old_index, writer.kept_rows(old_index))
                 writer.write_layer(old_index, {original.layer_prefix(old_index) + rel: param
                                                for rel, param in layer.named_parameters()})
                 expected = hidden_of(inputs.run(layer, old_index, full))

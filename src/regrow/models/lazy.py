@@ -250,19 +250,35 @@ class LazyCheckpoint:
     def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of a matrix (an embedding lookup): each distinct row is read once, straight
         from the file (runs of consecutive rows in one read), never the whole table."""
-        flat = ids.flatten()
-        unique, inverse = torch.unique(flat, sorted=True, return_inverse=True)
+        unique, inverse = torch.unique(ids.flatten(), sorted=True, return_inverse=True)
         table = torch.empty((len(unique), *self.shapes[name][1:]), dtype=self.dtypes[name])
-        runs = torch.nonzero(unique.diff() != 1).flatten() + 1 if len(unique) > 1 else torch.tensor([], dtype=torch.long)
-        bounds = [0, *runs.tolist(), len(unique)]
-        for begin, end in zip(bounds, bounds[1:]):
+        for begin, end in _runs(unique):
             self.read_rows_into(name, int(unique[begin]), table[begin:end])
         return table[inverse].view(*ids.shape, *table.shape[1:])
+
+    def kept_rows(self, name: str, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The whole tensor in `dtype` with only `rows` (sorted, distinct) of dim 0 read from the
+        file and the others zero: what a pruned tensor needs of its source when its removed rows
+        would be masked out anyway."""
+        out = torch.zeros(self.shapes[name], dtype=dtype)
+        for begin, end in _runs(rows):
+            start = int(rows[begin])
+            self.read_rows_into(name, start, out[start : start + end - begin])
+        return out
 
     def tensors(self, names: Iterable[str]) -> Iterable[tuple[str, torch.Tensor]]:
         """(name, tensor) one at a time."""
         for name in names:
             yield name, self.read([name])[name]
+
+
+def _runs(indices: torch.Tensor) -> list[tuple[int, int]]:
+    """[begin, end) positions of the runs of consecutive values in sorted distinct `indices`."""
+    if len(indices) == 0:
+        return []
+    breaks = (torch.nonzero(indices.diff() != 1).flatten() + 1).tolist()
+    bounds = [0, *breaks, len(indices)]
+    return list(zip(bounds, bounds[1:]))
 
 
 @dataclass
