@@ -70,6 +70,12 @@ def _write(name, content: bytes):
     return make
 
 
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, mtime=0)
+
+
 def _empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     return [tmp_path / "empty"]
@@ -84,6 +90,17 @@ INPUT_CASES = {
     "jsonl_not_utf8": (_write("docs.jsonl", b'{"text": "\xe9"}\n'), "is not UTF-8"),
     "parquet_corrupt": (_write("docs.parquet", b"PAR1 not really parquet"), "is not a readable Parquet file"),
     "all_empty": (_write("blank.txt", b"\n\n   \n"), "hold no text"),
+    # compressed inputs: a damaged stream is named with where it broke; a bad line inside one by its line
+    "gzip_truncated": (_write("docs.jsonl.gz", _gzip(b'{"text": "a long enough line"}\n' * 400)[:60]),
+                       "docs.jsonl.gz' is a corrupt or truncated gzip file (near byte 60 of 60)"),
+    "xz_garbage": (_write("book.txt.xz", b"\xfd7zXZ\x00 but not really xz data at all"),
+                   "book.txt.xz' is a corrupt or truncated xz file (near byte"),
+    "zstd_garbage": (_write("docs.jsonl.zst", b"\x28\xb5\x2f\xfd not a zstd frame"),
+                     "docs.jsonl.zst' is a corrupt or truncated zstd file (near byte"),
+    "gzip_bad_line": (_write("docs.jsonl.gz", _gzip(b'{"text": "a"}\n{"text": "b"}\nnot json\n')),
+                      "docs.jsonl.gz:3 is not valid JSON"),
+    "glob_no_match": (lambda p: [str(p / "nothing-*.jsonl.gz")], "matches no file"),
+    "list_missing": (lambda p: ["@" + str(p / "absent.list")], "does not exist"),
 }
 
 

@@ -1,5 +1,6 @@
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +71,47 @@ def test_jsonl_and_parquet_inputs(tmp_path, tokenizer_dir):
     assert j.info["splits"] == p.info["splits"]
     assert j.info["splits"]["train"]["documents"] + j.info["splits"]["validation"]["documents"] == 40
     assert np.array_equal(j.tokens("train"), p.tokens("train"))
+
+
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz", "zst"])
+def test_compressed_inputs_prepare_as_the_plain_files(compression, tmp_path, tokenizer_dir):
+    """A compressed JSONL file and a compressed book, named directly, by a glob and by an @LIST
+    file, give the plain files' tokens; the record holds each file's size and sha256 on disk."""
+    import bz2
+    import gzip
+    import hashlib
+    import lzma
+
+    import zstandard
+
+    compress = {"gz": lambda b: gzip.compress(b, mtime=0), "bz2": bz2.compress, "xz": lzma.compress,
+                "zst": lambda b: zstandard.ZstdCompressor().compress(b)}[compression]
+    docs = [f"Document {i} is about parsing, files and numbers; " * (3 + i % 5) for i in range(60)]
+    book = "\n\n".join(f"Paragraph {i} of a small book, with enough words to be a document." for i in range(50))
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    plain.mkdir(), packed.mkdir()
+    (plain / "docs.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n")
+    (plain / "book.txt").write_text(book)
+    for name in ("docs.jsonl", "book.txt"):
+        (packed / f"{name}.{compression}").write_bytes(compress((plain / name).read_bytes()))
+    (tmp_path / "inputs.list").write_text(f"# the packed inputs\n{packed / 'book.txt'}.{compression}\n\n"
+                                          f"{packed / 'docs.jsonl'}.{compression}\n")
+    ways = {"plain": [str(plain / "book.txt"), str(plain / "docs.jsonl")],
+            "direct": [str(packed / f"book.txt.{compression}"), str(packed / f"docs.jsonl.{compression}")],
+            "glob": [str(packed / f"*.{compression}")],  # sorted: book before docs, as listed above
+            "list": ["@" + str(tmp_path / "inputs.list")]}
+    for way, inputs in ways.items():
+        assert main(["data", "prepare", *inputs, "--domain", way, "--tokenizer", str(tokenizer_dir),
+                     "--out", str(tmp_path / "store"), "--val-fraction", "0.1", "--no-progress"]) == 0
+    store = TokenStore(tmp_path / "store")
+    reference = store.domain("plain")
+    for way in ("direct", "glob", "list"):
+        domain = store.domain(way)
+        for split in ("train", "validation"):
+            assert np.array_equal(domain.tokens(split), reference.tokens(split)), (way, split)
+        for source in domain.info["sources"]:
+            data = Path(source["path"]).read_bytes()
+            assert source["bytes"] == len(data) and source["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_prepare_replaces_one_domain_and_keeps_others(corpus, tokenizer_dir, tmp_path):

@@ -1,16 +1,25 @@
 """Document sources: plain text files and folders, JSONL, Parquet, and the builtin stdlib domains.
 
-A source yields documents (strings) in a deterministic order and records the sha256 of every
-file it read, so a prepared domain can say exactly what it was made from.
+Text and JSONL may be compressed (`.gz`, `.bz2`, `.xz`, `.zst`): they are decompressed while
+read, never to disk or whole into memory (a JSONL file is read line by line). Inputs are files,
+folders (every supported file below, sorted), glob patterns, and `@LIST` files naming one input
+per line. A source yields documents (strings) in a deterministic order and records the size and
+sha256 of every file it read (of its bytes on disk, computed while streaming), so a prepared
+domain can say exactly what it was made from.
 """
 
 from __future__ import annotations
 
 import ast
+import bz2
+import glob
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import sysconfig
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +29,7 @@ from regrow.errors import RegrowError
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 PARQUET_SUFFIXES = {".parquet"}
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}
 DOCUMENT_UNITS = ("auto", "file", "paragraph")
 AUTO_PARAGRAPH_BELOW = 100  # `auto`: fewer text files than this are split into paragraphs
 BUILTIN_DOMAINS = ("stdlib-prose", "stdlib-code")
@@ -38,23 +48,84 @@ class SourceRecord:
         )
 
 
+class _HashingReader(io.RawIOBase):
+    """A file's bytes as read, counted and hashed on the way (the checksum of a streamed input)."""
+
+    def __init__(self, handle):
+        self.handle, self.sha256, self.count = handle, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        got = self.handle.readinto(buffer)
+        if got:
+            self.sha256.update(memoryview(buffer)[:got])
+            self.count += got
+        return got or 0
+
+    def finish(self) -> tuple[int, str]:
+        """Read what the decompressor left (trailing bytes) so the checksum covers the whole file."""
+        buffer = bytearray(1 << 20)
+        while self.readinto(buffer):
+            pass
+        return self.count, self.sha256.hexdigest()
+
+
+def kind_of(path: Path) -> str:
+    """text, jsonl or parquet, from the name (a compression suffix is looked through)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    if last in JSONL_SUFFIXES:
+        return "jsonl"
+    if last in PARQUET_SUFFIXES:
+        return "parquet"
+    return "text"
+
+
+def _supported(path: Path) -> bool:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in TEXT_SUFFIXES | JSONL_SUFFIXES | (
+        PARQUET_SUFFIXES if path.suffix.lower() not in COMPRESSED_SUFFIXES else set())
+
+
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files named directly, plus every supported file under named folders (sorted)."""
+    """Files named directly, every supported file under named folders (sorted), the files a glob
+    pattern matches (sorted; `**` recurses) and the inputs an `@LIST` file names (one per line;
+    blank lines and `#` comments skipped)."""
     if not inputs:
         raise RegrowError("no input given; pass one or more files or folders")
-    supported = TEXT_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES
     files: list[Path] = []
     for item in inputs:
+        if item.startswith("@") and not Path(item).exists():
+            listing = Path(item[1:])
+            if not listing.is_file():
+                raise RegrowError(f"input list {item[1:]!r} (from {item!r}) does not exist")
+            lines = [line.strip() for line in listing.read_text(errors="replace").splitlines()]
+            named = [line for line in lines if line and not line.startswith("#")]
+            if not named:
+                raise RegrowError(f"input list {str(listing)!r} names no input")
+            files.extend(expand_inputs(named))
+            continue
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in supported)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p))
             if not found:
-                raise RegrowError(
-                    f"input folder {item!r} holds no supported files ({', '.join(sorted(supported))})"
-                )
+                allowed = sorted(TEXT_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES)
+                raise RegrowError(f"input folder {item!r} holds no supported files ({', '.join(allowed)}, "
+                                  f"text and JSONL also as {', '.join(COMPRESSED_SUFFIXES)})")
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif glob.has_magic(item):
+            matched = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matched:
+                raise RegrowError(f"input pattern {item!r} matches no file")
+            files.extend(matched)
         else:
             raise RegrowError(f"input {item!r} does not exist")
     return files
@@ -65,8 +136,30 @@ def effective_unit(paths: list[Path], unit: str) -> str:
     documents for a validation split), else `file`."""
     if unit != "auto":
         return unit
-    texts = [p for p in paths if p.suffix.lower() not in JSONL_SUFFIXES | PARQUET_SUFFIXES]
+    texts = [p for p in paths if kind_of(p) == "text"]
     return "paragraph" if 0 < len(texts) < AUTO_PARAGRAPH_BELOW else "file"
+
+
+def _decompressed(path: Path, raw: _HashingReader):
+    """A binary stream of the file's content (decompressed when its name says it is compressed)."""
+    kind = COMPRESSED_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        return io.BufferedReader(raw, 1 << 20)
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=io.BufferedReader(raw, 1 << 20), mode="rb")
+    if kind == "bzip2":
+        return bz2.BZ2File(io.BufferedReader(raw, 1 << 20))
+    if kind == "xz":
+        return lzma.LZMAFile(io.BufferedReader(raw, 1 << 20))
+    try:
+        import zstandard
+    except ImportError:
+        raise RegrowError(f"input {str(path)!r} is zstd-compressed: install the zstandard package "
+                          "(pip install zstandard)") from None
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), 1 << 20)
+
+
+_CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
 def _split_paragraphs(text: str) -> list[str]:
@@ -90,30 +183,56 @@ def iter_documents(
 
 def _documents(paths: list[Path], record: SourceRecord, text_field: str, unit: str) -> Iterator[str]:
     for path in paths:
-        data = path.read_bytes()
-        record.add(path, data)
-        suffix = path.suffix.lower()
-        if suffix in JSONL_SUFFIXES:
-            yield from _jsonl_documents(path, data, text_field)
-        elif suffix in PARQUET_SUFFIXES:
+        if kind_of(path) == "parquet":
+            data = path.read_bytes()
+            record.add(path, data)
             yield from _parquet_documents(path, data, text_field)
-        else:
+            continue
+        with open(path, "rb") as handle:
+            raw = _HashingReader(handle)
+            stream = _decompressed(path, raw)
             try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise RegrowError(f"input {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-            if unit == "paragraph":
-                yield from _split_paragraphs(text)
-            elif text.strip():
-                yield text
+                if kind_of(path) == "jsonl":
+                    yield from _jsonl_documents(path, stream, text_field)
+                else:
+                    yield from _text_documents(path, stream.read(), unit)
+                size, sha256 = raw.finish()
+            except _CORRUPT as err:
+                kind = COMPRESSED_SUFFIXES.get(path.suffix.lower(), "input")
+                raise RegrowError(f"input {str(path)!r} is a corrupt or truncated {kind} file (near byte {raw.count} of "
+                                  f"{path.stat().st_size}): {str(err) or type(err).__name__}") from err
+            except _zstd_errors() as err:
+                raise RegrowError(f"input {str(path)!r} is a corrupt or truncated zstd file (near byte {raw.count} of "
+                                  f"{path.stat().st_size}): {err}") from err
+        record.files.append({"path": str(path), "bytes": size, "sha256": sha256})
 
 
-def _jsonl_documents(path: Path, data: bytes, text_field: str) -> Iterator[str]:
+def _zstd_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import zstandard
+    except ImportError:
+        return ()
+    return (zstandard.ZstdError,)
+
+
+def _text_documents(path: Path, data: bytes, unit: str) -> Iterator[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise RegrowError(f"input {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-    for number, line in enumerate(text.splitlines(), start=1):
+    if unit == "paragraph":
+        yield from _split_paragraphs(text)
+    elif text.strip():
+        yield text
+
+
+def _jsonl_documents(path: Path, stream, text_field: str) -> Iterator[str]:
+    """One document per line, read line by line (memory: one line)."""
+    for number, raw_line in enumerate(stream, start=1):
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RegrowError(f"{path}:{number} is not UTF-8 text ({err.reason} at byte {err.start} of the line)") from err
         if not line.strip():
             continue
         try:
