@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from regrow.data.prepare import prepare_domain
+from regrow.data.prepare import PrepareOptions, prepare_domain
 from regrow.data.sources import SourceRecord, iter_builtin
 from regrow.data.tokenizer import load_tokenizer, train_bpe
 
@@ -29,7 +29,8 @@ def make_data(work: Path, vocab_size: int = 4096) -> tuple[Path, Path]:
     if not (data_dir / "manifest.json").is_file():
         record = SourceRecord()
         docs = itertools.islice(iter_builtin("stdlib-code", record), 300)
-        prepare_domain(docs, record, load_tokenizer(tok_dir), str(tok_dir), data_dir, "code", 0.05, progress=False)
+        prepare_domain(docs, record, load_tokenizer(tok_dir), str(tok_dir), data_dir, "code",
+                       PrepareOptions(val_fraction=0.05, progress=False))
     return tok_dir, data_dir
 
 

@@ -89,29 +89,35 @@ def atomic_dir(final: str | os.PathLike, replace: bool = True) -> Iterator[Path]
         raise FileExistsError(errno.EEXIST, "a file is in the way of an output folder", str(final))
     if final.exists() and not replace:
         raise FileExistsError(errno.EEXIST, "the output folder exists", str(final))
-    created = _missing_ancestor(final.parent)
+    created = missing_ancestor(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if final.exists():
-            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old.tmp"))
-            os.replace(final, old)  # renaming over an empty folder is atomic
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        publish_dir(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(final.parent, created)
+        remove_empty(final.parent, created)
         os_error = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else os_error_of(err, final)
         if os_error is not None and os_error is not err:
             raise os_error from err
         raise
 
 
-def _missing_ancestor(folder: Path) -> Path | None:
+def publish_dir(ready: Path, final: Path) -> None:
+    """Put the complete folder `ready` at `final` (a folder already there is replaced) by renames:
+    a reader sees the old folder or the new one."""
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old.tmp"))
+        os.replace(final, old)  # renaming over an empty folder is atomic
+        os.replace(ready, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(ready, final)
+
+
+def missing_ancestor(folder: Path) -> Path | None:
     """The outermost of `folder` and its parents that does not exist yet (None: it exists)."""
     missing = None
     for path in (folder, *folder.parents):
@@ -121,7 +127,7 @@ def _missing_ancestor(folder: Path) -> Path | None:
     return missing
 
 
-def _remove_empty(folder: Path, created: Path | None) -> None:
+def remove_empty(folder: Path, created: Path | None) -> None:
     """Undo the folders a failed write created: `folder` up to `created`, each if still empty."""
     if created is None:
         return

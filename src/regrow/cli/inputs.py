@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import sys
 from collections.abc import Iterator
 
 from regrow.data.sources import (
     AUTO_PARAGRAPH_BELOW,
     BUILTIN_DOMAINS,
     DOCUMENT_UNITS,
+    ReadOptions,
     SourceRecord,
     effective_unit,
     expand_inputs,
+    inputs_fingerprint,
     iter_builtin,
     iter_documents,
 )
@@ -26,7 +31,10 @@ def add_input_arguments(parser, several_builtins: bool) -> None:
         parser.add_argument("--builtin", action="append", default=[], choices=BUILTIN_DOMAINS, help="add a builtin corpus")
     else:
         parser.add_argument("--builtin", choices=BUILTIN_DOMAINS, help="use a builtin corpus instead of INPUT")
-    parser.add_argument("--text-field", default="text", help="JSONL field / Parquet column with the text")
+    parser.add_argument("--text-field", default="text", help="JSONL field / Parquet column / dataset field with the text")
+    parser.add_argument("--dataset-split", default="train", help="the split of a `datasets` folder with several")
+    parser.add_argument("--skip-bad-lines", action="store_true",
+                        help="count and skip JSONL lines that are not JSON or lack the field (default: an error)")
     parser.add_argument("--documents", choices=DOCUMENT_UNITS, default="auto",
                         help="a text file is one document (file), one per blank-line paragraph (paragraph), or "
                              f"auto: paragraphs when fewer than {AUTO_PARAGRAPH_BELOW} text files are given, else files")
@@ -50,5 +58,18 @@ def documents_from_args(args, record: SourceRecord, max_per_source: int | None =
         raise RegrowError("no input given; pass files or folders, or --builtin NAME")
     streams = [iter_builtin(name, record) for name in builtins]
     if args.inputs:
-        streams.append(iter_documents(args.inputs, record, args.text_field, args.documents))
+        streams.append(iter_documents(args.inputs, record, read_options(args)))
     return itertools.chain(*(itertools.islice(s, max_per_source) for s in streams))
+
+
+def read_options(args) -> ReadOptions:
+    return ReadOptions(args.text_field, args.documents, args.skip_bad_lines, args.dataset_split)
+
+
+def inputs_key(args) -> str:
+    """What the documents are made from: the input files (names, sizes, times), builtins, and how they are read."""
+    builtins = args.builtin if isinstance(args.builtin, list) else [args.builtin] if args.builtin else []
+    files = inputs_fingerprint(expand_inputs(args.inputs)) if args.inputs else ""
+    payload = {"files": files, "builtins": builtins, "python": sys.version if builtins else "",
+               "read": read_options(args).__dict__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

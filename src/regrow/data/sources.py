@@ -1,11 +1,15 @@
-"""Document sources: plain text files and folders, JSONL, Parquet, and the builtin stdlib domains.
+"""Document sources: text files and folders, JSONL, Parquet, Hugging Face `datasets` folders, and
+the builtin stdlib domains.
 
 Text and JSONL may be compressed (`.gz`, `.bz2`, `.xz`, `.zst`): they are decompressed while
-read, never to disk or whole into memory (a JSONL file is read line by line). Inputs are files,
-folders (every supported file below, sorted), glob patterns, and `@LIST` files naming one input
-per line. A source yields documents (strings) in a deterministic order and records the size and
-sha256 of every file it read (of its bytes on disk, computed while streaming), so a prepared
-domain can say exactly what it was made from.
+read, never to disk or whole into memory (a JSONL file is read line by line, a text file split
+into paragraphs paragraph by paragraph). Parquet is read in record batches. A folder made by
+`datasets`' `save_to_disk`, or one `load_dataset` reads (a dataset card with `configs:`, or only
+CSV / JSON / Arrow files), is read through the `datasets` library (streaming, no cache copy).
+Inputs are files, folders (every supported file below, sorted), glob patterns, and `@LIST`
+files naming one input per line. A source yields documents (strings) in a deterministic order
+and records the size and sha256 of every file it read (of its bytes on disk, computed while
+streaming), so a prepared domain can say exactly what it was made from.
 """
 
 from __future__ import annotations
@@ -38,14 +42,31 @@ _SKIPPED_STDLIB_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycach
 
 @dataclass
 class SourceRecord:
-    """What was read: path, size and checksum of each input file."""
+    """What was read: path, size and checksum of each input file; bad lines skipped (with
+    `skip_bad_lines`), the first few of them named."""
 
     files: list[dict] = field(default_factory=list)
+    skipped_lines: int = 0
+    first_skipped: list[str] = field(default_factory=list)
 
     def add(self, path: Path, data: bytes) -> None:
         self.files.append(
             {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         )
+
+    def add_digest(self, path: Path) -> None:
+        """Checksum a file read by another library (Parquet, Arrow), streaming it in blocks."""
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+        self.files.append({"path": str(path), "bytes": size, "sha256": digest.hexdigest()})
+
+    def skip(self, where: str) -> None:
+        self.skipped_lines += 1
+        if len(self.first_skipped) < 5:
+            self.first_skipped.append(where)
 
 
 class _HashingReader(io.RawIOBase):
@@ -72,8 +93,13 @@ class _HashingReader(io.RawIOBase):
         return self.count, self.sha256.hexdigest()
 
 
+DATASET_SUFFIXES = {".csv", ".tsv", ".json", ".arrow"}  # read only through `datasets`, in a dataset folder
+
+
 def kind_of(path: Path) -> str:
-    """text, jsonl or parquet, from the name (a compression suffix is looked through)."""
+    """text, jsonl, parquet (from the name; a compression suffix is looked through) or dataset (a folder)."""
+    if path.is_dir():
+        return "dataset"
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
         suffixes = suffixes[:-1]
@@ -93,10 +119,32 @@ def _supported(path: Path) -> bool:
         PARQUET_SUFFIXES if path.suffix.lower() not in COMPRESSED_SUFFIXES else set())
 
 
+def is_dataset_folder(folder: Path) -> bool:
+    """A folder for the `datasets` library: `save_to_disk` output, a dataset card declaring its
+    data (`configs:` / `dataset_info:` in README.md's YAML header), or only files regrow does not
+    read itself but `load_dataset` does (CSV, TSV, JSON, Arrow)."""
+    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+        return True
+    card = folder / "README.md"
+    if card.is_file():
+        with open(card, "rb") as handle:
+            head = handle.read(1 << 16).decode("utf-8", "replace")
+        if head.startswith("---") and any(line.split(":")[0] in ("configs", "dataset_info")
+                                          for line in head.split("\n---", 1)[0].splitlines()[1:]):
+            return True
+    files = [p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder)]
+    return bool(files) and not any(_supported(p) for p in files) and any(
+        p.suffix.lower() in DATASET_SUFFIXES for p in files)
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files named directly, every supported file under named folders (sorted), the files a glob
-    pattern matches (sorted; `**` recurses) and the inputs an `@LIST` file names (one per line;
-    blank lines and `#` comments skipped)."""
+    """Files named directly, every supported file under named folders (sorted), dataset folders,
+    the files a glob pattern matches (sorted; `**` recurses) and the inputs an `@LIST` file
+    names (one per line; blank lines and `#` comments skipped)."""
     if not inputs:
         raise RegrowError("no input given; pass one or more files or folders")
     files: list[Path] = []
@@ -112,12 +160,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             files.extend(expand_inputs(named))
             continue
         path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p))
+        if path.is_dir() and is_dataset_folder(path):
+            files.append(path)
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p) and not _hidden(p, path))
             if not found:
                 allowed = sorted(TEXT_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES)
                 raise RegrowError(f"input folder {item!r} holds no supported files ({', '.join(allowed)}, "
-                                  f"text and JSONL also as {', '.join(COMPRESSED_SUFFIXES)})")
+                                  f"text and JSONL also as {', '.join(COMPRESSED_SUFFIXES)}) and is no "
+                                  "`datasets` folder")
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -129,6 +180,18 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         else:
             raise RegrowError(f"input {item!r} does not exist")
     return files
+
+
+def inputs_fingerprint(paths: list[Path]) -> str:
+    """Names, sizes and modification times of every input file: what a resumed preparation
+    must find unchanged (checksums would need a full read)."""
+    listing = []
+    for path in paths:
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for member in members:
+            stat = member.stat()
+            listing.append(f"{member.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(listing).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def effective_unit(paths: list[Path], unit: str) -> str:
@@ -162,45 +225,54 @@ def _decompressed(path: Path, raw: _HashingReader):
 _CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
-def _split_paragraphs(text: str) -> list[str]:
-    parts = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
-    return [p for p in parts if p]
+@dataclass(frozen=True)
+class ReadOptions:
+    """How inputs become documents: the JSONL field / column, text files whole or by paragraph,
+    bad JSONL lines an error or counted and skipped, the split of a `datasets` folder."""
+
+    text_field: str = "text"
+    unit: str = "file"
+    skip_bad_lines: bool = False
+    split: str = "train"
 
 
-def iter_documents(
-    inputs: list[str],
-    record: SourceRecord,
-    text_field: str = "text",
-    unit: str = "file",
-) -> Iterator[str]:
-    """Documents from files and folders; `unit` says whether a text file is one document or
-    one per blank-line-separated paragraph (useful for books). Inputs are checked at once."""
-    if unit not in DOCUMENT_UNITS:
-        raise RegrowError(f"unknown document unit {unit!r}; allowed: {', '.join(DOCUMENT_UNITS)}")
+def iter_documents(inputs: list[str], record: SourceRecord, options: ReadOptions = ReadOptions()) -> Iterator[str]:
+    """Documents from files and folders, in order. Inputs are checked at once."""
+    if options.unit not in DOCUMENT_UNITS:
+        raise RegrowError(f"unknown document unit {options.unit!r}; allowed: {', '.join(DOCUMENT_UNITS)}")
     paths = expand_inputs(inputs)
-    return _documents(paths, record, text_field, effective_unit(paths, unit))
+    resolved = ReadOptions(options.text_field, effective_unit(paths, options.unit), options.skip_bad_lines,
+                           options.split)
+    return _documents(paths, record, resolved)
 
 
-def _documents(paths: list[Path], record: SourceRecord, text_field: str, unit: str) -> Iterator[str]:
+def _documents(paths: list[Path], record: SourceRecord, options: ReadOptions) -> Iterator[str]:
     for path in paths:
-        if kind_of(path) == "parquet":
-            data = path.read_bytes()
-            record.add(path, data)
-            yield from _parquet_documents(path, data, text_field)
+        kind = kind_of(path)
+        if kind == "parquet":
+            yield from _parquet_documents(path, options.text_field)
+            record.add_digest(path)
+            continue
+        if kind == "dataset":
+            yield from _dataset_documents(path, options)
+            for member in sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path)):
+                record.add_digest(member)
             continue
         with open(path, "rb") as handle:
             raw = _HashingReader(handle)
             stream = _decompressed(path, raw)
             try:
-                if kind_of(path) == "jsonl":
-                    yield from _jsonl_documents(path, stream, text_field)
+                if kind == "jsonl":
+                    yield from _jsonl_documents(path, stream, options, record)
+                elif options.unit == "paragraph":
+                    yield from _paragraphs(path, stream)
                 else:
-                    yield from _text_documents(path, stream.read(), unit)
+                    yield from _whole_text(path, stream.read())
                 size, sha256 = raw.finish()
             except _CORRUPT as err:
-                kind = COMPRESSED_SUFFIXES.get(path.suffix.lower(), "input")
-                raise RegrowError(f"input {str(path)!r} is a corrupt or truncated {kind} file (near byte {raw.count} of "
-                                  f"{path.stat().st_size}): {str(err) or type(err).__name__}") from err
+                compression = COMPRESSED_SUFFIXES.get(path.suffix.lower(), "input")
+                raise RegrowError(f"input {str(path)!r} is a corrupt or truncated {compression} file (near byte "
+                                  f"{raw.count} of {path.stat().st_size}): {str(err) or type(err).__name__}") from err
             except _zstd_errors() as err:
                 raise RegrowError(f"input {str(path)!r} is a corrupt or truncated zstd file (near byte {raw.count} of "
                                   f"{path.stat().st_size}): {err}") from err
@@ -215,53 +287,123 @@ def _zstd_errors() -> tuple[type[BaseException], ...]:
     return (zstandard.ZstdError,)
 
 
-def _text_documents(path: Path, data: bytes, unit: str) -> Iterator[str]:
+def _whole_text(path: Path, data: bytes) -> Iterator[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise RegrowError(f"input {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-    if unit == "paragraph":
-        yield from _split_paragraphs(text)
-    elif text.strip():
+    if text.strip():
         yield text
 
 
-def _jsonl_documents(path: Path, stream, text_field: str) -> Iterator[str]:
-    """One document per line, read line by line (memory: one line)."""
-    for number, raw_line in enumerate(stream, start=1):
+def _paragraphs(path: Path, stream) -> Iterator[str]:
+    """Blank-line separated paragraphs (an empty line ends one; CRLF read as LF), read line by
+    line: memory is one paragraph, not the file."""
+    lines: list[str] = []
+    offset = 0
+    for raw_line in stream:
         try:
             line = raw_line.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise RegrowError(f"{path}:{number} is not UTF-8 text ({err.reason} at byte {err.start} of the line)") from err
-        if not line.strip():
-            continue
+            raise RegrowError(f"input {str(path)!r} is not UTF-8 text ({err.reason} at byte "
+                              f"{offset + err.start})") from err
+        offset += len(raw_line)
+        if line.endswith("\r\n"):
+            line = line[:-2] + "\n"
+        if line == "\n":
+            paragraph = "".join(lines).strip()
+            lines = []
+            if paragraph:
+                yield paragraph
+        else:
+            lines.append(line)
+    paragraph = "".join(lines).strip()
+    if paragraph:
+        yield paragraph
+
+
+def _jsonl_documents(path: Path, stream, options: ReadOptions, record: SourceRecord) -> Iterator[str]:
+    """One document per line, read line by line (memory: one line). A bad line is an error, or
+    counted and skipped with `skip_bad_lines`."""
+    for number, raw_line in enumerate(stream, start=1):
+        problem = None
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RegrowError(f"{path}:{number} is not valid JSON: {err.msg}") from err
-        if not isinstance(row, dict) or text_field not in row:
-            raise RegrowError(f"{path}:{number} has no field {text_field!r} (set --text-field)")
-        text = row[text_field]
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problem = f"is not UTF-8 text ({err.reason} at byte {err.start} of the line)"
+        else:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                problem = f"is not valid JSON: {err.msg}"
+            else:
+                if not isinstance(row, dict) or options.text_field not in row:
+                    problem = f"has no field {options.text_field!r} (set --text-field)"
+        if problem is not None:
+            if not options.skip_bad_lines:
+                raise RegrowError(f"{path}:{number} {problem}; --skip-bad-lines counts and skips such lines")
+            record.skip(f"{path}:{number}")
+            continue
+        text = row[options.text_field]
         if isinstance(text, str) and text.strip():
             yield text
 
 
-def _parquet_documents(path: Path, data: bytes, text_field: str) -> Iterator[str]:
+def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
+    """The column's texts, one record batch at a time (memory: a batch, not the file)."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.ParquetFile(io.BytesIO(data))
+        table = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a bad file
         raise RegrowError(f"input {str(path)!r} is not a readable Parquet file: {err}") from err
-    if text_field not in table.schema_arrow.names:
-        raise RegrowError(
-            f"Parquet file {str(path)!r} has no column {text_field!r}; columns: "
-            f"{', '.join(table.schema_arrow.names)} (set --text-field)"
-        )
-    for batch in table.iter_batches(columns=[text_field], batch_size=1024):
-        for text in batch.column(0).to_pylist():
-            if isinstance(text, str) and text.strip():
-                yield text
+    with table:
+        if text_field not in table.schema_arrow.names:
+            raise RegrowError(
+                f"Parquet file {str(path)!r} has no column {text_field!r}; columns: "
+                f"{', '.join(table.schema_arrow.names)} (set --text-field)"
+            )
+        try:
+            for batch in table.iter_batches(columns=[text_field], batch_size=1024):
+                yield from _texts(batch.column(0).to_pylist())
+        except OSError as err:
+            raise RegrowError(f"input {str(path)!r} is a damaged Parquet file: {err}") from err
+
+
+def _texts(values) -> Iterator[str]:
+    for text in values:
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+def _dataset_documents(folder: Path, options: ReadOptions) -> Iterator[str]:
+    """The texts of a `datasets` folder: `load_from_disk` for `save_to_disk` output (memory-mapped
+    Arrow), else `load_dataset(folder, streaming=True)` (read in place, no cache copy)."""
+    import datasets
+
+    try:
+        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+            data = datasets.load_from_disk(str(folder))
+        else:
+            data = datasets.load_dataset(str(folder), streaming=True)
+    except Exception as err:  # noqa: BLE001  (datasets raises many types for a bad folder)
+        first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+        raise RegrowError(f"dataset folder {str(folder)!r} could not be read by `datasets`: {first}") from err
+    if isinstance(data, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if options.split not in data:
+            raise RegrowError(f"dataset folder {str(folder)!r} has no split {options.split!r}; it has: "
+                              f"{', '.join(data)} (set --dataset-split)")
+        data = data[options.split]
+    columns = data.column_names
+    if columns is None:  # a streamed dataset learns its columns from its first rows
+        columns = list(next(iter(data.take(1)), {}).keys())
+    if options.text_field not in columns:
+        raise RegrowError(f"dataset folder {str(folder)!r} has no field {options.text_field!r}; fields: "
+                          f"{', '.join(columns)} (set --text-field)")
+    for batch in data.select_columns([options.text_field]).iter(batch_size=256):
+        yield from _texts(batch[options.text_field])
 
 
 def stdlib_files() -> list[Path]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from regrow.analysis.sensitivity import sensitivity_of_models
 from regrow.atomic import write_json_atomic, write_text_atomic
 from regrow.config import from_dict
-from regrow.data.prepare import prepare_domain
+from regrow.data.prepare import PrepareOptions, prepare_domain
 from regrow.data.sources import SourceRecord, iter_builtin
 from regrow.data.store import MANIFEST, TokenStore, read_manifest
 from regrow.data.tokenizer import load_tokenizer, train_bpe
@@ -123,7 +124,9 @@ def prepare_demo_data(out: Path, max_documents: int | None = None) -> tuple[Path
             print(f"[demo] building domain {domain!r} from {builtin}")
             record = SourceRecord()
             docs = itertools.islice(iter_builtin(builtin, record), max_documents)
-            prepare_domain(docs, record, tokenizer, str(tokenizer_dir), data_dir, domain, 0.02, progress=False)
+            options = PrepareOptions(val_fraction=0.02, inputs_key=f"{builtin} {max_documents} {sys.version}",
+                                     progress=False)
+            prepare_domain(docs, record, tokenizer, str(tokenizer_dir), data_dir, domain, options)
     return tokenizer_dir, data_dir
 
 
