@@ -1,5 +1,5 @@
 """`regrow list [--markdown]`: every registered extension (methods, reinits, schedules, laws,
-families, executors, loggers, callbacks) with what it declares. The README's tables are this
+families, executors, loggers, callbacks, tokenizer engines) with what it declares. The README's tables are this
 command's markdown output, so they cannot drift from the code."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from regrow.cli.commands import COMMANDS
 from regrow.compress.families import FAMILIES
 from regrow.compress.methods import METHODS
 from regrow.compress.reinit import REINITS
+from regrow.data.engines import ENGINES
 from regrow.registry import summary_of
 from regrow.schedules import SCHEDULES, Schedule
 from regrow.study.executors import EXECUTORS
@@ -46,6 +47,8 @@ def tables() -> list[tuple[str, list[str], list[list[str]]]]:
         ("Loggers (`train.loggers`)", ["name", "what it does"], [[n, summary_of(c)] for n, c in LOGGERS.items()]),
         ("Training callbacks (`train.callbacks`; the first five are built in)", ["name", "what it does"],
          [[n, summary_of(c)] for n, c in CALLBACKS.items()]),
+        ("Tokenizer engines (`regrow data prepare --engine`)", ["name", "what it does", "reference"],
+         [[n, summary_of(c), _yes(c.reference)] for n, c in ENGINES.items()]),
     ]
 
 

@@ -6,10 +6,14 @@ import numpy as np
 
 from regrow.data.engines.base import ENGINES, TokenEngine
 
+GROUP_CHARS = 64 << 10
+
 
 @ENGINES.register("hf")
 class HFEngine(TokenEngine):
-    """A fast tokenizer is sent to the workers as its JSON; a slow (Python) one runs in the main process."""
+    """the tokenizer's own HF `tokenizers` backend: the reference every other engine must reproduce
+
+    A fast tokenizer is sent to the workers as its JSON; a slow (Python) one runs in the main process."""
 
     reference = True
 
@@ -34,5 +38,20 @@ class HFEngine(TokenEngine):
             from tokenizers import Tokenizer
 
             self._backend = Tokenizer.from_str(self.tokenizer_json)
-        encodings = self._backend.encode_batch_fast(documents, add_special_tokens=False)  # no offsets
-        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        out = []
+        for group in _groups(documents, GROUP_CHARS):  # an Encoding costs ~100x its text: small batches
+            encodings = self._backend.encode_batch_fast(group, add_special_tokens=False)  # no offsets
+            out += [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        return out
+
+
+def _groups(documents: list[str], chars: int):
+    group, size = [], 0
+    for doc in documents:
+        group.append(doc)
+        size += len(doc)
+        if size >= chars:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group

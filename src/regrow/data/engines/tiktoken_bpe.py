@@ -56,6 +56,8 @@ def _pattern(pre_tokenizer: dict | None) -> str:
 
 @ENGINES.register("tiktoken")
 class TiktokenEngine(TokenEngine):
+    """tiktoken's BPE built from a byte-level HF vocabulary and merges, ~4x faster; used when it reproduces hf on a sample"""
+
     def __init__(self, pattern: str, ranks: dict[bytes, int], specials: dict[str, int], ids: np.ndarray, nfc: bool):
         self.pattern, self.ranks, self.specials, self.ids, self.nfc = pattern, ranks, specials, ids, nfc
         self._encoding = None
