@@ -76,19 +76,19 @@ def _data_copy(data_dir, tmp_path, damage):
 
 
 def _truncate_tokens(folder):
-    path = folder / "code" / "train.bin"
+    path = folder / "code" / "train-00000.bin"
     path.write_bytes(path.read_bytes()[:-6])
 
 
 def _grow_tokens(folder):
-    with open(folder / "prose" / "validation.bin", "ab") as handle:
+    with open(folder / "prose" / "validation-00000.bin", "ab") as handle:
         handle.write(b"\x00\x00")
 
 
 DATA_DAMAGE = {
     "tokens_truncated": (_truncate_tokens, "is truncated"),
     "tokens_longer": (_grow_tokens, "is longer than its manifest says"),
-    "tokens_missing": (lambda f: (f / "code" / "validation.bin").unlink(), "is missing"),
+    "tokens_missing": (lambda f: (f / "code" / "validation-00000.bin").unlink(), "is missing"),
     "manifest_not_json": (lambda f: (f / "manifest.json").write_text("{"), "is not valid JSON"),
     "manifest_no_domains": (lambda f: (f / "manifest.json").write_text("{}"), "it lacks 'domains'"),
     "manifest_list": (lambda f: (f / "manifest.json").write_text("[]"), "must hold a JSON object"),

@@ -18,6 +18,7 @@ FLAGS = {
     "reinit": "reinit", "out": "out", "steps": "sheared.steps", "seed": "seed", "seq_len": "seq_len",
     "batch_size": "batch_size", "calibration_samples": "calibration_samples", "depth_mode": "depth_mode",
     "expert_criterion": "expert_criterion",
+    "sparsity": "sparsity", "pattern": "pattern",
     "device": "device", "precision": "precision", "streaming": "streaming", "activation_memory_gb": "activation_memory_gb",
 }
 
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
                         "or an HF config.json to match")
     parser.add_argument("--target-ratio", type=finite_float, metavar="R", help="fraction of parameters to keep (0 < R <= 1)")
     parser.add_argument("--method", help=f"one of {', '.join(METHODS)} (default activation)")
+    parser.add_argument("--sparsity", type=finite_float, metavar="S",
+                        help="sparse methods: fraction of each output row's weights zeroed (0 < S < 1)")
+    parser.add_argument("--pattern", metavar="N:M", help="sparse methods: keep N of every M consecutive weights of a row (2:4)")
     parser.add_argument("--data", metavar="DATA_DIR", help="calibration / mask-training data (`regrow data prepare`)")
     parser.add_argument("--mixture", nargs="+", metavar="NAME=W", help="domain weights (default: all domains equally)")
     parser.add_argument("--reinit", help=f"one of {', '.join(REINITS)} (default none)")

@@ -32,8 +32,8 @@ def _schedule_keys(cls) -> str:
 def tables() -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every registry."""
     return [
-        ("Compression methods (`--method`, `grid.method`)", ["name", "what it does", "data", "trains", "width", "streams"],
-         [[n, summary_of(c), _yes(c.needs_data), _yes(c.trains), _yes(c.changes_width), _yes(c.streams)]
+        ("Compression methods (`--method`, `grid.method`)", ["name", "what it does", "data", "trains", "width", "streams", "sparse"],
+         [[n, summary_of(c), _yes(c.needs_data), _yes(c.trains), _yes(c.changes_width), _yes(c.streams), _yes(c.sparse)]
           for n, c in METHODS.items()]),
         ("Re-initialisations (`--reinit`)", ["name", "what it does"], [[n, summary_of(f)] for n, f in REINITS.items()]),
         ("LR schedules (`schedule.name`)", ["name", "what it does", "own keys"],

@@ -35,6 +35,14 @@ class ShearedOptions:
 
 
 @dataclass
+class SparseGPTOptions:
+    """SparseGPT's solver (ALGORITHMS.md section 10; the paper's defaults)."""
+
+    block_size: int = 128  # input columns whose mask is chosen together
+    percdamp: float = 0.01  # dampening: lambda = percdamp x mean(diag(H))
+
+
+@dataclass
 class ShrinkPerturbOptions:
     shrink: float = 0.8  # lambda
     perturb: float = 0.01  # sigma
@@ -63,10 +71,14 @@ class PruneConfig:
     progress: bool = True
     streaming: bool = False  # read the checkpoint lazily and calibrate one layer at a time (prune beyond memory)
     activation_memory_gb: float = 1.0  # streaming: calibration activations beyond this go to disk
+    sparsity: float | None = None  # sparse methods: fraction of each output row zeroed
+    pattern: str | None = None  # sparse methods: N:M, N kept in every M consecutive inputs of a row
     sheared: ShearedOptions = field(default_factory=ShearedOptions)
+    sparsegpt: SparseGPTOptions = field(default_factory=SparseGPTOptions)
     shrink_perturb: ShrinkPerturbOptions = field(default_factory=ShrinkPerturbOptions)
 
-    def validate(self, methods: list[str], reinits: list[str]) -> None:
+    def validate(self, methods: list[str], reinits: list[str], sparse: list[str] = ()) -> None:
+        """Check the config; `sparse`: the methods that zero weights instead of removing units."""
         if not self.model:
             raise RegrowError("--model is required: an HF model folder")
         if not self.out:
@@ -75,7 +87,12 @@ class PruneConfig:
             raise RegrowError(f"unknown method {self.method!r}; allowed: {', '.join(methods)}")
         if self.reinit not in reinits:
             raise RegrowError(f"unknown reinit {self.reinit!r}; allowed: {', '.join(reinits)}")
-        if (self.target is None) == (self.target_ratio is None):
+        if self.method in sparse:
+            self._validate_sparse()
+        elif self.sparsity is not None or self.pattern is not None:
+            raise RegrowError(f"--sparsity / --pattern apply to the sparse methods ({', '.join(sparse)}); method "
+                              f"{self.method!r} removes whole units: give --target or --target-ratio")
+        elif (self.target is None) == (self.target_ratio is None):
             raise RegrowError("give exactly one of --target SPEC and --target-ratio R")
         if self.target_ratio is not None and not 0 < self.target_ratio <= 1:
             raise RegrowError(f"--target-ratio is {self.target_ratio}; allowed: 0 < R <= 1")
@@ -99,3 +116,31 @@ class PruneConfig:
                 raise RegrowError(f"{key} is {value}; allowed: 0..1")
         if min(s.lr_weights, s.lr_masks, s.lr_lambdas, s.grad_clip) < 0:
             raise RegrowError("sheared learning rates and grad_clip must be >= 0")
+        if self.sparsegpt.block_size < 1:
+            raise RegrowError(f"sparsegpt.block_size is {self.sparsegpt.block_size}; it must be >= 1")
+        if not 0 <= self.sparsegpt.percdamp:
+            raise RegrowError(f"sparsegpt.percdamp is {self.sparsegpt.percdamp}; it must be >= 0")
+
+    def _validate_sparse(self) -> None:
+        if (self.sparsity is None) == (self.pattern is None):
+            raise RegrowError(f"method {self.method!r} zeroes weights: give exactly one of --sparsity S and --pattern N:M")
+        if self.target is not None or self.target_ratio is not None:
+            raise RegrowError(f"method {self.method!r} keeps the architecture: --target / --target-ratio do not apply "
+                              "(give --sparsity S or --pattern N:M)")
+        if self.sparsity is not None and not 0 < self.sparsity < 1:
+            raise RegrowError(f"--sparsity is {self.sparsity}; allowed: 0 < S < 1 (the fraction of each row zeroed)")
+        if self.pattern is not None:
+            parse_pattern(self.pattern)
+        if self.streaming:
+            raise RegrowError(f"--streaming runs the structured methods; sparse method {self.method!r} runs in memory")
+
+
+def parse_pattern(text: str) -> tuple[int, int]:
+    """`N:M` -> (N, M): N weights kept in every M consecutive inputs of a row."""
+    try:
+        n, m = (int(part) for part in str(text).split(":"))
+    except ValueError:
+        raise RegrowError(f"--pattern {text!r} is not N:M (e.g. 2:4)") from None
+    if not 0 < n < m:
+        raise RegrowError(f"--pattern {text!r}: N must be at least 1 and below M (e.g. 2:4)")
+    return n, m

@@ -24,6 +24,7 @@ from regrow.compress.reinit import REINITS
 from regrow.compress.report import CONFIG, REPORT, pruning_report
 from regrow.compress.select import select
 from regrow.compress.slicing import KeptUnits
+from regrow.compress.sparse import prune_sparse
 from regrow.compress.streaming import StreamingModel
 from regrow.compress.targets import checked_target, count_parameters, describe_split
 from regrow.config import to_dict, write_yaml_atomic
@@ -41,7 +42,7 @@ def _silent(message: str) -> None:
 
 def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     """Run one pruning job; returns the report (also written to OUT/pruning_report.json)."""
-    cfg.validate(list(METHODS), list(REINITS))
+    cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
     out = check_output_dir(cfg.out, "--out")
     method = METHODS[cfg.method]()
     access = StreamingModel if cfg.streaming else InMemoryModel
@@ -54,6 +55,10 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     if not world.is_main:
         echo = _silent
     started = time.perf_counter()
+    if method.sparse:
+        if world.distributed:
+            raise RegrowError(f"sparse method {cfg.method!r} runs as one process (not under torchrun)")
+        return prune_sparse(cfg, method, resolve_device(cfg.device), out, started, echo)
     device = world.device(resolve_device(cfg.device))
     world.start(device)  # a sharded (sheared) model is loaded by every process together
     try:

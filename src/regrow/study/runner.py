@@ -60,7 +60,7 @@ def validate_against_data(cfg: StudyConfig, jobs: list[Job]) -> None:
         try:
             if job.kind == "prune":
                 prune_cfg = from_dict(PruneConfig, job.config)
-                prune_cfg.validate(list(METHODS), list(REINITS))
+                prune_cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
                 if prune_cfg.streaming:
                     check_streaming(prune_cfg)
             else:
@@ -124,7 +124,7 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
     from regrow.compress.methods import METHODS
     from regrow.compress.reinit import REINITS
 
-    cfg.validate(list(METHODS), list(REINITS))
+    cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
     if jobs_in_parallel < 1:
         raise RegrowError(f"--jobs is {jobs_in_parallel}; it must be >= 1")
     runner_class = EXECUTORS[executor]

@@ -20,6 +20,7 @@ from regrow.compress.families.base import FamilyAdapter
 from regrow.compress.layerwise import LayerwiseModel
 from regrow.compress.masks import Masks
 from regrow.compress.shape import EXPERT_KEYS, SHAPE_KEYS, ArchShape
+from regrow.compress.sparsity import SparseResult
 from regrow.data.sampler import MixtureSampler
 from regrow.device import autocast
 from regrow.errors import RegrowError
@@ -86,6 +87,7 @@ class PruningMethod:
     changes_width: ClassVar[bool] = True  # False: removes whole layers only (a ratio target keeps the width)
     streams: ClassVar[bool] = False  # scores without gradients: can run on a checkpoint read layer by layer
     scores_experts: ClassVar[bool] = False  # scores experts and their channels (mixtures of experts)
+    sparse: ClassVar[bool] = False  # zeroes weights inside the matrices (--sparsity / --pattern), keeps the shape
 
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
         """Refuse targets the method cannot reach (by default: a width change if it only removes
@@ -113,3 +115,21 @@ def require_layers_only(name: str, source: ArchShape, target: ArchShape) -> None
         width = METHODS.where(lambda method: method.changes_width)
         raise RegrowError(f"method {name!r} removes whole layers only, but the target changes {', '.join(changed)}; "
                           f"use {', '.join(width)} for width")
+
+
+class SparseMethod(PruningMethod):
+    """A method that keeps the architecture and zeroes weights (compress/sparse.py runs it)."""
+
+    sparse = True
+    changes_width = False
+    passes: ClassVar[int] = 0  # forward passes over the calibration tokens it costs (for the report's FLOPs)
+
+    def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
+        return self.passes * forward_flops_per_token(shape, seq_len) * details.get("calibration_tokens", 0)
+
+    def sparsify(self, ctx) -> SparseResult:
+        """The kept-weight masks (`ctx`: compress.sparse.SparseContext); may update kept weights."""
+        raise NotImplementedError
+
+    def run(self, ctx: PruneContext) -> MethodResult:
+        raise RegrowError(f"method {self.name!r} is a sparse method: give --sparsity S or --pattern N:M")

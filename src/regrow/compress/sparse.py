@@ -1,0 +1,107 @@
+"""The pipeline of a sparse method (ALGORITHMS.md section 10): load, calibrate, mask, write.
+
+A sparse method keeps the architecture and zeroes weights of every linear layer inside the
+decoder (attention and MLP projections, a shared expert; not the router, the embeddings or the
+LM head; the fused expert tensors of a mixture of experts stay dense): `--sparsity S` removes
+the fraction S of each output row, `--pattern N:M` keeps N of every M consecutive inputs of a
+row. The output is a plain HF folder with the zeros in place, `sparsity_mask.safetensors` and
+the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from regrow.atomic import atomic_dir, write_json_atomic
+from regrow.compress.calibration import calibration_sampler
+from regrow.compress.config import PruneConfig
+from regrow.compress.families import adapter_for
+from regrow.compress.reinit import REINITS
+from regrow.compress.report import CONFIG, REPORT
+from regrow.compress.sparsity import SparseContext, SparsityTarget, sparse_linears
+from regrow.config import to_dict, write_yaml_atomic
+from regrow.data.tokenizer import load_tokenizer_if_any
+from regrow.models.flops import forward_flops_per_token, model_shape
+from regrow.models.hf import load_model
+from regrow.models.sparsity import MASK_FILE
+
+
+def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: float,
+                 echo: Callable[[str], None]) -> dict:
+    """Load, calibrate, mask every linear of the decoder, check, write (one process)."""
+    target = SparsityTarget.of(cfg)
+    model = load_model(cfg.model, cfg.trust_remote_code).to(device)
+    model.eval()
+    adapter = adapter_for(model.config)
+    linears = sparse_linears(model, adapter)
+    for name, module in ((n, m) for layer in linears.values() for n, m in layer.items()):
+        target.check(name, module.weight)
+    tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
+    batches, mixture = [], {}
+    if method.needs_data:
+        sampler, mixture = calibration_sampler(cfg, tokenizer, model)
+        steps = -(-cfg.calibration_samples // cfg.batch_size)
+        batches = [sampler.batch(step)[0].to(device) for step in range(steps)]
+    n_weights = sum(m.weight.numel() for layer in linears.values() for m in layer.values())
+    echo(f"source: {type(model).__name__}, {len(linears)} layers; {n_weights:,} weights in "
+         f"{sum(len(v) for v in linears.values())} linear layers to sparsify to {target.describe()}")
+    scoring = time.perf_counter()
+    result = method.sparsify(SparseContext(model, adapter, target, cfg, device, batches))
+    scoring_seconds = time.perf_counter() - scoring
+    _check_masks(model, result.masks, target)
+    if cfg.reinit != "none":
+        model = REINITS[cfg.reinit](model, adapter, cfg.seed, cfg.shrink_perturb.shrink, cfg.shrink_perturb.perturb)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, kept in result.masks.items():
+            params[name].mul_(kept.to(params[name].device))
+    zeros = {name: int((~kept).sum()) for name, kept in result.masks.items()}
+    for name in result.masks:  # the written weights hold the mask's zeros (at least)
+        assert int((params[name] == 0).sum()) >= zeros[name]
+    tokens = len(batches) * cfg.batch_size * cfg.seq_len
+    report = {
+        "model": str(cfg.model),
+        "method": cfg.method,
+        "reinit": cfg.reinit,
+        "sparsity": {"pattern": target.describe(), "fraction_removed": target.fraction_removed,
+                     "weights": n_weights, "zeros": sum(zeros.values()),
+                     "per_tensor": {name: zeros[name] / kept.numel() for name, kept in result.masks.items()}},
+        "mixture": mixture,
+        "calibration_tokens": tokens,
+        "flops": method.flops(model_shape(model), cfg.seq_len, {"calibration_tokens": tokens})
+        if method.needs_data else 0.0,
+        "forward_flops": forward_flops_per_token(model_shape(model), cfg.seq_len) * tokens,
+        "method_details": result.details,
+        "wall_seconds": {"scoring": scoring_seconds, "total": None},
+    }
+    model = model.cpu()
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        from safetensors.torch import save_file
+
+        save_file({name: kept.cpu().contiguous() for name, kept in result.masks.items()}, str(tmp / MASK_FILE))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        report["wall_seconds"]["total"] = time.perf_counter() - started
+        write_yaml_atomic(tmp / CONFIG, to_dict(cfg))
+        write_json_atomic(tmp / REPORT, report)
+    echo(f"removed {sum(zeros.values()):,} of {n_weights:,} weights ({sum(zeros.values()) / n_weights:.1%}, "
+         f"{target.describe()}); wrote {out} in {report['wall_seconds']['total']:.1f} s")
+    return report
+
+
+def _check_masks(model: nn.Module, masks: dict[str, torch.Tensor], target: SparsityTarget) -> None:
+    """Every mask has its weight's shape and the target's pattern (a method's bug, not the user's)."""
+    params = dict(model.named_parameters())
+    for name, kept in masks.items():
+        assert kept.dtype == torch.bool and kept.shape == params[name].shape, name
+        if target.m is not None:
+            groups = kept.reshape(kept.shape[0], -1, target.m).sum(-1)
+            assert bool((groups <= target.n).all()), name
+        else:
+            removed = int(kept.shape[1] * target.sparsity)
+            assert bool(((~kept).sum(1) >= removed).all()), name

@@ -1,0 +1,171 @@
+"""Sparse methods (issue 18): wanda, sparsegpt, magnitude-sparse, random-sparse with --sparsity
+and --pattern N:M; the output folder, masks checked against independent computations."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from regrow.cli.main import main
+from regrow.data.sampler import MixtureSampler
+from regrow.data.store import TokenStore
+
+SPARSE = ["wanda", "sparsegpt", "magnitude-sparse", "random-sparse"]
+FAST = ["--seq-len", "32", "--batch-size", "4", "--calibration-samples", "8", "--no-progress"]
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def sparse_prune(model, method, out, data_dir, *extra) -> int:
+    args = ["prune", "--model", str(model), "--method", method, "--out", str(out), *FAST, *map(str, extra)]
+    if method in ("wanda", "sparsegpt"):
+        args += ["--data", str(data_dir)]
+    return main(args)
+
+
+@pytest.fixture(scope="module")
+def sparse_folders(family_models, data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sparse")
+    folders = {}
+    for method in SPARSE:
+        for name, extra in (("half", ["--sparsity", "0.5"]), ("2:4", ["--pattern", "2:4"])):
+            out = root / f"{method}-{name.replace(':', '-')}"
+            assert sparse_prune(family_models["llama"], method, out, data_dir, *extra) == 0
+            folders[method, name] = out
+    return folders
+
+
+@pytest.mark.parametrize("method", SPARSE)
+def test_sparse_output_is_a_plain_hf_folder_with_its_mask(method, sparse_folders, family_models):
+    """Vanilla transformers loads it; every linear of every layer has a boolean mask of its shape;
+    the weights are zero where the mask says; half of each row (or 2 of every 4) is zero;
+    everything else (embeddings, norms, head) is the source's."""
+    source = AutoModelForCausalLM.from_pretrained(family_models["llama"])
+    for name in ("half", "2:4"):
+        out = sparse_folders[method, name]
+        model = AutoModelForCausalLM.from_pretrained(out)
+        masks = load_file(out / "sparsity_mask.safetensors")
+        expected = {f"model.layers.{i}.{'self_attn' if p[0] in 'qkvo' else 'mlp'}.{p}.weight"
+                    for i in range(source.config.num_hidden_layers) for p in LINEARS}
+        assert set(masks) == expected
+        params = dict(model.named_parameters())
+        for key, kept in masks.items():
+            weight = params[key]
+            assert kept.dtype == torch.bool and kept.shape == weight.shape
+            assert bool((weight[~kept] == 0).all())
+            if name == "half":
+                assert ((~kept).sum(1) == weight.shape[1] // 2).all()
+            else:
+                assert ((kept.reshape(weight.shape[0], -1, 4).sum(-1)) == 2).all()
+                assert ((weight != 0).reshape(weight.shape[0], -1, 4).sum(-1) <= 2).all()
+        for key, value in source.state_dict().items():
+            if key not in masks:
+                assert torch.equal(model.state_dict()[key], value), key
+        report = json.loads((out / "pruning_report.json").read_text())
+        assert report["sparsity"]["pattern"] == ("50% unstructured" if name == "half" else "2:4")
+        assert report["sparsity"]["zeros"] == sum(int((~m).sum()) for m in masks.values())
+        assert report["calibration_tokens"] == (8 * 32 if method in ("wanda", "sparsegpt") else 0)
+        assert set(report["sparsity"]["per_tensor"]) == expected
+
+
+def _calibration(data_dir, model):
+    sampler = MixtureSampler(TokenStore(data_dir), {"code": 1.0, "prose": 1.0}, 32, 4, seed=0)  # prune sorts the domains
+    return [sampler.batch(step)[0] for step in range(2)]
+
+
+def linear_inputs(model, prefix: str, batches) -> dict[str, torch.Tensor]:
+    """The inputs (one row per token) of every linear under `prefix`, over the batches, by weight name."""
+    inputs: dict[str, list] = {}
+
+    def keep(key, module, args, output):
+        inputs.setdefault(key, []).append(args[0].reshape(-1, module.in_features))
+
+    hooks = [module.register_forward_hook(functools.partial(keep, f"{name}.weight"))
+             for name, module in model.named_modules() if name.startswith(prefix) and isinstance(module, torch.nn.Linear)]
+    with torch.no_grad():
+        for ids in batches:
+            model(input_ids=ids)
+    for hook in hooks:
+        hook.remove()
+    return {key: torch.cat(xs) for key, xs in inputs.items()}
+
+
+def test_wanda_masks_are_the_formula_layer_by_layer(sparse_folders, family_models, data_dir):
+    """Independently: the model with the earlier layers' masks applied, inputs of each linear
+    collected by hooks over the calibration batches; score |W| x ||X||, lowest half of each row."""
+    model = AutoModelForCausalLM.from_pretrained(family_models["llama"]).eval()
+    masks = load_file(sparse_folders["wanda", "half"] / "sparsity_mask.safetensors")
+    batches = _calibration(data_dir, model)
+    params = dict(model.named_parameters())
+    for layer in range(model.config.num_hidden_layers):
+        for key, x in linear_inputs(model, f"model.layers.{layer}.", batches).items():
+            x = x.double()
+            score = params[key].detach().abs().double() * (x * x).sum(0).sqrt()
+            lowest = score.argsort(dim=1)[:, : score.shape[1] // 2]
+            expected = torch.ones_like(score, dtype=torch.bool).scatter_(1, lowest, False)
+            assert torch.equal(masks[key], expected), key
+            with torch.no_grad():
+                params[key].mul_(masks[key])
+
+
+def test_sparsegpt_reconstructs_better_than_zeroing(sparse_folders, family_models, data_dir):
+    """On layer 0 (whose inputs no pruning changed): ||W X - W' X|| of sparsegpt's weights is
+    below that of its own mask applied without the update, and below wanda's and magnitude's."""
+    model = AutoModelForCausalLM.from_pretrained(family_models["llama"]).eval()
+    batches = _calibration(data_dir, model)
+    inputs = linear_inputs(model, "model.layers.0.", batches)
+    source = dict(model.named_parameters())
+    pruned = {m: load_file(sparse_folders[m, "half"] / "model.safetensors") for m in ("sparsegpt", "wanda", "magnitude-sparse")}
+    sgpt_masks = load_file(sparse_folders["sparsegpt", "half"] / "sparsity_mask.safetensors")
+    for key, x in inputs.items():
+        original = source[key].detach()
+        sgpt = output_error(x, original, pruned["sparsegpt"][key])
+        assert sgpt < output_error(x, original, original * sgpt_masks[key]), key
+        assert sgpt < output_error(x, original, pruned["wanda"][key]), key
+        assert sgpt < output_error(x, original, pruned["magnitude-sparse"][key]), key
+    report = json.loads((sparse_folders["sparsegpt", "half"] / "pruning_report.json").read_text())
+    errors = report["method_details"]["relative_reconstruction_error"]
+    assert len(errors) == model.config.num_hidden_layers and all(0 < e < 1 for e in errors.values())
+
+
+def output_error(x: torch.Tensor, original: torch.Tensor, weight: torch.Tensor) -> float:
+    return float((x @ weight.T - x @ original.T).norm())
+
+
+def test_random_sparse_is_seeded(family_models, tmp_path, data_dir):
+    for seed in ("1", "1", "2"):
+        assert sparse_prune(family_models["llama"], "random-sparse", tmp_path / seed / str(len(list(tmp_path.iterdir()))),
+                            data_dir, "--sparsity", "0.3", "--seed", seed) == 0
+    a, b, c = (load_file(p / "sparsity_mask.safetensors") for p in sorted(tmp_path.glob("*/*")))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--sparsity", "0"], "allowed: 0 < S < 1"),
+    (["--sparsity", "1"], "allowed: 0 < S < 1"),
+    (["--sparsity", "1.5"], "allowed: 0 < S < 1"),
+    (["--pattern", "4:4"], "N must be at least 1 and below M"),
+    (["--pattern", "3:2"], "N must be at least 1 and below M"),
+    (["--pattern", "two:four"], "is not N:M"),
+    (["--pattern", "2:5"], "M=5 does not divide the input width 64"),
+    (["--sparsity", "0.5", "--pattern", "2:4"], "exactly one of --sparsity S and --pattern N:M"),
+    ([], "exactly one of --sparsity S and --pattern N:M"),
+    (["--sparsity", "0.5", "--target-ratio", "0.5"], "keeps the architecture"),
+])
+def test_sparse_bad_input(extra, expect, family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert sparse_prune(family_models["llama"], "wanda", tmp_path / "out", data_dir, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_structured_method_refuses_sparsity(family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["prune", "--model", str(family_models["llama"]), "--method", "magnitude", "--sparsity", "0.5",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "apply to the sparse methods" in capsys.readouterr().err
