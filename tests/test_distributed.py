@@ -317,3 +317,30 @@ def test_training_from_a_model_init_with_a_sharded_teacher_matches_one_process(s
     kl = [[r["kl"] for r in read_metrics(tmp_path / run) if r["event"] == "train"] for run in ("one", "two")]
     assert kl[0] == pytest.approx(kl[1], rel=1e-4, abs=1e-8)
     assert kl[0][0] == pytest.approx(0.0, abs=1e-6) and all(v > 1e-5 for v in kl[0][1:])  # teacher = the init, then apart
+
+
+def test_sparse_training_with_two_processes_matches_one(family_models, tokenizer_dir, data_dir, tmp_path):
+    """A 2:4 model (its mask beside model.init) trained by 2 FSDP2 processes (the mask cut to each
+    rank's shard), stopped half-way and resumed, equals 1 process; the export keeps 2:4."""
+    from regrow.cli.main import main
+
+    sparse = tmp_path / "sparse"
+    assert main(["prune", "--model", str(family_models["llama"]), "--method", "magnitude-sparse", "--pattern", "2:4",
+                 "--out", str(sparse), "--no-progress"]) == 0
+
+    def recipe_path(name, steps):
+        cfg = recipe(tokenizer_dir, data_dir, tmp_path / name, schedule=SCHEDULE, model={"init": str(sparse)},
+                     train={**TRAIN, "steps": steps})
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    ok(launch(recipe_path("one", STEPS), 1))
+    ok(launch(recipe_path("two", STEPS // 2), 2))
+    ok(launch(recipe_path("two", STEPS), 2, "--resume"))
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    masks = load_file(sparse / "sparsity_mask.safetensors")
+    weights = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for name, kept in masks.items():
+        assert bool((weights[name][~kept] == 0).all()), name
+        assert bool(((weights[name] != 0).reshape(kept.shape[0], -1, 4).sum(-1) <= 2).all()), name

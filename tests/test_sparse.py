@@ -169,3 +169,75 @@ def test_structured_method_refuses_sparsity(family_models, data_dir, tmp_path, c
     assert main(["prune", "--model", str(family_models["llama"]), "--method", "magnitude", "--sparsity", "0.5",
                  "--out", str(tmp_path / "o")]) == 2
     assert "apply to the sparse methods" in capsys.readouterr().err
+
+
+# --- sparse continued pre-training ------------------------------------------------------------
+
+def _train(init, tokenizer_dir, data_dir, out, steps, resume=False, **train):
+    from conftest import recipe
+
+    from regrow.config import from_dict
+    from regrow.train.config import RunConfig
+    from regrow.train.trainer import Trainer
+
+    spec = recipe(tokenizer_dir, data_dir, out, model={"init": str(init)})
+    spec["train"].update(steps=steps, checkpoint_every=3, eval_every=3, **train)
+    spec["schedule"]["total_steps"] = 6
+    trainer = Trainer(from_dict(RunConfig, spec), resume=resume)
+    trainer.run()
+    return trainer
+
+
+def test_training_holds_the_mask_exactly_and_resumes(sparse_folders, tokenizer_dir, data_dir, tmp_path):
+    """From a 2:4 model (its mask found beside model.init): after training the masked weights and
+    their AdamW moments are exactly zero, the kept ones moved; the export keeps 2:4 and carries
+    the mask; stopped at step 3 and resumed, the weights equal the uninterrupted run's."""
+    init = sparse_folders["magnitude-sparse", "2:4"]
+    masks = load_file(init / "sparsity_mask.safetensors")
+    start = load_file(init / "model.safetensors")
+    whole = _train(init, tokenizer_dir, data_dir, tmp_path / "whole", 6)
+    params = dict(whole.model.named_parameters())
+    for name, kept in masks.items():
+        param = params[name].detach()
+        assert bool((param[~kept] == 0).all()), name
+        assert bool((param[kept] != start[name][kept]).any()), name  # trained
+        state = whole.optimizer.state[params[name]]
+        assert bool((state["exp_avg"][~kept] == 0).all()) and bool((state["exp_avg_sq"][~kept] == 0).all())
+        assert bool((state["exp_avg_sq"][kept] != 0).any())
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "whole" / "model")
+    for name, weight in exported.named_parameters():
+        if name in masks:
+            assert ((weight != 0).reshape(weight.shape[0], -1, 4).sum(-1) <= 2).all(), name
+    carried = load_file(tmp_path / "whole" / "model" / "sparsity_mask.safetensors")
+    assert set(carried) == set(masks) and all(torch.equal(carried[k], masks[k]) for k in masks)
+    summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["compute"]["sparsity"]["zeros"] == sum(int((~m).sum()) for m in masks.values())
+    _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 3)
+    resumed = _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 6, resume=True)
+    for name, param in resumed.model.named_parameters():
+        assert torch.equal(param, params[name]), name
+
+
+def test_dense_training_when_asked(sparse_folders, tokenizer_dir, data_dir, tmp_path):
+    init = sparse_folders["magnitude-sparse", "half"]
+    masks = load_file(init / "sparsity_mask.safetensors")
+    trainer = _train(init, tokenizer_dir, data_dir, tmp_path / "dense", 2, sparsity_mask="none")
+    params = dict(trainer.model.named_parameters())
+    assert any(bool((params[n].detach()[~m] != 0).any()) for n, m in masks.items())
+    assert not (tmp_path / "dense" / "model" / "sparsity_mask.safetensors").exists()
+
+
+def test_a_mask_of_another_model_is_refused(sparse_folders, tokenizer_dir, data_dir, tmp_path, capsys):
+    from conftest import recipe
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "mask.safetensors"
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.ones(3, 5, dtype=torch.bool)}, str(bad))
+    spec = recipe(tokenizer_dir, data_dir, tmp_path / "run", model={"init": str(sparse_folders["wanda", "half"])})
+    spec["train"]["sparsity_mask"] = str(bad)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.layers.0.mlp.up_proj.weight" in err[0] and "(3, 5)" in err[0], err

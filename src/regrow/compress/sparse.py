@@ -27,7 +27,7 @@ from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.models.flops import forward_flops_per_token, model_shape
 from regrow.models.hf import load_model
-from regrow.models.sparsity import MASK_FILE
+from regrow.models.sparsity import MASK_FILE, write_mask_file
 
 
 def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: float,
@@ -81,9 +81,7 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     model = model.cpu()
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        from safetensors.torch import save_file
-
-        save_file({name: kept.cpu().contiguous() for name, kept in result.masks.items()}, str(tmp / MASK_FILE))
+        write_mask_file(tmp / MASK_FILE, result.masks)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         report["wall_seconds"]["total"] = time.perf_counter() - started

@@ -16,6 +16,7 @@ import torch
 from regrow.atomic import atomic_dir
 from regrow.errors import RegrowError
 from regrow.models.lazy import LazyCheckpoint
+from regrow.models.sparsity import MASK_FILE, write_mask_file
 
 SAFETENSORS_GLOBS = ("model.safetensors", "model-*.safetensors")
 
@@ -163,14 +164,17 @@ def write_model_files(model, tokenizer, folder: Path, state_dict: dict | None = 
 
 
 def save_model(
-    model, tokenizer, out_dir: str | Path, extra_json: dict[str, Any] | None = None, state_dict: dict | None = None
+    model, tokenizer, out_dir: str | Path, extra_json: dict[str, Any] | None = None, state_dict: dict | None = None,
+    sparsity_masks: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Save an HF folder (plus `extra_json` files) atomically."""
+    """Save an HF folder (plus `extra_json` files and the sparsity mask a sparse model holds) atomically."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         write_model_files(model, tokenizer, tmp, state_dict)
         for name, data in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
+        if sparsity_masks:
+            write_mask_file(tmp / MASK_FILE, sparsity_masks)
     return out_dir
 
 

@@ -43,24 +43,46 @@ def read_mask_file(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor
     return masks
 
 
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], optimizer=None) -> None:
-    """Zero the masked weights (and, with an optimizer, their state: AdamW's moments). Works on
-    plain and FSDP2-sharded parameters (the mask is cut like the parameter's local shard)."""
-    params = named_parameters(model)
-    for name, mask in masks.items():
-        param = params[name]
-        local, keep = _local(param), mask
-        if local is not param:  # a DTensor shard: this rank's rows of the mask
-            from torch.distributed.tensor import distribute_tensor
+def write_mask_file(path: Path, masks: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
 
-            keep = distribute_tensor(mask.to(local.device), param.device_mesh, param.placements).to_local()
-        keep = keep.to(local.device)
-        local.mul_(keep)
-        if optimizer is not None:
-            for value in optimizer.state.get(param, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    _local(value).mul_(keep)
+    save_file({name: mask.cpu().contiguous() for name, mask in masks.items()}, str(path))
+
+
+class HeldMasks:
+    """A sparsity pattern held through training. Each mask is cut once to its parameter's local
+    shard (FSDP2: the rows this rank holds) and placed on its device; `apply` zeroes the masked
+    weights and, given the optimizer, their state (AdamW's moments)."""
+
+    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor], path: Path):
+        self.masks, self.path = masks, path  # full masks on the CPU: what an export writes beside the weights
+        params = named_parameters(model)
+        self._held: list[tuple[nn.Parameter, torch.Tensor]] = []
+        for name, mask in masks.items():
+            param = params[name]
+            keep = mask
+            if _local(param) is not param:  # a DTensor: this rank's shard of the mask
+                from torch.distributed.tensor import distribute_tensor
+
+                keep = distribute_tensor(mask.to(_local(param).device), param.device_mesh, param.placements).to_local()
+            self._held.append((param, keep.to(_local(param).device)))
+
+    @property
+    def zeros(self) -> int:
+        return sum(int((~mask).sum()) for mask in self.masks.values())
+
+    @property
+    def weights(self) -> int:
+        return sum(mask.numel() for mask in self.masks.values())
+
+    @torch.no_grad()
+    def apply(self, optimizer=None) -> None:
+        for param, keep in self._held:
+            _local(param).mul_(keep)
+            if optimizer is not None:
+                for value in optimizer.state.get(param, {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                        _local(value).mul_(keep)
 
 
 def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

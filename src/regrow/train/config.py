@@ -74,6 +74,8 @@ class TrainSettings:
     compile: bool = False  # torch.compile each decoder layer
     activation_checkpointing: bool = False  # recompute each decoder layer's activations in the backward pass
     load_optimizer: bool = False  # continue with the optimizer state saved beside model.init
+    # hold a sparsity pattern: a sparsity_mask.safetensors; null = the one beside model.init if any; "none" = dense
+    sparsity_mask: str | None = None
     device: str = "auto"
     progress: bool = True
     distill: DistillConfig | None = None

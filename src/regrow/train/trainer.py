@@ -30,6 +30,7 @@ from regrow.models.evaluate import causal_lm_loss, evaluate_domains
 from regrow.models.flops import forward_flops_per_token, model_shape, training_flops_per_token
 from regrow.models.hf import build_model, check_compatible, load_model, save_model, shape_signature
 from regrow.models.sharded import empty_from_folder, gathered_state_dict, materialize
+from regrow.models.sparsity import MASK_FILE, HeldMasks, read_mask_file
 from regrow.paths import check_output_dir, only_entries
 from regrow.reading import read_json
 from regrow.resources import peak_memory
@@ -115,6 +116,7 @@ class Trainer:
             parallelize(self.model, self.world, self.device, t.precision, t.activation_checkpointing, t.compile)
         self.model.train()
         check_compatible(self.model, vocab_size_of(self.tokenizer), cfg.data.seq_len)
+        self.sparsity = self._held_masks(init)
         shape = model_shape(self.model)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.flops_per_token = training_flops_per_token(shape, cfg.data.seq_len)
@@ -137,6 +139,7 @@ class Trainer:
         self.config_dict["resolved"] = {
             "model_shape": shape_signature(self.model.config),
             "schedule": {"name": self.schedule.name, **dataclasses.asdict(self.schedule)},
+            "sparsity_mask": str(self.sparsity.path) if self.sparsity else None,
         }
 
         self.step = 0
@@ -155,6 +158,8 @@ class Trainer:
             self._restore(self.resume_from)
         elif cfg.train.load_optimizer:
             ckpt.load_optimizer(self.optimizer, self.model, init)
+        if self.sparsity is not None and self.resume_from is None:
+            self.sparsity.apply(self.optimizer)
 
     # ---- setup helpers -------------------------------------------------------------------
     def _resume_point(self, resume: bool | str) -> Path | None:
@@ -171,6 +176,17 @@ class Trainer:
         if latest is not None or (self.out / "model").exists():
             raise RegrowError(f"out_dir {str(self.out)!r} already holds a run; pass --resume to continue it or choose another out_dir")
         return None
+
+    def _held_masks(self, init: Path | None) -> HeldMasks | None:
+        """The sparsity pattern to hold: train.sparsity_mask, else the one a sparse pruning wrote
+        beside model.init; "none": train densely."""
+        value = self.cfg.train.sparsity_mask
+        if value == "none":
+            return None
+        path = Path(value) if value else (init / MASK_FILE if init is not None else None)
+        if path is None or (not value and not path.is_file()):
+            return None
+        return HeldMasks(self.model, read_mask_file(path, self.model), path)
 
     def _check_data_tokenizer(self) -> None:
         owner = f"the run's tokenizer ({self.cfg.tokenizer or self.cfg.model.init})"
@@ -237,6 +253,8 @@ class Trainer:
         else:
             grad_norm = float("nan")
         self.optimizer.step()
+        if self.sparsity is not None:  # masked weights and their AdamW moments back to exactly zero
+            self.sparsity.apply(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         return self.world.mean(total) / accum, grad_norm
 
@@ -303,7 +321,8 @@ class Trainer:
         """A plain HF folder of the current weights, gathered from the shards (all ranks call it)."""
         full = gathered_state_dict(self.model)
         if self.world.is_main:
-            save_model(self.model, self.tokenizer, folder, extra_json, state_dict=full)
+            save_model(self.model, self.tokenizer, folder, extra_json, state_dict=full,
+                       sparsity_masks=self.sparsity.masks if self.sparsity else None)
         self.world.barrier()
 
     def save_checkpoint(self) -> Path:
@@ -340,6 +359,10 @@ class Trainer:
             "peak_memory_bytes": peak,
             "peak_memory_kind": peak_kind,
             "world_size": self.world.world_size,
+            # a held sparsity pattern runs on dense kernels: its FLOPs above are counted as dense
+            "sparsity": None if self.sparsity is None else {
+                "mask": str(self.sparsity.path), "zeros": self.sparsity.zeros, "weights": self.sparsity.weights,
+                "flops_counted_as": "dense (no sparse kernel is used)"},
         }
 
     def summary(self, final_eval: dict) -> dict:
