@@ -6,10 +6,12 @@
   process so peaks do not mix.
 - sheared: median time of a mask-training step over a plain training step (forward, backward,
   AdamW) of the source model on the same batch.
+- wanda / sparsegpt (50% per row and 2:4): the scoring time (calibration, statistics, solving)
+  over the same forward pass (targets: <= 1.5x and <= 5x).
 - `--source moe`: a Mixtral-style mixture of experts (8 experts, top-2) instead of the Llama;
   targets: half the experts only, and every width (experts, expert width, hidden, heads) halved.
 
-Usage: python benchmarks/prune_speed.py [--source llama|moe] [--work DIR] [--hidden 768] [--layers 12]
+Usage: python benchmarks/prune_speed.py [--source llama|moe] [--work DIR] [--hidden 768] [--layers 12] [--methods M ...]
 """
 
 from __future__ import annotations
@@ -76,20 +78,25 @@ def child(args) -> None:
             seconds = time.perf_counter() - start
         result = {"seconds": seconds, "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
     else:
-        method, target = args.child.split(":")
+        method, target = args.child.split(":", 1)
         out = work / f"pruned-{method}"
+        shape = SPARSE_TARGETS.get(target, {"target": str(work / f"{target}.yaml")})
         cfg = from_dict(PruneConfig, {
-            "model": str(work / "source"), "out": str(out), "method": method, "data": str(work / "data"),
-            "target": str(work / f"{target}.yaml"), "seq_len": args.seq_len, "batch_size": args.batch_size,
+            "model": str(work / "source"), "out": str(out), "method": method, "data": str(work / "data"), **shape,
+            "seq_len": args.seq_len, "batch_size": args.batch_size,
             "calibration_samples": args.calibration_samples, "progress": False,
         })
         start = time.perf_counter()
         report = prune(cfg, echo=lambda _: None)
         seconds = time.perf_counter() - start
+        kept = (report["target"]["fraction_kept"] if "target" in report
+                else 1 - report["sparsity"]["zeros"] / report["sparsity"]["weights"])  # of the sparsified weights
         result = {"seconds": seconds, "scoring_seconds": report["wall_seconds"]["scoring"],
-                  "peak_above_baseline_bytes": (rss_kib("VmHWM") - baseline) * 1024,
-                  "fraction_kept": report["target"]["fraction_kept"]}
+                  "peak_above_baseline_bytes": (rss_kib("VmHWM") - baseline) * 1024, "fraction_kept": kept}
     print("RESULT " + json.dumps(result))
+
+
+SPARSE_TARGETS = {"half": {"sparsity": 0.5}, "2:4": {"pattern": "2:4"}}
 
 
 def run_child(args, name: str) -> dict:
@@ -148,6 +155,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--calibration-samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=12, help="sheared / plain training steps to time")
+    parser.add_argument("--methods", nargs="*", help="only these methods (default: all)")
     args = parser.parse_args()
     defaults = {"llama": (768, 12, 12, 2048), "moe": (512, 8, 8, 1024)}[args.source]
     for key, value in zip(("hidden", "layers", "heads", "mlp"), defaults):
@@ -179,16 +187,19 @@ def main() -> None:
     print(f"model: {forward['model_bytes'] / 2**20:,.0f} MiB fp32; one forward over {tokens:,} calibration tokens: "
           f"{forward['seconds']:.2f} s")
     print(f"{'method target':<20}{'kept':>7}{'wall s':>9}{'x forward':>11}{'scoring x':>11}{'peak RSS MiB':>14}{'x model':>9}")
-    jobs = [("activation", "width"), ("depth", "depth"), ("magnitude", "width")]
+    jobs = [("activation", "width"), ("depth", "depth"), ("magnitude", "width"), ("wanda", "half"), ("wanda", "2:4"),
+            ("sparsegpt", "half"), ("sparsegpt", "2:4"), ("magnitude-sparse", "half")]
     if args.source == "moe":
         jobs.insert(0, ("activation", "experts"))
     for method, target in jobs:
+        if args.methods and method not in args.methods:
+            continue
         subprocess.run(["rm", "-rf", str(work / f"pruned-{method}")], check=True)
         r = run_child(args, f"{method}:{target}")
         print(f"{method + ' ' + target:<20}{r['fraction_kept']:>7.1%}{r['seconds']:>9.2f}{r['seconds'] / forward['seconds']:>11.2f}"
               f"{r['scoring_seconds'] / forward['seconds']:>11.2f}{r['peak_above_baseline_bytes'] / 2**20:>14,.0f}"
               f"{r['peak_above_baseline_bytes'] / forward['model_bytes']:>9.2f}")
-    if args.source == "moe":
+    if args.source == "moe" or (args.methods and "sheared" not in args.methods):
         return
     sheared, plain = sheared_step_ratio(args, data_dir, vocab)
     print(f"sheared mask-training step {sheared * 1000:.0f} ms vs plain training step {plain * 1000:.0f} ms: "

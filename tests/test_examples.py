@@ -44,12 +44,11 @@ PRUNE_CONFIGS = sorted((EXAMPLES / "prune").glob("*.yaml"))
                          ids=lambda p: p.name)
 def test_example_prune_config_is_valid(path):
     from regrow.compress.config import PruneConfig
-    from regrow.compress.methods import METHODS
-    from regrow.compress.reinit import REINITS
+    from regrow.compress.prune import check_config
     from regrow.compress.shape import SHAPE_KEYS
 
     cfg = load_config(PruneConfig, path)
-    cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
+    check_config(cfg)
     target = yaml.safe_load((EXAMPLES.parent / cfg.target).read_text())
     assert set(target) <= set(SHAPE_KEYS)
 
@@ -61,6 +60,6 @@ def test_example_study_is_valid():
     from regrow.study.plan import make_plan
 
     cfg = load_config(StudyConfig, EXAMPLES / "en_de" / "study.yaml")
-    cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
+    cfg.validate(list(METHODS), list(REINITS))
     jobs = make_plan(cfg)
     assert sum(j.kind == "train" for j in jobs) == 5 * 2 * 2 and jobs[0].key == "base"

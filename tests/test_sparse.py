@@ -241,3 +241,69 @@ def test_a_mask_of_another_model_is_refused(sparse_folders, tokenizer_dir, data_
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.layers.0.mlp.up_proj.weight" in err[0] and "(3, 5)" in err[0], err
+
+
+# --- lottery-ticket rewinding -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def early_snapshot(tokenizer_dir, tmp_path_factory):
+    """Stands for an early snapshot of the source's run: the same architecture, other weights."""
+    from conftest import make_family_model
+
+    from regrow.data.tokenizer import load_tokenizer, vocab_size_of
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    folder = tmp_path_factory.mktemp("snapshot") / "tokens-1000"
+    make_family_model("llama", vocab_size_of(tokenizer), seed=7).save_pretrained(folder)
+    return folder
+
+
+def test_rewind_applies_the_sparse_mask_to_the_early_weights(family_models, early_snapshot, data_dir, tmp_path):
+    assert sparse_prune(family_models["llama"], "wanda", tmp_path / "plain", data_dir, "--sparsity", "0.5") == 0
+    assert sparse_prune(family_models["llama"], "wanda", tmp_path / "rewound", data_dir, "--sparsity", "0.5",
+                        "--reinit", "rewind", "--rewind-from", early_snapshot) == 0
+    masks = load_file(tmp_path / "plain" / "sparsity_mask.safetensors")
+    rewound_masks = load_file(tmp_path / "rewound" / "sparsity_mask.safetensors")
+    early = load_file(early_snapshot / "model.safetensors")
+    weights = load_file(tmp_path / "rewound" / "model.safetensors")
+    for name, kept in masks.items():
+        assert torch.equal(rewound_masks[name], kept)  # the mask found on the trained weights
+        assert torch.equal(weights[name], early[name] * kept)
+    assert torch.equal(weights["model.embed_tokens.weight"], early["model.embed_tokens.weight"])
+
+
+def test_rewind_gives_the_kept_units_early_weights(family_models, early_snapshot, data_dir, tmp_path):
+    target = tmp_path / "depth.yaml"
+    target.write_text("num_hidden_layers: 2\n")
+    base = ["prune", "--model", str(family_models["llama"]), "--method", "depth", "--target", str(target),
+            "--data", str(data_dir), *FAST]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "rewound"), "--reinit", "rewind", "--rewind-from", str(early_snapshot)]) == 0
+    kept = json.loads((tmp_path / "plain" / "pruning_report.json").read_text())["kept"]["layers"]
+    assert json.loads((tmp_path / "rewound" / "pruning_report.json").read_text())["kept"]["layers"] == kept
+    early = load_file(early_snapshot / "model.safetensors")
+    weights = load_file(tmp_path / "rewound" / "model.safetensors")
+    for new, old in enumerate(kept):
+        for key, value in weights.items():
+            if key.startswith(f"model.layers.{new}."):
+                assert torch.equal(value, early[key.replace(f"layers.{new}.", f"layers.{old}.", 1)]), key
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--reinit", "rewind"], "--reinit rewind needs --rewind-from SNAPSHOT"),
+    (["--rewind-from", "somewhere"], "--rewind-from is for --reinit rewind"),
+])
+def test_rewind_bad_input(extra, expect, family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert sparse_prune(family_models["llama"], "magnitude-sparse", tmp_path / "o", data_dir, "--sparsity", "0.5", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+
+
+def test_rewind_snapshot_of_another_shape_is_refused(family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert sparse_prune(family_models["llama"], "magnitude-sparse", tmp_path / "o", data_dir, "--sparsity", "0.5",
+                        "--reinit", "rewind", "--rewind-from", family_models["mistral"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a snapshot of this model" in err[0], err
+    assert not (tmp_path / "o").exists()

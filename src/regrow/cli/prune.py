@@ -18,7 +18,7 @@ FLAGS = {
     "reinit": "reinit", "out": "out", "steps": "sheared.steps", "seed": "seed", "seq_len": "seq_len",
     "batch_size": "batch_size", "calibration_samples": "calibration_samples", "depth_mode": "depth_mode",
     "expert_criterion": "expert_criterion",
-    "sparsity": "sparsity", "pattern": "pattern",
+    "sparsity": "sparsity", "pattern": "pattern", "rewind_from": "rewind_from",
     "device": "device", "precision": "precision", "streaming": "streaming", "activation_memory_gb": "activation_memory_gb",
 }
 
@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     parser.add_argument("--data", metavar="DATA_DIR", help="calibration / mask-training data (`regrow data prepare`)")
     parser.add_argument("--mixture", nargs="+", metavar="NAME=W", help="domain weights (default: all domains equally)")
     parser.add_argument("--reinit", help=f"one of {', '.join(REINITS)} (default none)")
+    parser.add_argument("--rewind-from", metavar="SNAPSHOT", help="--reinit rewind: an earlier snapshot of the source's "
+                        "run (snapshots/tokens-N); the mask found on the trained model is applied to its weights")
     parser.add_argument("--out", help="folder for the pruned HF model")
     parser.add_argument("--steps", type=int, help="mask-training steps of the sheared method (default 200)")
     parser.add_argument("--seed", type=int)

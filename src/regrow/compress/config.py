@@ -73,12 +73,14 @@ class PruneConfig:
     activation_memory_gb: float = 1.0  # streaming: calibration activations beyond this go to disk
     sparsity: float | None = None  # sparse methods: fraction of each output row zeroed
     pattern: str | None = None  # sparse methods: N:M, N kept in every M consecutive inputs of a row
+    rewind_from: str | None = None  # --reinit rewind: an earlier snapshot of the source's run
     sheared: ShearedOptions = field(default_factory=ShearedOptions)
     sparsegpt: SparseGPTOptions = field(default_factory=SparseGPTOptions)
     shrink_perturb: ShrinkPerturbOptions = field(default_factory=ShrinkPerturbOptions)
 
-    def validate(self, methods: list[str], reinits: list[str], sparse: list[str] = ()) -> None:
-        """Check the config; `sparse`: the methods that zero weights instead of removing units."""
+    def validate(self, methods: list[str], reinits: list[str], sparse: list[str] = (), rewinding: list[str] = ()) -> None:
+        """Check the config; `sparse`: the methods that zero weights instead of removing units;
+        `rewinding`: the reinits that take the weights of --rewind-from."""
         if not self.model:
             raise RegrowError("--model is required: an HF model folder")
         if not self.out:
@@ -87,6 +89,12 @@ class PruneConfig:
             raise RegrowError(f"unknown method {self.method!r}; allowed: {', '.join(methods)}")
         if self.reinit not in reinits:
             raise RegrowError(f"unknown reinit {self.reinit!r}; allowed: {', '.join(reinits)}")
+        if (self.reinit in rewinding) != (self.rewind_from is not None):
+            raise RegrowError(f"--reinit {self.reinit} needs --rewind-from SNAPSHOT (an earlier snapshot of the source's run)"
+                              if self.reinit in rewinding else
+                              f"--rewind-from is for --reinit {' / '.join(rewinding) or 'rewind'}, not --reinit {self.reinit}")
+        if self.rewind_from is not None and self.streaming:
+            raise RegrowError("--rewind-from needs the model in memory; it does not run with --streaming")
         if self.method in sparse:
             self._validate_sparse()
         elif self.sparsity is not None or self.pattern is not None:

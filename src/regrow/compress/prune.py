@@ -22,6 +22,7 @@ from regrow.compress.inmemory import InMemoryModel
 from regrow.compress.methods import METHODS
 from regrow.compress.reinit import REINITS
 from regrow.compress.report import CONFIG, REPORT, pruning_report
+from regrow.compress.rewind import rewind_weights
 from regrow.compress.select import select
 from regrow.compress.slicing import KeptUnits
 from regrow.compress.sparse import prune_sparse
@@ -40,9 +41,15 @@ def _silent(message: str) -> None:
     pass
 
 
+def check_config(cfg: PruneConfig) -> None:
+    """Validate a pruning config against the registered methods and reinits."""
+    cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse),
+                 REINITS.where(lambda f: getattr(f, "needs_snapshot", False)))
+
+
 def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     """Run one pruning job; returns the report (also written to OUT/pruning_report.json)."""
-    cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
+    check_config(cfg)
     out = check_output_dir(cfg.out, "--out")
     method = METHODS[cfg.method]()
     access = StreamingModel if cfg.streaming else InMemoryModel
@@ -96,6 +103,8 @@ def _prune(cfg: PruneConfig, method, access, world: World, device, out, started:
             return {}
         del ctx
 
+        if cfg.rewind_from:  # lottery-ticket rewinding: the mask of the trained weights, the early weights
+            rewind_weights(model.module, cfg.rewind_from, cfg.trust_remote_code)
         # select, slice, check, write
         masks = select(result.scores, source, target, result.values)
         n_target = count_parameters(model.module, adapter, target, KeptUnits(masks, source).layers)  # exact for mixed layers

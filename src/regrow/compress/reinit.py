@@ -10,6 +10,10 @@
   mixture of experts the router and each expert's gate, up and down matrices on their own.
   Embeddings, LM head, norms and biases are kept.
 - random: a freshly initialised model of the pruned shape: the from-scratch control.
+- rewind (lottery-ticket rewinding, Frankle et al.): the kept units (or weights) of an earlier
+  snapshot of the same run (`--rewind-from`), loaded in place of the trained weights before
+  slicing or masking (compress/rewind.py), so the mask found on the trained model is applied
+  to the early weights.
 The pruned folder holds no optimizer state, so training always starts with a fresh optimizer.
 """
 
@@ -89,3 +93,12 @@ def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
 def random_init(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
     """a fresh init of the pruned shape (keeps only the architecture)"""
     return blend_with_fresh_init(model, seed, 0.0, 1.0)
+
+
+@register("rewind")
+def rewind(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
+    """the kept weights of an earlier snapshot (--rewind-from): lottery-ticket rewinding"""
+    return model  # the snapshot's weights were put in before slicing (compress/rewind.py)
+
+
+rewind.needs_snapshot = True

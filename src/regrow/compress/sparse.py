@@ -22,6 +22,7 @@ from regrow.compress.config import PruneConfig
 from regrow.compress.families import adapter_for
 from regrow.compress.reinit import REINITS
 from regrow.compress.report import CONFIG, REPORT
+from regrow.compress.rewind import rewind_weights
 from regrow.compress.sparsity import SparseContext, SparsityTarget, sparse_linears
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
@@ -53,6 +54,8 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     result = method.sparsify(SparseContext(model, adapter, target, cfg, device, batches))
     scoring_seconds = time.perf_counter() - scoring
     _check_masks(model, result.masks, target)
+    if cfg.rewind_from:  # lottery-ticket rewinding: the mask found on the trained weights, the early weights
+        rewind_weights(model, cfg.rewind_from, cfg.trust_remote_code)
     if cfg.reinit != "none":
         model = REINITS[cfg.reinit](model, adapter, cfg.seed, cfg.shrink_perturb.shrink, cfg.shrink_perturb.perturb)
     params = dict(model.named_parameters())

@@ -44,8 +44,6 @@ def check_compatible(out: Path, resolved: dict) -> None:
 def validate_against_data(cfg: StudyConfig, jobs: list[Job]) -> None:
     """Every run's config must be valid and name domains the data folder has (before any work)."""
     from regrow.compress.config import PruneConfig
-    from regrow.compress.methods import METHODS
-    from regrow.compress.reinit import REINITS
     from regrow.data.store import TokenStore
     from regrow.train.config import RunConfig
 
@@ -54,13 +52,14 @@ def validate_against_data(cfg: StudyConfig, jobs: list[Job]) -> None:
     if missing:
         raise RegrowError(f"data.old/new name domain(s) {', '.join(missing)} that {cfg.data.path!r} lacks; "
                           f"it has: {', '.join(store.domain_names)}")
+    from regrow.compress.prune import check_config
     from regrow.compress.streaming import check_streaming
 
     for job in jobs:
         try:
             if job.kind == "prune":
                 prune_cfg = from_dict(PruneConfig, job.config)
-                prune_cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
+                check_config(prune_cfg)
                 if prune_cfg.streaming:
                     check_streaming(prune_cfg)
             else:
@@ -124,7 +123,7 @@ def run_study(cfg: StudyConfig, jobs_in_parallel: int = 1, echo: Callable[[str],
     from regrow.compress.methods import METHODS
     from regrow.compress.reinit import REINITS
 
-    cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse))
+    cfg.validate(list(METHODS), list(REINITS))
     if jobs_in_parallel < 1:
         raise RegrowError(f"--jobs is {jobs_in_parallel}; it must be >= 1")
     runner_class = EXECUTORS[executor]
