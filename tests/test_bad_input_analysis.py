@@ -288,7 +288,7 @@ STUDY_CASES = {
     "streaming_with_reinit": ({"grid.reinit": ["fire"], "prune": {"streaming": True, "calibration_samples": 8}},
                               "--reinit 'fire' needs the model in memory"),
     "streaming_sheared": ({"grid.method": ["sheared"], "prune": {"streaming": True}}, "--streaming cannot run method 'sheared'"),
-    "method_unknown": ({"grid.method": ["wanda"]}, "unknown method 'wanda' in grid.method"),
+    "method_unknown": ({"grid.method": ["optimal-brain-surgeon"]}, "unknown method 'optimal-brain-surgeon' in grid.method"),
     "reinit_unknown": ({"grid.reinit": ["lottery"]}, "unknown reinit 'lottery'"),
     "replay_nan": ({"grid.replay": [float("nan")]}, "'grid.replay[0]' is nan"),
     "replay_one": ({"grid.replay": [1.0]}, "grid.replay 1.0 is not a fraction"),

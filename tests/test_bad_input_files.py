@@ -213,7 +213,7 @@ PRUNE_FLAG_CASES = {
     "ratio_zero": (["--target-ratio", "0"], "--target-ratio is 0.0; allowed: 0 < R <= 1"),
     "ratio_above_one": (["--target-ratio", "1.5"], "--target-ratio is 1.5"),
     "ratio_negative": (["--target-ratio", "-0.5"], "--target-ratio is -0.5"),
-    "method_unknown": (["--method", "wanda"], "unknown method 'wanda'"),
+    "method_unknown": (["--method", "optimal-brain-surgeon"], "unknown method 'optimal-brain-surgeon'"),
     "reinit_unknown": (["--reinit", "lottery"], "unknown reinit 'lottery'"),
     "streaming_sheared": (["--method", "sheared", "--streaming"], "--streaming cannot run method 'sheared'"),
     "streaming_reinit": (["--streaming", "--reinit", "fire"], "--reinit 'fire' needs the model in memory"),

@@ -59,8 +59,9 @@ def test_bad_targets(family, target, message, family_models, data_dir, tmp_path,
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--method", "wanda"], r"unknown method 'wanda'; allowed: activation, depth, magnitude, random, sheared"),
-        (["--method", "magnitude", "--reinit", "lottery"], r"unknown reinit 'lottery'; allowed: none, shrink-perturb, fire, random"),
+        (["--method", "obs"], r"unknown method 'obs'; allowed: activation, depth, magnitude, magnitude-sparse, random, "
+                              r"random-sparse, sheared, sparsegpt, wanda"),
+        (["--method", "magnitude", "--reinit", "lottery"], r"unknown reinit 'lottery'; allowed: none, shrink-perturb, fire, random, rewind"),
         (["--method", "depth"], r"method 'depth' removes whole layers only, but the target changes hidden_size"),
         (["--method", "activation", "--no-data"], r"method 'activation' needs calibration data: pass --data DATA_DIR"),
         (["--method", "magnitude", "--set", "batch_reduction=max"], r"batch_reduction 'max' is not supported; allowed: l2, mean"),
