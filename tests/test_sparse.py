@@ -152,9 +152,10 @@ def test_random_sparse_is_seeded(family_models, tmp_path, data_dir):
     (["--pattern", "3:2"], "N must be at least 1 and below M"),
     (["--pattern", "two:four"], "is not N:M"),
     (["--pattern", "2:5"], "M=5 does not divide the input width 64"),
-    (["--sparsity", "0.5", "--pattern", "2:4"], "exactly one of --sparsity S and --pattern N:M"),
-    ([], "exactly one of --sparsity S and --pattern N:M"),
-    (["--sparsity", "0.5", "--target-ratio", "0.5"], "keeps the architecture"),
+    (["--sparsity", "0.5", "--pattern", "2:4"], "exactly one of --sparsity S, --pattern N:M and --target-ratio R"),
+    ([], "exactly one of --sparsity S, --pattern N:M and --target-ratio R"),
+    (["--sparsity", "0.5", "--target-ratio", "0.5"], "exactly one of --sparsity S, --pattern N:M and --target-ratio R"),
+    (["--target-ratio", "0.05"], "the ratio must be above"),
 ])
 def test_sparse_bad_input(extra, expect, family_models, data_dir, tmp_path, capsys):
     capsys.readouterr()
@@ -162,6 +163,53 @@ def test_sparse_bad_input(extra, expect, family_models, data_dir, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expect in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_sparse_target_ratio_leaves_that_fraction_non_zero(family_models, data_dir, tmp_path):
+    """--target-ratio R for a sparse method: R of all parameters non-zero (counted in the export),
+    so structured and sparse runs of one ratio have equal non-zero parameter counts."""
+    assert sparse_prune(family_models["llama"], "magnitude-sparse", tmp_path / "o", data_dir, "--target-ratio", "0.7") == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "o")
+    total = sum(p.numel() for p in model.parameters())
+    non_zero = sum(int((p != 0).sum()) for p in model.parameters())
+    assert 0.7 <= non_zero / total < 0.71
+    report = json.loads((tmp_path / "o" / "pruning_report.json").read_text())
+    assert report["target"]["parameters"] == non_zero and report["source"]["parameters"] == total
+
+
+def test_a_study_mixes_structured_and_sparse_methods(tmp_path, family_models, data_dir, capsys):
+    """One grid, one target ratio: magnitude (a smaller shape) and magnitude-sparse (the source's
+    shape, the same non-zero count) pruned, continued with the mask held, reported side by side."""
+    import yaml
+
+    study = {
+        "out_dir": str(tmp_path / "study"),
+        "source": {"model": str(family_models["llama"])},
+        "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32},
+        "grid": {"method": ["magnitude", "magnitude-sparse"], "target_ratio": [0.6], "reinit": ["none"],
+                 "schedule": [{"name": "cosine", "lr_max": 1e-3, "lr_min": 1e-4, "warmup_steps": 1}],
+                 "replay": [0.0], "tokens": [256], "seed": [0]},
+        "controls": {"scratch": False, "source": False},
+        "prune": {"calibration_samples": 8, "batch_size": 4},
+        "train": {"batch_size": 4, "eval_tokens": 256, "log_every": 1},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert main(["study", str(path)]) == 0
+    runs = tmp_path / "study" / "runs"
+    reports = {m: json.loads((runs / f"prune-{m}-r0.6-none-seed0" / "pruning_report.json").read_text())
+               for m in ("magnitude", "magnitude-sparse")}
+    structured, sparse = reports["magnitude"]["target"]["parameters"], reports["magnitude-sparse"]["target"]["parameters"]
+    assert abs(sparse - structured) / structured < 0.03
+    trained = runs / "train-magnitude-sparse-r0.6-none-seed0-cosine0-replay0-tok256"
+    masks = load_file(runs / "prune-magnitude-sparse-r0.6-none-seed0" / "sparsity_mask.safetensors")
+    weights = load_file(trained / "model" / "model.safetensors")
+    assert all(bool((weights[k][~m] == 0).all()) for k, m in masks.items())
+    assert json.loads((trained / "summary.json").read_text())["compute"]["sparsity"]["flops_counted_as"].startswith("dense")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "study")]) == 0
+    md = (tmp_path / "study" / "report.md").read_text()
+    assert "magnitude-sparse-r0.6-none" in md and "counted as dense" in md
 
 
 def test_structured_method_refuses_sparsity(family_models, data_dir, tmp_path, capsys):

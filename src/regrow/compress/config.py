@@ -130,11 +130,12 @@ class PruneConfig:
             raise RegrowError(f"sparsegpt.percdamp is {self.sparsegpt.percdamp}; it must be >= 0")
 
     def _validate_sparse(self) -> None:
-        if (self.sparsity is None) == (self.pattern is None):
-            raise RegrowError(f"method {self.method!r} zeroes weights: give exactly one of --sparsity S and --pattern N:M")
-        if self.target is not None or self.target_ratio is not None:
-            raise RegrowError(f"method {self.method!r} keeps the architecture: --target / --target-ratio do not apply "
-                              "(give --sparsity S or --pattern N:M)")
+        if self.target is not None:
+            raise RegrowError(f"method {self.method!r} keeps the architecture: a --target shape does not apply (give "
+                              "--sparsity S, --pattern N:M, or --target-ratio R for a fraction of non-zero parameters)")
+        if sum(v is not None for v in (self.sparsity, self.pattern, self.target_ratio)) != 1:
+            raise RegrowError(f"method {self.method!r} zeroes weights: give exactly one of --sparsity S, --pattern N:M "
+                              "and --target-ratio R (the fraction of parameters left non-zero)")
         if self.sparsity is not None and not 0 < self.sparsity < 1:
             raise RegrowError(f"--sparsity is {self.sparsity}; allowed: 0 < S < 1 (the fraction of each row zeroed)")
         if self.pattern is not None:

@@ -26,6 +26,7 @@ from regrow.compress.rewind import rewind_weights
 from regrow.compress.sparsity import SparseContext, SparsityTarget, sparse_linears
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
+from regrow.errors import RegrowError
 from regrow.models.flops import forward_flops_per_token, model_shape
 from regrow.models.hf import load_model
 from regrow.models.sparsity import MASK_FILE, write_mask_file
@@ -34,11 +35,13 @@ from regrow.models.sparsity import MASK_FILE, write_mask_file
 def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: float,
                  echo: Callable[[str], None]) -> dict:
     """Load, calibrate, mask every linear of the decoder, check, write (one process)."""
-    target = SparsityTarget.of(cfg)
     model = load_model(cfg.model, cfg.trust_remote_code).to(device)
     model.eval()
     adapter = adapter_for(model.config)
     linears = sparse_linears(model, adapter)
+    n_weights = sum(m.weight.numel() for layer in linears.values() for m in layer.values())
+    n_source = sum(p.numel() for p in model.parameters())
+    target = SparsityTarget.of(cfg) if cfg.target_ratio is None else _ratio_target(cfg.target_ratio, n_source, n_weights)
     for name, module in ((n, m) for layer in linears.values() for n, m in layer.items()):
         target.check(name, module.weight)
     tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
@@ -47,7 +50,6 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
         sampler, mixture = calibration_sampler(cfg, tokenizer, model)
         steps = -(-cfg.calibration_samples // cfg.batch_size)
         batches = [sampler.batch(step)[0].to(device) for step in range(steps)]
-    n_weights = sum(m.weight.numel() for layer in linears.values() for m in layer.values())
     echo(f"source: {type(model).__name__}, {len(linears)} layers; {n_weights:,} weights in "
          f"{sum(len(v) for v in linears.values())} linear layers to sparsify to {target.describe()}")
     scoring = time.perf_counter()
@@ -66,10 +68,15 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     for name in result.masks:  # the written weights hold the mask's zeros (at least)
         assert int((params[name] == 0).sum()) >= zeros[name]
     tokens = len(batches) * cfg.batch_size * cfg.seq_len
+    n_kept = n_source - sum(zeros.values())
     report = {
         "model": str(cfg.model),
         "method": cfg.method,
         "reinit": cfg.reinit,
+        # parameters: the non-zero ones (what a sparse model is compared by; its shape is the source's)
+        "source": {"parameters": n_source},
+        "target": {"parameters": n_kept, "fraction_kept": n_kept / n_source, "counts": "non-zero parameters"},
+        "exactness": {"checked": False, "reason": "the architecture is unchanged; the zeros are checked against the mask"},
         "sparsity": {"pattern": target.describe(), "fraction_removed": target.fraction_removed,
                      "weights": n_weights, "zeros": sum(zeros.values()),
                      "per_tensor": {name: zeros[name] / kept.numel() for name, kept in result.masks.items()}},
@@ -93,6 +100,17 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     echo(f"removed {sum(zeros.values()):,} of {n_weights:,} weights ({sum(zeros.values()) / n_weights:.1%}, "
          f"{target.describe()}); wrote {out} in {report['wall_seconds']['total']:.1f} s")
     return report
+
+
+def _ratio_target(ratio: float, n_source: int, n_weights: int) -> SparsityTarget:
+    """--target-ratio R for a sparse method: the per-row sparsity that leaves R of all parameters
+    non-zero (only the decoder's linear weights can be zeroed)."""
+    sparsity = n_source * (1 - ratio) / n_weights
+    if not 0 < sparsity < 1:
+        floor = 1 - n_weights / n_source
+        raise RegrowError(f"--target-ratio {ratio}: a sparse method zeroes only the decoder's linear weights "
+                          f"({n_weights / n_source:.1%} of the parameters), so the ratio must be above {floor:.3f} and below 1")
+    return SparsityTarget(sparsity=sparsity)
 
 
 def _check_masks(model: nn.Module, masks: dict[str, torch.Tensor], target: SparsityTarget) -> None:

@@ -28,7 +28,8 @@ def execute(kind: str, config: dict, threads: int | None = None) -> tuple[dict, 
             prune(from_dict(PruneConfig, config), echo=lambda _: None)
         report = read_json(report_path, "pruning report", ("source", "target", "flops", "exactness", "wall_seconds",
                                                            "calibration_tokens"))
-        result = {k: report[k] for k in ("source", "target", "flops", "exactness", "wall_seconds", "calibration_tokens")}
+        result = {k: report[k] for k in ("source", "target", "flops", "exactness", "wall_seconds", "calibration_tokens",
+                                         "sparsity") if k in report}
         return result, float(report["flops"])
 
     from regrow.train import checkpoint as ckpt

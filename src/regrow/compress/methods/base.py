@@ -127,6 +127,11 @@ class SparseMethod(PruningMethod):
     def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
         return self.passes * forward_flops_per_token(shape, seq_len) * details.get("calibration_tokens", 0)
 
+    def check_target(self, source: ArchShape, target: ArchShape) -> None:
+        if target != source:
+            raise RegrowError(f"method {self.name!r} is sparse: it keeps the architecture, so it takes a fraction of "
+                              "non-zero parameters (a target ratio), --sparsity or --pattern, not a target shape")
+
     def sparsify(self, ctx) -> SparseResult:
         """The kept-weight masks (`ctx`: compress.sparse.SparseContext); may update kept weights."""
         raise NotImplementedError

@@ -23,7 +23,7 @@ def headline_table(ranking: list[dict]) -> str:
 
 
 def pruning_table(prune_rows: dict[str, dict]) -> str:
-    rows = [["run", "parameters kept", "FLOPs", "max diff masked vs sliced"]]
+    rows = [["run", "parameters kept (non-zero for sparse methods)", "FLOPs", "max diff masked vs sliced"]]
     for key, row in prune_rows.items():
         if row["status"] == "done":
             res = row["result"]
@@ -31,4 +31,9 @@ def pruning_table(prune_rows: dict[str, dict]) -> str:
             diff = check.get("max_abs_logit_diff", check.get("max_abs_hidden_diff"))
             rows.append([key, f"{res['target']['parameters']:,} ({res['target']['fraction_kept']:.0%})",
                          f"{res['flops']:.3g}", _fmt(diff, ".1e")])
-    return markdown_table(rows)
+    table = markdown_table(rows)
+    if any(row["status"] == "done" and "sparsity" in row["result"] for row in prune_rows.values()):
+        table += ("\n\nSparse runs are compared with structured ones at equal non-zero parameters (the same target "
+                  "ratio); their training FLOPs are counted as dense, since no sparse kernel is used: at equal "
+                  "tokens a sparse run spends the source's compute.")
+    return table
