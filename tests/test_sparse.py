@@ -355,3 +355,25 @@ def test_rewind_snapshot_of_another_shape_is_refused(family_models, data_dir, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a snapshot of this model" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_every_sparse_method_runs_on_every_family(family_models, data_dir, tmp_path):
+    """Each family (dense and mixture of experts) through every sparse method at 50%: a folder
+    vanilla transformers loads, the zeros where the mask says, the router and fused experts left
+    dense; and a rewind on each family."""
+    from conftest import FAMILY_CONFIGS
+
+    for f, family in enumerate(FAMILY_CONFIGS):
+        for method in SPARSE:
+            out = tmp_path / f"{family}-{method}"
+            assert sparse_prune(family_models[family], method, out, data_dir, "--sparsity", "0.5") == 0, (family, method)
+            masks = load_file(out / "sparsity_mask.safetensors")
+            weights = load_file(out / "model.safetensors")
+            assert masks and all(bool((weights[k][~m] == 0).all()) for k, m in masks.items()), (family, method)
+            assert not any(".gate.weight" in k and "proj" not in k and "shared" not in k for k in masks), masks.keys()
+            assert all(weights[k].dim() == 2 for k in masks)  # fused 3-D expert tensors stay dense
+        AutoModelForCausalLM.from_pretrained(out)
+        rewound = tmp_path / f"{family}-rewind"
+        method = SPARSE[f % len(SPARSE)]
+        assert sparse_prune(family_models[family], method, rewound, data_dir, "--sparsity", "0.5", "--reinit", "rewind",
+                            "--rewind-from", family_models[family]) == 0, family
