@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from regrow.config import load_config
+from regrow.config import from_dict, load_config
 from regrow.schedules import build_schedule
 from regrow.train.config import RunConfig
 
@@ -63,3 +63,21 @@ def test_example_study_is_valid():
     cfg.validate(list(METHODS), list(REINITS))
     jobs = make_plan(cfg)
     assert sum(j.kind == "train" for j in jobs) == 5 * 2 * 2 and jobs[0].key == "base"
+
+
+def test_example_sparse_vs_structured_study_is_valid():
+    """Structured and sparse methods in one grid: every pruning run's config is valid."""
+    from regrow.compress.config import PruneConfig
+    from regrow.compress.methods import METHODS
+    from regrow.compress.prune import check_config
+    from regrow.compress.reinit import REINITS
+    from regrow.study.config import StudyConfig
+    from regrow.study.plan import make_plan
+
+    cfg = load_config(StudyConfig, EXAMPLES / "en_de" / "sparse_vs_structured.yaml")
+    cfg.validate(list(METHODS), list(REINITS))
+    jobs = [job for job in make_plan(cfg) if job.kind == "prune"]
+    kinds = {METHODS[job.config["method"]].sparse for job in jobs}
+    assert kinds == {True, False}
+    for job in jobs:
+        check_config(from_dict(PruneConfig, job.config))
