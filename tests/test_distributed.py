@@ -59,6 +59,22 @@ def assert_same_run(a, b):
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
 
 
+def one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, init, **train) -> None:
+    """From `init`: one process for STEPS steps (`one`), two for half of them then resumed to the
+    end (`two`); the two runs must be the same."""
+    def recipe_path(name, steps):
+        cfg = recipe(tokenizer_dir, data_dir, tmp_path / name, schedule=SCHEDULE, model={"init": str(init)},
+                     train={**TRAIN, "steps": steps, **train})
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    ok(launch(recipe_path("one", STEPS), 1))
+    ok(launch(recipe_path("two", STEPS // 2), 2))
+    ok(launch(recipe_path("two", STEPS), 2, "--resume"))
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
 def ok(result):
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -299,19 +315,8 @@ def test_sharded_load_names_missing_tensors(family_models, tmp_path):
 def test_training_from_a_model_init_with_a_sharded_teacher_matches_one_process(single, tokenizer_dir, data_dir, tmp_path):
     """model.init and the distillation teacher loaded on the meta device and sharded in 2 processes
     (and a resume, whose weights come from the run's own shards) give the 1-process run."""
-    def recipe_path(name, steps):
-        cfg = recipe(tokenizer_dir, data_dir, tmp_path / name, schedule=SCHEDULE,
-                     model={"init": str(single / "model")},
-                     train={**TRAIN, "steps": steps,
-                            "distill": {"teacher": str(single / "checkpoints" / f"step_{STEPS:08d}"), "weight": 0.5}})
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        return path
-
-    ok(launch(recipe_path("one", STEPS), 1))
-    ok(launch(recipe_path("two", STEPS // 2), 2))
-    ok(launch(recipe_path("two", STEPS), 2, "--resume"))
-    assert_same_run(tmp_path / "one", tmp_path / "two")
+    distill = {"teacher": str(single / "checkpoints" / f"step_{STEPS:08d}"), "weight": 0.5}
+    one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, single / "model", distill=distill)
     exported = [json.loads((tmp_path / run / "model" / "generation_config.json").read_text()) for run in ("one", "two")]
     assert exported[0] == exported[1]  # the init's generation config is kept by the sharded load too
     kl = [[r["kl"] for r in read_metrics(tmp_path / run) if r["event"] == "train"] for run in ("one", "two")]
@@ -328,17 +333,7 @@ def test_sparse_training_with_two_processes_matches_one(family_models, tokenizer
     assert main(["prune", "--model", str(family_models["llama"]), "--method", "magnitude-sparse", "--pattern", "2:4",
                  "--out", str(sparse), "--no-progress"]) == 0
 
-    def recipe_path(name, steps):
-        cfg = recipe(tokenizer_dir, data_dir, tmp_path / name, schedule=SCHEDULE, model={"init": str(sparse)},
-                     train={**TRAIN, "steps": steps})
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        return path
-
-    ok(launch(recipe_path("one", STEPS), 1))
-    ok(launch(recipe_path("two", STEPS // 2), 2))
-    ok(launch(recipe_path("two", STEPS), 2, "--resume"))
-    assert_same_run(tmp_path / "one", tmp_path / "two")
+    one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, sparse)
     masks = load_file(sparse / "sparsity_mask.safetensors")
     weights = load_file(tmp_path / "two" / "model" / "model.safetensors")
     for name, kept in masks.items():
