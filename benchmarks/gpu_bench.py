@@ -81,10 +81,11 @@ def prune_all(work: Path) -> dict:
     source, data_dir = checkpoint(work)
     forward = forward_seconds(source)
     result = {"model": str(source), "calibration_tokens": SAMPLES * SEQ_LEN, "forward_seconds": forward, "methods": {}}
-    for method in METHODS.where(lambda m: not m.sparse):
+    for method in METHODS:
         out = work / f"pruned-{method}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
-        target = {"target_ratio": 0.5} if METHODS[method].changes_width else {"target": str(work / "depth.yaml")}
+        target = ({"sparsity": 0.5} if METHODS[method].sparse else {"target_ratio": 0.5} if METHODS[method].changes_width
+                  else {"target": str(work / "depth.yaml")})
         (work / "depth.yaml").write_text("num_hidden_layers: 11\n")
         cfg = from_dict(PruneConfig, {"model": str(source), "out": str(out), "method": method, **target,
                                       "data": str(data_dir), "seq_len": SEQ_LEN, "batch_size": BATCH,
