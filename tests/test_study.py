@@ -138,7 +138,7 @@ def test_killed_study_completes_without_duplicate_or_lost_rows(tmp_path, family_
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"grid.method": ["wanda"]}, r"unknown method 'wanda' in grid.method; allowed: activation"),
+        ({"grid.method": ["optimal-brain-surgeon"]}, r"unknown method 'optimal-brain-surgeon' in grid.method; allowed: activation"),
         ({"grid.reinit": []}, r"grid.reinit is empty: the grid has no cells"),
         ({"grid.target": [{"hidden_size": 128}]}, r"target hidden_size 128 is larger than the source's 64"),
         ({"grid.tokens": [64]}, r"grid.tokens 64 is smaller than one step \(128 tokens"),

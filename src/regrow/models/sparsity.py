@@ -64,7 +64,9 @@ class HeldMasks:
             if _local(param) is not param:  # a DTensor: this rank's shard of the mask
                 from torch.distributed.tensor import distribute_tensor
 
-                keep = distribute_tensor(mask.to(_local(param).device), param.device_mesh, param.placements).to_local()
+                # every rank holds the whole mask: each cuts its own shard, nothing is sent (src_data_rank=None)
+                keep = distribute_tensor(mask.to(_local(param).device), param.device_mesh, param.placements,
+                                         src_data_rank=None).to_local()
             self._held.append((param, keep.to(_local(param).device)))
 
     @property
