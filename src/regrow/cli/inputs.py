@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -71,5 +72,5 @@ def inputs_key(args) -> str:
     builtins = args.builtin if isinstance(args.builtin, list) else [args.builtin] if args.builtin else []
     files = inputs_fingerprint(expand_inputs(args.inputs)) if args.inputs else ""
     payload = {"files": files, "builtins": builtins, "python": sys.version if builtins else "",
-               "read": read_options(args).__dict__}
+               "read": dataclasses.asdict(read_options(args))}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

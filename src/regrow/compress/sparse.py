@@ -29,7 +29,7 @@ from regrow.data.tokenizer import load_tokenizer_if_any
 from regrow.errors import RegrowError
 from regrow.models.flops import forward_flops_per_token, model_shape
 from regrow.models.hf import load_model
-from regrow.models.sparsity import MASK_FILE, write_mask_file
+from regrow.models.sparsity import MASK_FILE, HeldMasks, write_mask_file
 
 
 def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: float,
@@ -60,10 +60,8 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
         rewind_weights(model, cfg.rewind_from, cfg.trust_remote_code)
     if cfg.reinit != "none":
         model = REINITS[cfg.reinit](model, adapter, cfg.seed, cfg.shrink_perturb.shrink, cfg.shrink_perturb.perturb)
+    HeldMasks(model, result.masks, out / MASK_FILE).apply()  # the zeros, also after a reinit
     params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, kept in result.masks.items():
-            params[name].mul_(kept.to(params[name].device))
     zeros = {name: int((~kept).sum()) for name, kept in result.masks.items()}
     for name in result.masks:  # the written weights hold the mask's zeros (at least)
         assert int((params[name] == 0).sum()) >= zeros[name]
@@ -82,8 +80,7 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
                      "per_tensor": {name: zeros[name] / kept.numel() for name, kept in result.masks.items()}},
         "mixture": mixture,
         "calibration_tokens": tokens,
-        "flops": method.flops(model_shape(model), cfg.seq_len, {"calibration_tokens": tokens})
-        if method.needs_data else 0.0,
+        "flops": method.flops(model_shape(model), cfg.seq_len, {"calibration_tokens": tokens}),
         "forward_flops": forward_flops_per_token(model_shape(model), cfg.seq_len) * tokens,
         "method_details": result.details,
         "wall_seconds": {"scoring": scoring_seconds, "total": None},
