@@ -70,13 +70,15 @@ def child(args) -> None:
         model = load_model(work / "source").eval()
         sampler = MixtureSampler(TokenStore(work / "data"), {"code": 1.0}, args.seq_len, args.batch_size, 1, 0)
         batches = [sampler.batch(i)[0] for i in range(args.calibration_samples // args.batch_size)]
+        passes = []
         with torch.inference_mode():
             model(input_ids=batches[0], use_cache=False)  # warm-up
-            start = time.perf_counter()
-            for ids in batches:
-                model(input_ids=ids, use_cache=False)
-            seconds = time.perf_counter() - start
-        result = {"seconds": seconds, "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
+            for _ in range(args.forward_repeats):
+                start = time.perf_counter()
+                for ids in batches:
+                    model(input_ids=ids, use_cache=False)
+                passes.append(time.perf_counter() - start)
+        result = {"seconds": median(passes), "passes": passes, "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
     else:
         method, target = args.child.split(":", 1)
         out = work / f"pruned-{method}"
@@ -101,7 +103,8 @@ SPARSE_TARGETS = {"half": {"sparsity": 0.5}, "2:4": {"pattern": "2:4"}}
 
 def run_child(args, name: str) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--work", args.work, "--source", args.source, "--seq-len", str(args.seq_len),
-           "--batch-size", str(args.batch_size), "--calibration-samples", str(args.calibration_samples)]
+           "--batch-size", str(args.batch_size), "--calibration-samples", str(args.calibration_samples),
+           "--forward-repeats", str(args.forward_repeats)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
 
@@ -156,6 +159,7 @@ def main() -> None:
     parser.add_argument("--calibration-samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=12, help="sheared / plain training steps to time")
     parser.add_argument("--methods", nargs="*", help="only these methods (default: all)")
+    parser.add_argument("--forward-repeats", type=int, default=3, help="forward passes timed (the median is the baseline)")
     args = parser.parse_args()
     defaults = {"llama": (768, 12, 12, 2048), "moe": (512, 8, 8, 1024)}[args.source]
     for key, value in zip(("hidden", "layers", "heads", "mlp"), defaults):
@@ -185,7 +189,7 @@ def main() -> None:
     forward = run_child(args, "forward")
     tokens = args.calibration_samples * args.seq_len
     print(f"model: {forward['model_bytes'] / 2**20:,.0f} MiB fp32; one forward over {tokens:,} calibration tokens: "
-          f"{forward['seconds']:.2f} s")
+          f"{forward['seconds']:.2f} s (median of {', '.join(f'{s:.2f}' for s in forward['passes'])})")
     print(f"{'method target':<20}{'kept':>7}{'wall s':>9}{'x forward':>11}{'scoring x':>11}{'peak RSS MiB':>14}{'x model':>9}")
     jobs = [("activation", "width"), ("depth", "depth"), ("magnitude", "width"), ("wanda", "half"), ("wanda", "2:4"),
             ("sparsegpt", "half"), ("sparsegpt", "2:4"), ("magnitude-sparse", "half")]

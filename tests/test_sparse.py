@@ -94,35 +94,55 @@ def linear_inputs(model, prefix: str, batches) -> dict[str, torch.Tensor]:
     return {key: torch.cat(xs) for key, xs in inputs.items()}
 
 
-def test_wanda_masks_are_the_formula_layer_by_layer(sparse_folders, family_models, data_dir):
-    """Independently: the model with the earlier layers' masks applied, inputs of each linear
-    collected by hooks over the calibration batches; score |W| x ||X||, lowest half of each row."""
-    model = AutoModelForCausalLM.from_pretrained(family_models["llama"]).eval()
-    masks = load_file(sparse_folders["wanda", "half"] / "sparsity_mask.safetensors")
-    batches = _calibration(data_dir, model)
+def in_call_order(model, batches, pruned_weight):
+    """(weight name, its inputs) for every linear of the decoder in call order, each collected on
+    the model whose earlier linears already hold `pruned_weight(name, inputs)` (set after each)."""
     params = dict(model.named_parameters())
     for layer in range(model.config.num_hidden_layers):
-        for key, x in linear_inputs(model, f"model.layers.{layer}.", batches).items():
-            x = x.double()
-            score = params[key].detach().abs().double() * (x * x).sum(0).sqrt()
-            lowest = score.argsort(dim=1)[:, : score.shape[1] // 2]
-            expected = torch.ones_like(score, dtype=torch.bool).scatter_(1, lowest, False)
-            assert torch.equal(masks[key], expected), key
+        for linear in LINEARS:
+            key = f"model.layers.{layer}.{'self_attn' if linear[0] in 'qkvo' else 'mlp'}.{linear}.weight"
+            (x,) = linear_inputs(model, key.removesuffix(".weight"), batches).values()
+            weight = pruned_weight(key, x)
             with torch.no_grad():
-                params[key].mul_(masks[key])
+                params[key].copy_(weight)
+            yield key, x
+
+
+def test_wanda_masks_are_the_formula_in_call_order(sparse_folders, family_models, data_dir):
+    """Independently: each linear's inputs collected by hooks over the calibration batches on the
+    model whose earlier linears (earlier layers, and q/k/v before o, gate/up before down) hold
+    their masks; score |W| x ||X||, lowest half of each row."""
+    model = AutoModelForCausalLM.from_pretrained(family_models["llama"]).eval()
+    masks = load_file(sparse_folders["wanda", "half"] / "sparsity_mask.safetensors")
+    params = dict(model.named_parameters())
+    checked = []
+
+    def expected_weight(key, x):
+        x = x.double()
+        score = params[key].detach().abs().double() * (x * x).sum(0).sqrt()
+        lowest = score.argsort(dim=1)[:, : score.shape[1] // 2]
+        expected = torch.ones_like(score, dtype=torch.bool).scatter_(1, lowest, False)
+        assert torch.equal(masks[key], expected), key
+        checked.append(key)
+        return params[key].detach() * expected
+
+    for _ in in_call_order(model, _calibration(data_dir, model), expected_weight):
+        pass
+    assert set(checked) == set(masks)
 
 
 def test_sparsegpt_reconstructs_better_than_zeroing(sparse_folders, family_models, data_dir):
-    """On layer 0 (whose inputs no pruning changed): ||W X - W' X|| of sparsegpt's weights is
-    below that of its own mask applied without the update, and below wanda's and magnitude's."""
+    """Each linear's output error ||W X - W' X|| on its inputs in sparsegpt's pruned model is
+    below that of sparsegpt's own mask applied without the update, and below wanda's and
+    magnitude's weights on the same inputs (layers 0 and 1)."""
     model = AutoModelForCausalLM.from_pretrained(family_models["llama"]).eval()
-    batches = _calibration(data_dir, model)
-    inputs = linear_inputs(model, "model.layers.0.", batches)
-    source = dict(model.named_parameters())
+    source = {k: v.detach().clone() for k, v in model.named_parameters()}
     pruned = {m: load_file(sparse_folders[m, "half"] / "model.safetensors") for m in ("sparsegpt", "wanda", "magnitude-sparse")}
     sgpt_masks = load_file(sparse_folders["sparsegpt", "half"] / "sparsity_mask.safetensors")
-    for key, x in inputs.items():
-        original = source[key].detach()
+    for key, x in in_call_order(model, _calibration(data_dir, model), lambda key, x: pruned["sparsegpt"][key]):
+        if key.startswith("model.layers.2."):
+            break
+        original = source[key]
         sgpt = output_error(x, original, pruned["sparsegpt"][key])
         assert sgpt < output_error(x, original, original * sgpt_masks[key]), key
         assert sgpt < output_error(x, original, pruned["wanda"][key]), key
@@ -130,6 +150,7 @@ def test_sparsegpt_reconstructs_better_than_zeroing(sparse_folders, family_model
     report = json.loads((sparse_folders["sparsegpt", "half"] / "pruning_report.json").read_text())
     errors = report["method_details"]["relative_reconstruction_error"]
     assert len(errors) == model.config.num_hidden_layers and all(0 < e < 1 for e in errors.values())
+    assert report["method_details"]["calls_after_pruning"] == 0
 
 
 def output_error(x: torch.Tensor, original: torch.Tensor, weight: torch.Tensor) -> float:
@@ -377,3 +398,44 @@ def test_every_sparse_method_runs_on_every_family(family_models, data_dir, tmp_p
         method = SPARSE[f % len(SPARSE)]
         assert sparse_prune(family_models[family], method, rewound, data_dir, "--sparsity", "0.5", "--reinit", "rewind",
                             "--rewind-from", family_models[family]) == 0, family
+
+
+def test_row_selection_with_tied_scores():
+    """Many equal scores (dead input features give whole columns of 0): each row still loses
+    exactly its share, and no dropped score is above a kept one of its row."""
+    from regrow.compress.sparsity import SparsityTarget
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (50, 16), generator=generator).float()
+    scores[:, :5] = 0
+    kept = SparsityTarget(sparsity=0.5).keep(scores)
+    assert ((~kept).sum(1) == 8).all()
+    for row, keep in zip(scores, kept):
+        assert row[~keep].max() <= row[keep].min()
+
+
+def test_calibration_pass_stops_every_batch_thread_on_an_error(family_models, data_dir):
+    """An error while pruning a linear (here the third) reaches the caller, and no batch thread
+    is left behind; every batch waited at the first two linears (each saw all batches' rows)."""
+    import contextlib
+    import threading
+
+    from regrow.compress.sparsity import prune_in_call_order
+
+    model = AutoModelForCausalLM.from_pretrained(family_models["llama"]).eval()
+    linears = {name: module for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear) and name.startswith("model.layers.")}
+    batches = _calibration(data_dir, model)
+    seen = []
+
+    def prune(name, module, rows):
+        seen.append((name, rows))
+        if len(seen) == 3:
+            raise RuntimeError("stop here")
+
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="stop here"):
+        prune_in_call_order(model, batches, contextlib.nullcontext, linears, lambda xs: sum(x.shape[0] for x in xs), prune)
+    assert threading.active_count() == before
+    assert [name for name, _ in seen] == list(linears)[:3]
+    assert all(rows == sum(ids.numel() for ids in batches) for _, rows in seen)

@@ -1,10 +1,12 @@
 """Sparsity inside the weights (ALGORITHMS.md section 10): the target (`--sparsity S` per output
-row or `--pattern N:M`), the linear layers a sparse method prunes, and the layer-by-layer
-calibration Wanda and SparseGPT share."""
+row or `--pattern N:M`), the linear layers a sparse method prunes, and the one calibration pass
+Wanda and SparseGPT share."""
 
 from __future__ import annotations
 
-import functools
+import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -51,10 +53,14 @@ class SparsityTarget:
             kept.scatter_(2, groups.topk(self.n, dim=2).indices, True)
             return kept.reshape(rows, cols)
         removed = int(cols * self.sparsity)
-        kept = torch.ones_like(scores, dtype=torch.bool)
-        if removed:
-            kept.scatter_(1, scores.topk(removed, dim=1, largest=False).indices, False)
-        return kept
+        if not removed:
+            return torch.ones_like(scores, dtype=torch.bool)
+        kth = scores.kthvalue(removed, dim=1, keepdim=True).values  # faster than topk at k ~ cols / 2
+        dropped = scores <= kth
+        if not bool((dropped.sum(1) == removed).all()):  # ties at the k-th score: drop the first ones only
+            below, tied = scores < kth, scores == kth
+            dropped = below | (tied & (tied.cumsum(1) <= removed - below.sum(1, keepdim=True)))
+        return ~dropped
 
 
 def sparse_linears(model: nn.Module, adapter) -> dict[int, dict[str, nn.Linear]]:
@@ -69,60 +75,115 @@ def sparse_linears(model: nn.Module, adapter) -> dict[int, dict[str, nn.Linear]]
     return out
 
 
-class LayerByLayer:
-    """The calibration batches run through the decoder one layer at a time, in memory (as
-    SparseGPT and Wanda do): the arguments the model passes to each layer are recorded once,
-    the hidden states of every batch kept, so a layer can be run again after it was pruned
-    and the next layer sees the pruned layer's outputs."""
+def prune_in_call_order(model: nn.Module, batches: list[torch.Tensor], amp, linears: dict[str, nn.Linear],
+                        measure: Callable[[list[torch.Tensor]], object],
+                        prune: Callable[[str, nn.Linear, object], None]) -> int:
+    """One forward pass of every calibration batch, all batches together: each batch runs in
+    its own thread (one at a time) and waits at each linear of `linears` until every batch has
+    reached it; then `prune(name, module, measure(inputs))` sees all batches' inputs (one row
+    per token) and changes the weight before any batch goes on. So every linear is calibrated
+    on the outputs of all linears pruned before it (SparseGPT's "true sequential" order), and
+    the model runs once instead of twice per layer. `measure` runs once for linears fed the very
+    same tensors (q/k/v, gate/up). Returns the number of calls that reached a linear after it
+    was pruned (a module called twice, or out of module order): they run pruned, uncounted."""
+    order = {name: index for index, name in enumerate(linears)}
+    names = {module: name for name, module in linears.items()}
+    pruned: set[str] = set()
+    late = 0
 
-    def __init__(self, model: nn.Module, adapter, batches: list[torch.Tensor], amp):
-        self.layers = adapter.layers(model)
-        self.amp = amp
-        self.calls: dict[int, tuple[tuple, dict]] = {}
-        hidden: list[torch.Tensor] = []
+    def hook(module, args):
+        nonlocal late
+        name = names[module]
+        if name in pruned:
+            late += 1
+        else:
+            threading.current_thread().park(name, args[0])
 
-        def record(index):
-            def hook(module, args, kwargs):
-                if index not in self.calls:
-                    self.calls[index] = (args[1:], {k: v for k, v in kwargs.items() if k != "hidden_states"})
-                if index == 0 and self._stop:
-                    hidden.append((args[0] if args else kwargs["hidden_states"]).detach())
-                    raise _Stop
-            return hook
+    def forward(ids):
+        with torch.no_grad(), amp():
+            model.base_model(input_ids=ids, use_cache=False)
 
-        handles = [layer.register_forward_pre_hook(record(i), with_kwargs=True) for i, layer in enumerate(self.layers)]
+    workers = [_Batch(forward, ids) for ids in batches]
+    handles = [module.register_forward_pre_hook(hook) for module in linears.values()]
+    previous, measured = [], None
+    try:
+        for worker in workers:
+            worker.start()
+            worker.step()
+        while live := [worker for worker in workers if not worker.done]:
+            name = min((worker.at for worker in live), key=order.__getitem__)
+            group = [worker for worker in live if worker.at == name]
+            inputs = [worker.input for worker in group]
+            if len(previous) != len(inputs) or any(ref() is not x for ref, x in zip(previous, inputs)):
+                module = linears[name]
+                with torch.no_grad():
+                    measured = measure([x.reshape(-1, module.in_features) for x in inputs])
+                previous = [weakref.ref(x) for x in inputs]  # not kept alive: only to see the same tensors again
+            del inputs
+            with torch.no_grad():
+                prune(name, linears[name], measured)
+            pruned.add(name)
+            for worker in group:
+                worker.input = None
+                worker.step()
+    finally:
+        for worker in workers:
+            worker.stop()
+        for handle in handles:
+            handle.remove()
+    return late
+
+
+class _Batch(threading.Thread):
+    """One calibration batch's forward pass, run a piece at a time: `step()` (the scheduler)
+    lets it run until it parks at the next linear (`park`, in its own thread) or ends."""
+
+    def __init__(self, forward, ids):
+        super().__init__(daemon=True)
+        self.forward, self.ids = forward, ids
+        self.at = self.input = self.error = None
+        self.done = self.aborted = False
+        self._go, self._parked = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        self._go.wait()
+        self._go.clear()
         try:
-            with torch.no_grad(), amp():
-                self._stop = False
-                model.base_model(input_ids=batches[0], use_cache=False)  # every layer's arguments
-                self._stop = True
-                for ids in batches:
-                    try:
-                        model.base_model(input_ids=ids, use_cache=False)
-                    except _Stop:
-                        pass
+            if not self.aborted:
+                self.forward(self.ids)
+        except _Abort:
+            pass
+        except BaseException as err:  # handed to the scheduler's thread
+            self.error = err
         finally:
-            for handle in handles:
-                handle.remove()
-        self.hidden = hidden
+            self.done, self.at, self.input = True, None, None
+            self._parked.set()
 
-    @torch.no_grad()
-    def run(self, index: int) -> list[torch.Tensor]:
-        """Layer `index` on every batch's hidden states (its hooks see its inputs)."""
-        args, kwargs = self.calls[index]
-        outputs = []
-        with self.amp():
-            for hidden in self.hidden:
-                out = self.layers[index](hidden, *args, **kwargs)
-                outputs.append(out[0] if isinstance(out, tuple) else out)
-        return outputs
+    def park(self, name: str, x: torch.Tensor) -> None:
+        self.at, self.input = name, x
+        self._parked.set()
+        self._go.wait()
+        self._go.clear()
+        if self.aborted:
+            raise _Abort
 
-    def advance(self, index: int) -> None:
-        """Replace the hidden states by layer `index`'s outputs (after it was pruned)."""
-        self.hidden = self.run(index)
+    def step(self) -> None:
+        self._parked.clear()
+        self._go.set()
+        self._parked.wait()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        """End the thread (after an error elsewhere: its pass is abandoned)."""
+        if self.is_alive():
+            self.aborted = True
+            self._parked.clear()
+            self._go.set()
+            self.join()
 
 
-class _Stop(Exception):
+class _Abort(Exception):
     pass
 
 
@@ -143,19 +204,3 @@ class SparseContext:
 
     def autocast(self):
         return autocast(self.device, self.cfg.precision)
-
-
-def feed_inputs(runner: LayerByLayer, index: int, linears: dict[str, nn.Linear], add) -> None:
-    """Run layer `index` on every batch and hand each linear's inputs (one row per token) to
-    `add(name, x)`: the statistics a sparse method calibrates on."""
-    handles = [module.register_forward_hook(functools.partial(_forward_inputs, add, name))
-               for name, module in linears.items()]
-    try:
-        runner.run(index)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _forward_inputs(add, name: str, module: nn.Linear, inputs, output) -> None:
-    add(name, inputs[0].reshape(-1, module.in_features))

@@ -2,7 +2,8 @@
 percdamp x mean diag), the upper Cholesky factor of H^-1; input columns in blocks: inside a
 block the mask is chosen by w^2 / [H^-1]_jj^2, then each column's pruning error is spread over
 the block's later columns (OBS update) and, after the block, over the remaining columns.
-Layers in order, each calibrated on the already-pruned layers' outputs.
+Every linear is calibrated on the outputs of the linears pruned before it, in one forward pass
+(the released code's `--true-sequential` order; compress/sparsity.py `prune_in_call_order`).
 
 Where regrow and the released code differ: the code picks the block's unstructured mask by one
 threshold over the whole block (rows x columns), so rows end with different sparsities; regrow
@@ -10,14 +11,15 @@ picks it per row (each row removes its share of the block's columns), the same p
 sparsity as Wanda and magnitude-sparse, so the methods are compared at equal sparsity per row.
 N:M is as in the code (per group of M columns of a row)."""
 
+from collections import defaultdict
+
 import torch
 
 from regrow.compress.methods.base import SparseMethod, register
 from regrow.compress.sparsity import (
-    LayerByLayer,
     SparseResult,
     SparsityTarget,
-    feed_inputs,
+    prune_in_call_order,
     sparse_linears,
 )
 from regrow.errors import RegrowError
@@ -26,47 +28,41 @@ from regrow.errors import RegrowError
 @register("sparsegpt")
 class SparseGPT(SparseMethod):
     summary = "one-shot OBS weight update with the layer Hessian of calibration data (SparseGPT)"
-    passes = 2
+    passes = 1
 
-    @torch.no_grad()
     def sparsify(self, ctx) -> SparseResult:
         options = ctx.cfg.sparsegpt
-        runner = LayerByLayer(ctx.model, ctx.adapter, ctx.batches, ctx.autocast)
-        masks, errors = {}, {}
-        for index, linears in sparse_linears(ctx.model, ctx.adapter).items():
-            hessians = _Hessians()
-            feed_inputs(runner, index, linears, hessians.add)
-            before = after = 0.0
-            for name, module in linears.items():
-                weight = module.weight.float()
-                new, kept = solve(weight, hessians.of[name], ctx.target, options.block_size, options.percdamp, name)
-                delta = weight - new
-                before += float(torch.einsum("ij,jk,ik->", weight, hessians.of[name], weight))
-                after += float(torch.einsum("ij,jk,ik->", delta, hessians.of[name], delta))
-                module.weight.copy_(new.to(module.weight.dtype))
-                masks[f"{name}.weight"] = kept
-            errors[index] = after / before if before else 0.0
-            runner.advance(index)
+        layer_of, linears = {}, {}
+        for index, layer in sparse_linears(ctx.model, ctx.adapter).items():
+            for name, module in layer.items():
+                layer_of[name], linears[name] = index, module
+        masks, before, after = {}, defaultdict(float), defaultdict(float)
+
+        def prune(name, module, hessian):
+            weight = module.weight.float()
+            new, kept = solve(weight, hessian, ctx.target, options.block_size, options.percdamp, name)
+            before[layer_of[name]] += float(((weight @ hessian) * weight).sum())
+            delta = weight - new
+            after[layer_of[name]] += float(((delta @ hessian) * delta).sum())
+            module.weight.copy_(new.to(module.weight.dtype))
+            masks[f"{name}.weight"] = kept
+
+        late = prune_in_call_order(ctx.model, ctx.batches, ctx.autocast, linears, hessian_of, prune)
+        errors = {index: after[index] / before[index] if before[index] else 0.0 for index in sorted(before)}
         return SparseResult(masks, {"calibration_tokens": sum(ids.numel() for ids in ctx.batches),
                                     "block_size": options.block_size, "percdamp": options.percdamp,
-                                    "relative_reconstruction_error": errors})
+                                    "relative_reconstruction_error": errors, "calls_after_pruning": late})
 
 
-class _Hessians:
-    """Per linear layer: H = (2/n) sum of x x^T over its n input tokens, kept as a running mean."""
-
-    def __init__(self):
-        self.of: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, name: str, x: torch.Tensor) -> None:
+def hessian_of(inputs: list[torch.Tensor]) -> torch.Tensor:
+    """H = (2/n) sum over the n input tokens of x x^T (float32, as the released code)."""
+    n = sum(x.shape[0] for x in inputs)
+    width = inputs[0].shape[1]
+    H = torch.zeros(width, width, device=inputs[0].device)
+    for x in inputs:
         x = x.float()
-        n, seen = x.shape[0], self.counts.get(name, 0)
-        H = self.of.get(name, torch.zeros(x.shape[1], x.shape[1], device=x.device))
-        H *= seen / (seen + n)
-        self.counts[name] = seen + n
-        x = x * (2.0 / self.counts[name]) ** 0.5
-        self.of[name] = H + x.T @ x
+        H.addmm_(x.T, x, alpha=2.0 / n)
+    return H
 
 
 def solve(weight: torch.Tensor, hessian: torch.Tensor, target: SparsityTarget, block: int, percdamp: float,
@@ -87,26 +83,25 @@ def solve(weight: torch.Tensor, hessian: torch.Tensor, target: SparsityTarget, b
     pruned = torch.zeros_like(W, dtype=torch.bool)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        Wt = W[:, i1:i2].T.contiguous()  # the block's columns as rows: each step touches contiguous memory
+        Hinv1 = Hinv[i1:i2, i1:i2]
         d = torch.diag(Hinv1)
-        errors = torch.zeros_like(W1)
-        mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        inverse_d = (1 / d).tolist()
+        mask = torch.zeros_like(Wt, dtype=torch.bool)  # True = pruned
+        errors = torch.empty_like(Wt)
         if target.m is None:
             remove = int(i2 * target.sparsity) - int(i1 * target.sparsity)  # a row's share of this block
             if remove:
-                scores = W1**2 / d.reshape(1, -1) ** 2
-                mask1.scatter_(1, scores.topk(remove, dim=1, largest=False).indices, True)
+                scores = (Wt / d.reshape(-1, 1)) ** 2
+                mask.scatter_(0, scores.topk(remove, dim=0, largest=False).indices, True)
         for i in range(i2 - i1):
             if target.m is not None and i % target.m == 0:
-                scores = W1[:, i : i + target.m] ** 2 / d[i : i + target.m].reshape(1, -1) ** 2
-                mask1.scatter_(1, i + scores.topk(target.m - target.n, dim=1, largest=False).indices, True)
-            w = W1[:, i]
-            q = torch.where(mask1[:, i], torch.zeros_like(w), w)
-            err = (w - q) / d[i]
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
-            W1[:, i] = q
-            errors[:, i] = err
-        W[:, i1:i2] = W1
-        W[:, i2:] -= errors @ Hinv[i1:i2, i2:]
-        pruned[:, i1:i2] = mask1
+                scores = (Wt[i : i + target.m] / d[i : i + target.m].reshape(-1, 1)) ** 2
+                mask.scatter_(0, i + scores.topk(target.m - target.n, dim=0, largest=False).indices, True)
+            torch.mul(Wt[i], mask[i], out=errors[i]).mul_(inverse_d[i])  # (w - q) / d, q = w kept or 0
+            Wt[i:].addr_(Hinv1[i, i:], errors[i], alpha=-1)  # the OBS update of this and the later columns
+        Wt.masked_fill_(mask, 0)  # the update left ~0 there; exact zeros
+        W[:, i1:i2] = Wt.T
+        W[:, i2:].addmm_(errors.T, Hinv[i1:i2, i2:], alpha=-1)
+        pruned[:, i1:i2] = mask.T
     return W, ~pruned
