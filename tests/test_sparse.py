@@ -233,6 +233,37 @@ def test_a_study_mixes_structured_and_sparse_methods(tmp_path, family_models, da
     assert "magnitude-sparse-r0.6-none" in md and "counted as dense" in md
 
 
+def test_a_study_refuses_a_ratio_sparse_methods_cannot_reach_before_any_work(tmp_path, family_models, data_dir, capsys):
+    """A grid ratio below the share of parameters a sparse method cannot zero (embeddings, head,
+    norms) is one line naming the ratio and the floor, exit 2, before anything is written."""
+    import yaml
+    from transformers import AutoConfig
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(family_models["llama"]))
+    total = sum(p.numel() for p in model.parameters())
+    linears = sum(m.weight.numel() for n, m in model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and n.startswith("model.layers."))
+    floor = 1 - linears / total  # non-zero fraction left when every decoder linear is zero
+    study = {
+        "out_dir": str(tmp_path / "study"),
+        "source": {"model": str(family_models["llama"])},
+        "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32},
+        "grid": {"method": ["magnitude", "wanda"], "target_ratio": [round(floor - 0.01, 3)], "reinit": ["none"],
+                 "schedule": [{"name": "cosine", "lr_max": 1e-3, "lr_min": 1e-4, "warmup_steps": 1}],
+                 "replay": [0.0], "tokens": [256], "seed": [0]},
+        "prune": {"calibration_samples": 8, "batch_size": 4},
+        "train": {"batch_size": 4},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    capsys.readouterr()
+    assert main(["study", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"grid.target_ratio {round(floor - 0.01, 3)} with sparse method 'wanda'" in err[0], err
+    assert f"above {floor:.3f}" in err[0], err
+    assert not (tmp_path / "study").exists()
+
+
 def test_structured_method_refuses_sparsity(family_models, data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["prune", "--model", str(family_models["llama"]), "--method", "magnitude", "--sparsity", "0.5",

@@ -23,10 +23,14 @@ from regrow.compress.families import adapter_for
 from regrow.compress.reinit import REINITS
 from regrow.compress.report import CONFIG, REPORT
 from regrow.compress.rewind import rewind_weights
-from regrow.compress.sparsity import SparseContext, SparsityTarget, sparse_linears
+from regrow.compress.sparsity import (
+    SparseContext,
+    SparsityTarget,
+    sparse_linears,
+    sparse_weight_count,
+)
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
-from regrow.errors import RegrowError
 from regrow.models.flops import forward_flops_per_token, model_shape
 from regrow.models.hf import load_model
 from regrow.models.sparsity import MASK_FILE, HeldMasks, write_mask_file
@@ -39,9 +43,8 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     model.eval()
     adapter = adapter_for(model.config)
     linears = sparse_linears(model, adapter)
-    n_weights = sum(m.weight.numel() for layer in linears.values() for m in layer.values())
-    n_source = sum(p.numel() for p in model.parameters())
-    target = SparsityTarget.of(cfg) if cfg.target_ratio is None else _ratio_target(cfg.target_ratio, n_source, n_weights)
+    n_weights, n_source = sparse_weight_count(model, adapter), sum(p.numel() for p in model.parameters())
+    target = SparsityTarget.of(cfg) if cfg.target_ratio is None else SparsityTarget.leaving(cfg.target_ratio, n_source, n_weights)
     for name, module in ((n, m) for layer in linears.values() for n, m in layer.items()):
         target.check(name, module.weight)
     tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
@@ -97,17 +100,6 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     echo(f"removed {sum(zeros.values()):,} of {n_weights:,} weights ({sum(zeros.values()) / n_weights:.1%}, "
          f"{target.describe()}); wrote {out} in {report['wall_seconds']['total']:.1f} s")
     return report
-
-
-def _ratio_target(ratio: float, n_source: int, n_weights: int) -> SparsityTarget:
-    """--target-ratio R for a sparse method: the per-row sparsity that leaves R of all parameters
-    non-zero (only the decoder's linear weights can be zeroed)."""
-    sparsity = n_source * (1 - ratio) / n_weights
-    if not 0 < sparsity < 1:
-        floor = 1 - n_weights / n_source
-        raise RegrowError(f"--target-ratio {ratio}: a sparse method zeroes only the decoder's linear weights "
-                          f"({n_weights / n_source:.1%} of the parameters), so the ratio must be above {floor:.3f} and below 1")
-    return SparsityTarget(sparsity=sparsity)
 
 
 def _check_masks(model: nn.Module, masks: dict[str, torch.Tensor], target: SparsityTarget) -> None:

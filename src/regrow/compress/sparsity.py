@@ -32,6 +32,18 @@ class SparsityTarget:
             return cls(n=n, m=m)
         return cls(sparsity=cfg.sparsity)
 
+    @classmethod
+    def leaving(cls, ratio: float, n_source: int, n_weights: int) -> SparsityTarget:
+        """--target-ratio R for a sparse method: the per-row sparsity that leaves R of all
+        parameters non-zero (only the decoder's `n_weights` linear weights can be zeroed)."""
+        sparsity = n_source * (1 - ratio) / n_weights
+        if not 0 < sparsity < 1:
+            floor = 1 - n_weights / n_source
+            raise RegrowError(f"--target-ratio {ratio}: a sparse method zeroes only the decoder's linear weights "
+                              f"({n_weights / n_source:.1%} of the parameters), so the ratio must be above {floor:.3f} "
+                              "and below 1")
+        return cls(sparsity=sparsity)
+
     @property
     def fraction_removed(self) -> float:
         return self.sparsity if self.m is None else 1 - self.n / self.m
@@ -73,6 +85,10 @@ def sparse_linears(model: nn.Module, adapter) -> dict[int, dict[str, nn.Linear]]
         out[index] = {prefix + name: module for name, module in layer.named_modules()
                       if isinstance(module, nn.Linear) and name != router}
     return out
+
+
+def sparse_weight_count(model: nn.Module, adapter) -> int:
+    return sum(module.weight.numel() for layer in sparse_linears(model, adapter).values() for module in layer.values())
 
 
 def prune_in_call_order(model: nn.Module, batches: list[torch.Tensor], amp, linears: dict[str, nn.Linear],

@@ -79,7 +79,9 @@ def check_targets(cfg: StudyConfig) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from regrow.compress.families import adapter_for
+    from regrow.compress.sparsity import SparsityTarget, sparse_weight_count
     from regrow.compress.targets import checked_target
+    from regrow.data.tokenizer import load_tokenizer, vocab_size_of
 
     if cfg.source.model is not None:
         from regrow.models.hf import is_model_dir
@@ -89,6 +91,8 @@ def check_targets(cfg: StudyConfig) -> None:
         config = AutoConfig.from_pretrained(cfg.source.model)
     else:
         fields = dict(cfg.source.pretrain.get("config", {}))
+        if "vocab_size" not in fields:  # as the pre-training sets it
+            fields["vocab_size"] = vocab_size_of(load_tokenizer(cfg.tokenizer))
         try:
             config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         except (KeyError, ValueError, TypeError) as err:
@@ -99,6 +103,14 @@ def check_targets(cfg: StudyConfig) -> None:
         model = AutoModelForCausalLM.from_config(config)
     adapter = adapter_for(model.config)
     source = adapter.shape(model.config)
+    sparse = [method for method in cfg.grid.method if METHODS[method].sparse]
+    if sparse:  # a ratio is a non-zero fraction for them: reachable only if the zeroable weights suffice
+        n_source, n_weights = sum(p.numel() for p in model.parameters()), sparse_weight_count(model, adapter)
+        for ratio in cfg.grid.target_ratio:
+            try:
+                SparsityTarget.leaving(ratio, n_source, n_weights)
+            except RegrowError as err:
+                raise RegrowError(f"grid.target_ratio {ratio} with sparse method {sparse[0]!r}: {err}") from err
     with tempfile.TemporaryDirectory(prefix="regrow-targets-") as tmp:  # the study folder is written after every check
         write_targets(Path(tmp), cfg)
         targets = [checked_target(model, adapter, str(target_file(Path(tmp), i)), None, depth_only=False)
