@@ -261,7 +261,7 @@ def _study(tmp_path, family_models, data_dir) -> Path:
         "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32},
         "grid": {"method": ["activation"], "target": [TARGET],
                  "schedule": [{"name": "cosine", "lr_max": 1e-3, "lr_min": 1e-4, "warmup_steps": 1}],
-                 "replay": [0.0, 0.25], "tokens": [8192], "seed": [0]},
+                 "replay": [0.0, 0.25], "tokens": [32768], "seed": [0]},  # runs long enough to be caught mid-way
         "controls": {"scratch": True, "source": False},
         "prune": {"calibration_samples": 8, "batch_size": 4},
         "train": {"batch_size": 4, "eval_tokens": 256, "log_every": 1, "checkpoint_every": 4},
