@@ -122,11 +122,6 @@ class SparseMethod(PruningMethod):
 
     sparse = True
     changes_width = False
-    passes: ClassVar[int] = 0  # forward passes over the calibration tokens it costs (for the report's FLOPs)
-
-    def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
-        return self.passes * forward_flops_per_token(shape, seq_len) * details.get("calibration_tokens", 0)
-
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
         if target != source:
             raise RegrowError(f"method {self.name!r} is sparse: it keeps the architecture, so it takes a fraction of "

@@ -28,7 +28,6 @@ from regrow.errors import RegrowError
 @register("sparsegpt")
 class SparseGPT(SparseMethod):
     summary = "one-shot OBS weight update with the layer Hessian of calibration data (SparseGPT)"
-    passes = 1
 
     def sparsify(self, ctx) -> SparseResult:
         options = ctx.cfg.sparsegpt

@@ -13,7 +13,6 @@ from regrow.compress.sparsity import SparseResult, prune_in_call_order, sparse_l
 @register("wanda")
 class Wanda(SparseMethod):
     summary = "zero the lowest weight magnitude x input-activation norm of each row or N:M group (Wanda)"
-    passes = 1
 
     def sparsify(self, ctx) -> SparseResult:
         linears = {name: module for layer in sparse_linears(ctx.model, ctx.adapter).values()
