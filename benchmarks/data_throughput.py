@@ -1,7 +1,7 @@
 """Tokenization MB/s and peak memory of `regrow data prepare`, and sampler tokens/s.
 
 Tokenization: the real `regrow data prepare` command (reading a .jsonl.zst corpus made of the
-English and German books of ../shared/data, decompression, JSON, tokenization, sharded
+English and German books built into regrow (builtin:en, builtin:de), decompression, JSON, tokenization, sharded
 writing) with each engine, 1 and 2 workers; MB/s of text from the manifest's own timing. The
 baseline, measured in the same run on the same documents: plain HF `tokenizers`
 (`encode_batch_fast`), one thread and all cores. Target: >= 5 MB/s on 2 cores.
@@ -39,15 +39,11 @@ from common import LLAMA_10M, make_data, median, timed  # noqa: E402
 from regrow.data.sources import ReadOptions, SourceRecord, iter_documents  # noqa: E402
 from regrow.data.tokenizer import train_bpe  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def paragraphs() -> list[str]:
-    books = [str(SHARED / "en"), str(SHARED / "de")] if SHARED.is_dir() else None
-    if books is None:
-        raise SystemExit(f"{SHARED} is missing: the benchmark reads the shared books")
-    return list(iter_documents(books, SourceRecord(), ReadOptions(unit="paragraph")))
+    return list(iter_documents(["builtin:en", "builtin:de"], SourceRecord(), ReadOptions(unit="paragraph")))
 
 
 def write_corpus(path: Path, pool: list[str], text_bytes: float, seed: int) -> int:

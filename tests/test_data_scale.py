@@ -25,8 +25,6 @@ from regrow.data.sampler import MixtureSampler
 from regrow.data.store import TokenStore
 from regrow.models.evaluate import validation_windows
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def prepare(inputs, domain, tokenizer_dir, out, *extra) -> int:
     return main(["data", "prepare", *map(str, inputs), "--domain", domain, "--tokenizer", str(tokenizer_dir),
@@ -141,8 +139,8 @@ def _shard_bytes(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def books():
-    assert SHARED.is_dir(), f"{SHARED} (the shared English and German books) is missing"
-    return [SHARED / "en", SHARED / "de"]
+    """The built-in English and German books (shipped in the package)."""
+    return ["builtin:en", "builtin:de"]
 
 
 def test_prepare_killed_and_run_again_gives_identical_shards(books, tokenizer_dir, tmp_path):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
+import lzma
 import shutil
-from pathlib import Path
 
 import pytest
 
 from regrow.cli.main import main
-
-BOOK = Path(__file__).resolve().parents[2] / "shared" / "data" / "en" / "twain_tom_sawyer.txt"
+from regrow.data.corpora import BOOKS
 
 
 def paragraphs(text: str) -> list[str]:
@@ -28,12 +27,8 @@ def paragraphs(text: str) -> list[str]:
 
 
 def test_one_book_with_default_options_gets_a_validation_split(tmp_path, tokenizer_dir, capsys):
-    if BOOK.is_file():
-        book = tmp_path / BOOK.name
-        shutil.copy(BOOK, book)
-    else:  # outside the workplace: a book-like text of its own
-        book = tmp_path / "book.txt"
-        book.write_text("\n\n".join(f"Chapter line {i}: the quick brown fox jumps over the lazy dog." for i in range(3000)))
+    book = tmp_path / "twain_tom_sawyer.txt"  # a real book: the shipped archive, decompressed here
+    book.write_bytes(lzma.decompress(BOOKS["twain_tom_sawyer"].path.read_bytes()))
     capsys.readouterr()
     assert main(["data", "prepare", str(book), "--domain", "en", "--tokenizer", str(tokenizer_dir),
                  "--out", str(tmp_path / "data"), "--no-progress"]) == 0

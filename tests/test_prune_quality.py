@@ -3,7 +3,7 @@ parameters, importance-based methods beat random unit selection, and the pruned 
 learning faster than a random init of the same shape. Three sources: a Llama on the standard
 library's docstrings and code, a Qwen3 (a family added later, with per-head q/k norms) and a
 Mixtral-style mixture of experts (8 experts, top-2) on the public-domain English and German books
-of ../shared/data; the mixture is also pruned to 4 experts by each expert criterion."""
+built into regrow (builtin:en, builtin:de); the mixture is also pruned to 4 experts by each expert criterion."""
 
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ SOURCES = {
                 "max_position_embeddings": 128},
 }
 SEQ = 64
-BOOKS = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repository
 
 
 @dataclass
@@ -47,12 +46,12 @@ class Source:
 
 
 def books(root: Path) -> tuple[Path, Path, list[str]]:
-    """A tokenizer and two domains (English, German) from the shared public-domain books."""
+    """A tokenizer and two domains (English, German) from the built-in public-domain books."""
     tokenizer, data = root / "tokenizer", root / "data"
-    assert main(["tokenizer", "train", str(BOOKS / "en"), str(BOOKS / "de"), "--vocab-size", "1024",
+    assert main(["tokenizer", "train", "builtin:en", "builtin:de", "--vocab-size", "1024",
                  "--out", str(tokenizer)]) == 0
     for domain in ("en", "de"):
-        assert main(["data", "prepare", str(BOOKS / domain), "--domain", domain, "--tokenizer", str(tokenizer),
+        assert main(["data", "prepare", f"builtin:{domain}", "--domain", domain, "--tokenizer", str(tokenizer),
                      "--out", str(data), "--val-fraction", "0.05", "--no-progress"]) == 0
     return tokenizer, data, ["en", "de"]
 

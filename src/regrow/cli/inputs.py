@@ -26,8 +26,9 @@ from regrow.errors import RegrowError
 
 def add_input_arguments(parser, several_builtins: bool) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="text / JSONL / Parquet files or folders, glob patterns, @LIST files; text and JSONL "
-                             "may be .gz, .bz2, .xz or .zst")
+                        help="text / JSONL / Parquet files or folders, glob patterns, @LIST files, builtin:NAME (a "
+                             "shipped book or language: regrow corpora list); text and JSONL may be .gz, .bz2, "
+                             ".xz or .zst")
     if several_builtins:
         parser.add_argument("--builtin", action="append", default=[], choices=BUILTIN_DOMAINS, help="add a builtin corpus")
     else:

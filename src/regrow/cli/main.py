@@ -9,6 +9,7 @@ from regrow import __version__
 
 # isort: off
 from regrow.cli import (  # noqa: F401  (registration, in the order `regrow --help` lists them)
+    corpora,
     tokenizer,
     data,
     train,

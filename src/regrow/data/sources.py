@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from regrow.data import corpora
 from regrow.errors import RegrowError
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
@@ -143,12 +144,17 @@ def _hidden(path: Path, root: Path) -> bool:
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files named directly, every supported file under named folders (sorted), dataset folders,
-    the files a glob pattern matches (sorted; `**` recurses) and the inputs an `@LIST` file
-    names (one per line; blank lines and `#` comments skipped)."""
+    the files a glob pattern matches (sorted; `**` recurses), the inputs an `@LIST` file names
+    (one per line; blank lines and `#` comments skipped) and the archives of `builtin:NAME`
+    (the shipped books, regrow.data.corpora)."""
     if not inputs:
         raise RegrowError("no input given; pass one or more files or folders")
     files: list[Path] = []
     for item in inputs:
+        builtin = corpora.resolve(item)
+        if builtin is not None:
+            files.extend(builtin)
+            continue
         if item.startswith("@") and not Path(item).exists():
             listing = Path(item[1:])
             if not listing.is_file():
