@@ -2,7 +2,7 @@
 
 Both run in this process on the same machine, batch and model (a ~10M non-embedding-parameter
 Llama at seq 256 by default), in interleaved rounds; the figure is the median over rounds.
-MFU = achieved FLOP/s (ALGORITHMS.md section 8) / a matrix-product peak measured in this run.
+MFU = achieved FLOP/s (docs/ALGORITHMS.md §8) / a matrix-product peak measured in this run.
 
     python benchmarks/train_throughput.py [--steps 8] [--rounds 3] [--compile] [--device cpu]
 

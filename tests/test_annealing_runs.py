@@ -1,5 +1,5 @@
 """The annealing law on real runs: fitted on a constant and a cosine run, it must predict a WSD
-run's final loss better than a power law in steps fitted on the same points (ALGORITHMS.md §7)."""
+run's final loss better than a power law in steps fitted on the same points (docs/ALGORITHMS.md §7)."""
 
 from __future__ import annotations
 

@@ -144,8 +144,8 @@ def test_eval_rejects_data_of_another_tokenizer(trained, corpus, tmp_path, capsy
     assert "--seq-len 256 exceeds the model's 64 positions" in err
 
 
-def test_readme_tables_are_the_registries(capsys):
-    """The README's extension tables are `regrow list --markdown`: they name every registered entry."""
+def test_extending_tables_are_the_registries(capsys):
+    """docs/EXTENDING.md's registry tables are `regrow list --markdown`: they name every registered entry."""
     from pathlib import Path
 
     from regrow.compress.methods import METHODS
@@ -153,7 +153,7 @@ def test_readme_tables_are_the_registries(capsys):
 
     assert main(["list", "--markdown"]) == 0
     tables = capsys.readouterr().out
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "docs" / "EXTENDING.md").read_text()
     block = readme.split("<!-- registries:start -->\n")[1].split("<!-- registries:end -->")[0]
     assert block == tables
     for name in [*METHODS, *SCHEDULES]:

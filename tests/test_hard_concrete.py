@@ -1,4 +1,4 @@
-"""The hard-concrete gates and the Lagrangian targets of the sheared method (ALGORITHMS.md §1)."""
+"""The hard-concrete gates and the Lagrangian targets of the sheared method (docs/ALGORITHMS.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The importance statistics against hand computations on captured activations (ALGORITHMS.md §2)."""
+"""The importance statistics against hand computations on captured activations (docs/ALGORITHMS.md §2)."""
 
 from __future__ import annotations
 

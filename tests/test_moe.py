@@ -1,4 +1,4 @@
-"""Mixture-of-experts pruning (ALGORITHMS.md §9): a masked expert never wins the top-k and the
+"""Mixture-of-experts pruning (docs/ALGORITHMS.md §9): a masked expert never wins the top-k and the
 kept gates are renormalised as the family does; expert scores (REAP, frequency, per-expert
 channels) against sums written here from the weights; exports load and generate in plain
 transformers with the target's config; active-expert FLOPs; the ratio split; bad input; a

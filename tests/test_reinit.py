@@ -1,4 +1,4 @@
-"""Re-initialisation options after pruning (ALGORITHMS.md §5)."""
+"""Re-initialisation options after pruning (docs/ALGORITHMS.md §5)."""
 
 from __future__ import annotations
 

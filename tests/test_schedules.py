@@ -1,4 +1,4 @@
-"""Every schedule against the formulas of ALGORITHMS.md section 3, at chosen points."""
+"""Every schedule against the formulas of docs/ALGORITHMS.md §3, at chosen points."""
 
 import math
 

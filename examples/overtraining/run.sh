@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The overtraining study in miniature (Springer et al. 2025; ALGORITHMS.md §6), about 10 minutes
+# The overtraining study in miniature (Springer et al. 2025; docs/ALGORITHMS.md §6), about 10 minutes
 # on 2 CPU cores. From the repository root:  bash examples/overtraining/run.sh
 #  1. data: English prose (the standard library's docstrings) and Python code, one tokenizer;
 #  2. the same small Llama pre-trained on prose to 5 token budgets (cosine to each budget);

@@ -3,7 +3,7 @@
 `lr(step)` is the learning rate of optimizer update number `step` (1-based), so warmup reaches
 lr_max exactly at `warmup_steps` and a decay ends exactly at `total_steps`. A schedule's
 `total_steps` is its own, independent of how long one run lasts: a run can stop anywhere and
-another phase can continue. Formulas: ALGORITHMS.md section 3.
+another phase can continue. Formulas: docs/ALGORITHMS.md §3.
 
 Adding a schedule = one class with `@register("name")`; its dataclass fields are its config keys.
 """

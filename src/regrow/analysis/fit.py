@@ -1,4 +1,4 @@
-"""Robust curve fitting for scaling laws (ALGORITHMS.md §7).
+"""Robust curve fitting for scaling laws (docs/ALGORITHMS.md §7).
 
 Minimise sum_i w_i Huber_delta(log f(x_i; theta) - log y_i) (delta 1e-3, as Hoffmann et al.
 approach 3) with L-BFGS-B (scipy). The objective of every start of a grid is evaluated in one

@@ -1,4 +1,4 @@
-"""Parameter sensitivity (Springer et al. 2025, "catastrophic overtraining"; ALGORITHMS.md §6).
+"""Parameter sensitivity (Springer et al. 2025, "catastrophic overtraining"; docs/ALGORITHMS.md §6).
 
 theta' = theta + gamma * sigma_t * eps_t for every tensor t, eps_t ~ N(0, 1); sensitivity =
 loss(theta') - loss(theta) on held-out data, per domain, averaged over noise seeds.

@@ -1,6 +1,6 @@
 """`regrow fit --law LAW (--study STUDY_DIR | --csv FILE | --runs RUN_DIR...) [--json] [--plot FILE]`.
 
-Fits a scaling law (ALGORITHMS.md §7; docs/SCALING.md): parameters with bootstrap intervals,
+Fits a scaling law (docs/ALGORITHMS.md §7; docs/SCALING.md): parameters with bootstrap intervals,
 goodness of fit, the law's own results (compute-optimal N/D, effective data transferred, a
 schedule's predicted curve with `--predict`), and a figure of the data against the fits.
 """

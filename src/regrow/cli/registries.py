@@ -1,5 +1,5 @@
 """`regrow list [--markdown]`: every registered extension (methods, reinits, schedules, laws,
-families, executors, loggers, callbacks, tokenizer engines) with what it declares. The README's tables are this
+families, executors, loggers, callbacks, tokenizer engines) with what it declares. docs/EXTENDING.md's tables are this
 command's markdown output, so they cannot drift from the code."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def markdown() -> str:
 @COMMANDS.register("list")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("list", help="list every registered method, schedule, law, family, ...")
-    parser.add_argument("--markdown", action="store_true", help="as the README's markdown tables")
+    parser.add_argument("--markdown", action="store_true", help="as the markdown tables of docs/EXTENDING.md")
     parser.set_defaults(func=run)
 
 

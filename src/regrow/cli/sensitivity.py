@@ -1,6 +1,6 @@
 """`regrow sensitivity --model DIR... --data DATA_DIR [--gamma G...] [--seeds K] [--json]`.
 
-Loss increase under Gaussian parameter perturbation (ALGORITHMS.md §6) per model and domain,
+Loss increase under Gaussian parameter perturbation (docs/ALGORITHMS.md §6) per model and domain,
 mean and spread over noise seeds; over several checkpoints of one run it draws sensitivity
 against their pre-training tokens (`--plot`). `--out FILE.json` keeps the results (a study's
 `analysis/` folder puts them in its report).

@@ -18,7 +18,7 @@ EXPERT_CRITERIA = ("reap", "frequency", "random")
 
 @dataclass
 class ShearedOptions:
-    """Learned hard-concrete masks with a Lagrangian constraint (ALGORITHMS.md §1)."""
+    """Learned hard-concrete masks with a Lagrangian constraint (docs/ALGORITHMS.md §1)."""
 
     steps: int = 200
     temperature: float = 2 / 3  # beta: 2/3 in the released code, 0.83 in the paper's appendix
@@ -36,7 +36,7 @@ class ShearedOptions:
 
 @dataclass
 class SparseGPTOptions:
-    """SparseGPT's solver (ALGORITHMS.md section 10; the paper's defaults)."""
+    """SparseGPT's solver (docs/ALGORITHMS.md §10; the paper's defaults)."""
 
     block_size: int = 128  # input columns whose mask is chosen together
     percdamp: float = 0.01  # dampening: lambda = percdamp x mean(diag(H))

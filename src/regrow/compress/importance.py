@@ -1,10 +1,10 @@
 """Unit importance without gradients: activation statistics, block influence, weight magnitude.
 
-Activation statistics follow Minitron (ALGORITHMS.md §2): per sample, the mean over tokens of
+Activation statistics follow Minitron (docs/ALGORITHMS.md §2): per sample, the mean over tokens of
 |activation| (for a head: of the L2 norm of its context vector); then reduced over the batch,
 either as the L2 norm over samples (Minitron's choice, `batch_reduction: l2`) or the mean.
 Block influence (ShortGPT) is 1 - cos(h_in, h_out) of a layer, averaged over tokens.
-Mixtures of experts (ALGORITHMS.md §9): an expert's channels score the mean |activation| over the
+Mixtures of experts (docs/ALGORITHMS.md §9): an expert's channels score the mean |activation| over the
 tokens routed to it; an expert scores by `expert_criterion`: `reap` (mean over its routed tokens
 of gate x ||output||), `frequency` (share of tokens routed to it) or `random` (seeded).
 """

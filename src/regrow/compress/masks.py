@@ -1,13 +1,13 @@
 """Masks over a model's prunable units, applied to the unmodified HF model with forward hooks.
 
-Semantics (Sheared-LLaMA, ALGORITHMS.md §1): the layer gate scales what a layer writes into the
+Semantics (Sheared-LLaMA, docs/ALGORITHMS.md §1): the layer gate scales what a layer writes into the
 residual stream; head masks scale each head's context before the output projection; MLP masks
 scale the intermediate activation before the down projection; the hidden mask scales the
 embeddings, every write into the residual stream and every norm output, and norms then average
 over the kept hidden dimensions only. A zero entry removes the unit: slicing the model with
 the same (deterministic) masks gives the same logits.
 
-Mixtures of experts (ALGORITHMS.md §9): an expert whose mask is 0 is taken out of routing (its
+Mixtures of experts (docs/ALGORITHMS.md §9): an expert whose mask is 0 is taken out of routing (its
 router logit is -inf before the top-k, so the token's slot goes to the next expert, and the
 chosen gates are renormalised as the family does: exactly what the sliced router with fewer
 rows computes); a kept expert's mask value scales its gate (its output); expert-channel masks

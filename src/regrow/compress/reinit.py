@@ -1,4 +1,4 @@
-"""Re-initialisation after pruning (ALGORITHMS.md §5), chosen with `--reinit`.
+"""Re-initialisation after pruning (docs/ALGORITHMS.md §5), chosen with `--reinit`.
 
 - none: keep the pruned weights.
 - shrink-perturb (Ash & Adams 2020): theta <- lambda * theta + sigma * eps for every parameter,

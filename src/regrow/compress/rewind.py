@@ -1,4 +1,4 @@
-"""Lottery-ticket rewinding (`--reinit rewind --rewind-from SNAPSHOT`, ALGORITHMS.md section 10):
+"""Lottery-ticket rewinding (`--reinit rewind --rewind-from SNAPSHOT`, docs/ALGORITHMS.md §10):
 the mask is found on the trained model, then the weights of an earlier snapshot of the same run
 replace the trained ones before slicing (structured methods: the kept units' early weights) or
 masking (sparse methods: the mask applied to the early weights)."""

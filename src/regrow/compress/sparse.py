@@ -1,4 +1,4 @@
-"""The pipeline of a sparse method (ALGORITHMS.md section 10): load, calibrate, mask, write.
+"""The pipeline of a sparse method (docs/ALGORITHMS.md §10): load, calibrate, mask, write.
 
 A sparse method keeps the architecture and zeroes weights of every linear layer inside the
 decoder (attention and MLP projections, a shared expert; not the router, the embeddings or the

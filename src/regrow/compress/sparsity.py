@@ -1,4 +1,4 @@
-"""Sparsity inside the weights (ALGORITHMS.md section 10): the target (`--sparsity S` per output
+"""Sparsity inside the weights (docs/ALGORITHMS.md §10): the target (`--sparsity S` per output
 row or `--pattern N:M`), the linear layers a sparse method prunes, and the one calibration pass
 Wanda and SparseGPT share."""
 

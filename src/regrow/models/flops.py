@@ -1,9 +1,9 @@
-"""FLOPs per token from a model's real shape (ALGORITHMS.md section 8).
+"""FLOPs per token from a model's real shape (docs/ALGORITHMS.md §8).
 
 training FLOPs/token = 6 * N_nonembedding + 6 * lm_head_params + 12 * L * H * d_head * T
 (attention scores and values, no causal discount); a forward pass alone is a third of that.
 In a mixture of experts a token runs through k of the E experts of a layer, so the fused expert
-weights ([experts, ...] tensors) count k/E: N_nonembedding is the active parameters (ALGORITHMS.md §9).
+weights ([experts, ...] tensors) count k/E: N_nonembedding is the active parameters (docs/ALGORITHMS.md §9).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The file holds one boolean tensor per sparse weight, True = kept, named as the model's
 parameter. Pruning writes it beside the model; training reads it (`train.sparsity_mask`, or
 found beside `model.init`) and holds the pattern: after every optimizer step the masked
-weights and their AdamW moments are set to zero again (ALGORITHMS.md section 10).
+weights and their AdamW moments are set to zero again (docs/ALGORITHMS.md §10).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fine-tuning degradation probe (Springer et al. 2025; ALGORITHMS.md §6).
+"""The fine-tuning degradation probe (Springer et al. 2025; docs/ALGORITHMS.md §6).
 
 Every checkpoint is fine-tuned with the same recipe (same data, steps, LR, schedule, seed) on
 one domain; the probe reports the in-domain gain (fall of that domain's validation loss) and

@@ -26,7 +26,7 @@ class ModelConfig:
 
 @dataclass
 class DynamicConfig:
-    """Dynamic batch loading (Sheared-LLaMA, ALGORITHMS.md §4); defaults = the paper's rule."""
+    """Dynamic batch loading (Sheared-LLaMA, docs/ALGORITHMS.md §4); defaults = the paper's rule."""
 
     reference: Any = "source"  # "source" | {domain: loss} | {fit: [{params: N, losses: {domain: loss}}, ...]}
     interval: int = 400  # steps between updates (the paper: 50 while pruning, 400 in continued training)

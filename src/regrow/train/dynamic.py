@@ -1,4 +1,4 @@
-"""Dynamic batch loading (Sheared-LLaMA; ALGORITHMS.md §4): every `interval` steps, move
+"""Dynamic batch loading (Sheared-LLaMA; docs/ALGORITHMS.md §4): every `interval` steps, move
 mixture weight towards the domains whose validation loss is furthest above a reference.
 
     delta_i = max(l_i - r_i, 0)        (clamp: true, the paper; false: l_i - r_i, the released code)

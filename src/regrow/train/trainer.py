@@ -342,7 +342,7 @@ class Trainer:
                                     self.config_dict, self.cfg.train.keep_checkpoints, self.world)
 
     def compute(self) -> dict:
-        """What this run cost (ALGORITHMS.md §8): FLOPs by kind, tokens by domain, time, memory."""
+        """What this run cost (docs/ALGORITHMS.md §8): FLOPs by kind, tokens by domain, time, memory."""
         tokens = self.step * self.tokens_per_step
         flops = {
             "train": self.flops_per_token * tokens,

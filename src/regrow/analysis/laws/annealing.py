@@ -1,4 +1,4 @@
-"""The loss curve under any LR schedule (Tissue et al. 2024; ALGORITHMS.md §7).
+"""The loss curve under any LR schedule (Tissue et al. 2024; docs/ALGORITHMS.md §7).
 
 L(s) = L0 + A * S1(s)^(-alpha) - C * S2(s), S1(s) = sum_{i<=s} eta_i (forward area),
 S2(s) = sum_{i<=s} m_i, m_i = lambda * m_{i-1} + (eta_{i-1} - eta_i) (annealing area).
@@ -80,7 +80,7 @@ def predict_curve(values: dict[str, float], lrs: np.ndarray, decay: float = DECA
 
 
 def schedule_warnings(lrs: np.ndarray, fitted_peak: float) -> list[str]:
-    """The two schedule shapes on which the law is known to be wrong (ALGORITHMS.md §7)."""
+    """The two schedule shapes on which the law is known to be wrong (docs/ALGORITHMS.md §7)."""
     lrs = np.asarray(lrs, dtype=np.float64)
     warnings = []
     started = np.flatnonzero(lrs > 0)

@@ -1,4 +1,4 @@
-"""L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, approach 3; ALGORITHMS.md §7).
+"""L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, approach 3; docs/ALGORITHMS.md §7).
 
 Fitted in log space as LSE(a - alpha log N, b - beta log D, e) against log L, Huber delta 1e-3,
 L-BFGS from the paper's grid of starts. Also reports the compute-optimal allocation it implies

@@ -1,4 +1,4 @@
-"""L(D) = E + B / D^beta: one model size's loss against its training tokens (ALGORITHMS.md §7).
+"""L(D) = E + B / D^beta: one model size's loss against its training tokens (docs/ALGORITHMS.md §7).
 
 Fitted like the Chinchilla form without the size term; one fit per `group` when the table has
 that column (e.g. each compression method's continued-training curve).

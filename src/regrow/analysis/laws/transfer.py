@@ -1,4 +1,4 @@
-"""Effective data transferred by a warm start (Hernandez et al. 2021; ALGORITHMS.md §7).
+"""Effective data transferred by a warm start (Hernandez et al. 2021; docs/ALGORITHMS.md §7).
 
 The from-scratch control's curve (rows with method `scratch`) is fitted with the data law
 L(D) = E + B / D^beta. A warm start (a compressed model, any other method) that reaches loss L

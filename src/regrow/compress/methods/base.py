@@ -101,7 +101,7 @@ class PruningMethod:
                               f"methods that can: {', '.join(able)}")
 
     def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
-        """FLOPs spent on the source model (ALGORITHMS.md §8): by default a forward pass over the
+        """FLOPs spent on the source model (docs/ALGORITHMS.md §8): by default a forward pass over the
         calibration tokens the method reports (0 for weight-only methods)."""
         return forward_flops_per_token(shape, seq_len) * details.get("calibration_tokens", 0)
 

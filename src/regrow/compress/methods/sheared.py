@@ -1,4 +1,4 @@
-"""`sheared` (Sheared-LLaMA, ALGORITHMS.md §1): learn hard-concrete L0 masks on layers, heads,
+"""`sheared` (Sheared-LLaMA, docs/ALGORITHMS.md §1): learn hard-concrete L0 masks on layers, heads,
 MLP channels and hidden channels together with the weights, under a Lagrangian constraint that
 pulls the expected sparsity of each kind of mask to the target's; then the deterministic mask
 (exactly the target shape) with its soft values folded into the weights. A mixture of experts

@@ -19,7 +19,7 @@ from regrow.study.report.tables import headline_table, pruning_table
 from regrow.study.report.writers import Block, Figure, write_report
 
 SAVING_NOTE = ("Saving = FLOPs the from-scratch control of the same cell needs to reach its final loss / FLOPs this run "
-               "needs to reach that loss (pruning, teacher and training FLOPs; ALGORITHMS.md section 8).")
+               "needs to reach that loss (pruning, teacher and training FLOPs; docs/ALGORITHMS.md §8).")
 
 
 def top(data: StudyData, style: figures.Style, sentence: str) -> list[Block]:

@@ -1,6 +1,6 @@
 """The report's numbers, from the study's index and its runs: each finished training run with its
 loss-against-FLOPs curve, its compute-saving factor against the from-scratch control of its cell
-(ALGORITHMS.md §8), and the ranking of starting points per cell with the spread over seeds."""
+(docs/ALGORITHMS.md §8), and the ranking of starting points per cell with the spread over seeds."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`dynamic_loading` (data.dynamic): re-weight the mixture every `interval` steps from the current
-validation losses against the reference losses (Sheared-LLaMA's rule; ALGORITHMS.md §5); the
+validation losses against the reference losses (Sheared-LLaMA's rule; docs/ALGORITHMS.md §5); the
 `mixture` event logs the weights. With `reference: source` the reference is the run's own
 start, measured once and kept in the checkpoint."""
 
