@@ -153,11 +153,15 @@ def test_prepare_killed_and_run_again_gives_identical_shards(books, tokenizer_di
     subprocess.run(args(tmp_path / "whole"), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
     progress = killed / ".books.partial" / "progress.json"
-    process = subprocess.Popen(args(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (progress.is_file() and json.loads(progress.read_text())["documents"] > 500):
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    held = {**env, "REGROW_PAUSE_AT": "prepare-progress@3", "REGROW_PAUSE_DIR": str(pauses)}  # regrow.pause_points
+    process = subprocess.Popen(args(killed), env=held, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not list(pauses.glob("prepare-progress@3.*")):
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    assert list(pauses.glob("prepare-progress@3.*")), "the preparation never saved its third progress"
+    process.send_signal(signal.SIGKILL)  # held right after its third progress save: mid-way, on any machine
     process.wait()
     assert progress.is_file(), "no progress was saved before the kill"
     done_before = json.loads(progress.read_text())["documents"]

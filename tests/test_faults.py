@@ -72,50 +72,67 @@ def reference(tokenizer_dir, data_dir, tmp_path_factory) -> Path:
 
 # ---- kill -9 ---------------------------------------------------------------------------------
 
-def _wait_for(condition, proc, timeout=120.0) -> bool:
+def paused_env(folder: Path, *points: str) -> dict[str, str]:
+    """The environment that holds a regrow process at the named pause points (regrow.pause_points)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "REGROW_PAUSE_AT": ",".join(points), "REGROW_PAUSE_DIR": str(folder)}
+
+
+def wait_paused(folder: Path, point: str, proc, count: int = 1, timeout: float = 300.0) -> list[Path]:
+    """Wait until `count` processes hold at `point` (their marker files); fail if `proc` ends first.
+    The processes sleep there, so what happens next does not depend on the machine's speed."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        found = sorted(folder.glob(f"{point}.*"))
+        if len(found) >= count:
+            return found
         if proc.poll() is not None:
-            return False
-        if condition():
-            return True
-        time.sleep(0.002)
-    return False
+            pytest.fail(f"the process ended (exit {proc.returncode}) before reaching {point}")
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"no process reached {point} within {timeout:.0f} s")
+
+
+def kill_plan(seed: int = 0) -> list[tuple[str, str]]:
+    """12 kills of the 10-step run (a checkpoint after every step): 4 while a checkpoint's shards
+    are being written, 7 at seeded moments of training, the last while the final model is
+    exported. Each (kind, POINT@N) holds the process at its N-th visit of POINT: the kills before
+    it left N - 1 more checkpoints, so the plan keeps the run short of its end until the export."""
+    rng = random.Random(seed)
+    kinds = ["save", "random", "random", "save", "random", "random", "save", "random", "random", "save", "random"]
+    plan, progress = [], 0
+    for kind in kinds:
+        point = "checkpoint-shards" if kind == "save" else rng.choice(["train-step", "checkpoint-shards"])
+        visit = rng.choice([1, 2]) if progress < STEPS - 2 else 1
+        progress += visit - 1
+        plan.append((kind, f"{point}@{visit}"))
+    return [*plan, ("export", "model-export@1")]
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_resumes_bit_identically(reference, tokenizer_dir, data_dir, tmp_path):
-    """12 kills: 4 while a checkpoint is being written, 1 while the final model is exported,
-    7 at random moments of training; each time `--auto-resume` goes on from the last checkpoint."""
+def test_kill_9_at_planned_moments_resumes_bit_identically(reference, tokenizer_dir, data_dir, tmp_path):
+    """12 kills -9 at exact moments (held there by pause points, whatever the machine's speed);
+    each time `--auto-resume` goes on from the last complete checkpoint, and the finished run
+    is bit-identical to one never killed."""
     out = tmp_path / "run"
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(fault_recipe(tokenizer_dir, data_dir, out)))
-    rng = random.Random(0)
-    plan = ["save", "random", "random", "save", "random", "random", "save", "random", "random", "save", "random",
-            "export"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    hit = []
-    for moment in plan:
-        proc = subprocess.Popen([sys.executable, "-m", "regrow", "train", str(path), "--auto-resume"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rows = len(read_metrics(out)) if (out / "metrics.jsonl").exists() else 0
-        if moment == "save":
-            condition = lambda: any((out / "checkpoints").glob(".step_*.tmp/shards/*.distcp"))  # noqa: E731
-        elif moment == "export":
-            condition = lambda: any(out.glob(".model.*.tmp/*"))  # noqa: E731
-        else:
-            condition = lambda seen=rows: (out / "metrics.jsonl").exists() and len(  # noqa: E731
-                (out / "metrics.jsonl").read_text().splitlines()) > seen
-        if _wait_for(condition, proc):
-            if moment == "random":
-                time.sleep(rng.uniform(0.0, 0.4))
-            proc.send_signal(signal.SIGKILL)
-            hit.append(moment)
+    plan = kill_plan()
+    steps_done = []
+    for number, (kind, point) in enumerate(plan):
+        pauses = tmp_path / f"pauses-{number}"
+        proc = subprocess.Popen([sys.executable, "-m", "regrow", "train", str(path), "--auto-resume"],
+                                env=paused_env(pauses, point), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_paused(pauses, point, proc)
+        if kind == "save":
+            assert any((out / "checkpoints").glob(".step_*.tmp/shards/*.distcp"))  # killed inside the save
+        if kind == "export":
+            assert any(out.glob(".model.*.tmp/model.safetensors")) and not (out / "summary.json").exists()
+        proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if (out / "summary.json").exists():
-            break
-    assert hit.count("save") >= 3 and len(hit) >= 10, hit
-    assert subprocess.run([sys.executable, "-m", "regrow", "train", str(path), "--auto-resume"], env=env,
+        steps_done.append(len(list_checkpoints(out / "checkpoints")) and int(list_checkpoints(out / "checkpoints")[-1].name[5:]))
+    assert steps_done == sorted(steps_done) and steps_done[-2] < STEPS == steps_done[-1], steps_done
+    assert subprocess.run([sys.executable, "-m", "regrow", "train", str(path), "--auto-resume"],
                           capture_output=True).returncode == 0
     same_run(reference, out)
     assert leftovers(out) == []
@@ -261,7 +278,7 @@ def _study(tmp_path, family_models, data_dir) -> Path:
         "data": {"path": str(data_dir), "old": ["prose"], "new": ["code"], "seq_len": 32},
         "grid": {"method": ["activation"], "target": [TARGET],
                  "schedule": [{"name": "cosine", "lr_max": 1e-3, "lr_min": 1e-4, "warmup_steps": 1}],
-                 "replay": [0.0, 0.25], "tokens": [32768], "seed": [0]},  # runs long enough to be caught mid-way
+                 "replay": [0.0, 0.25], "tokens": [8192], "seed": [0]},
         "controls": {"scratch": True, "source": False},
         "prune": {"calibration_samples": 8, "batch_size": 4},
         "train": {"batch_size": 4, "eval_tokens": 256, "log_every": 1, "checkpoint_every": 4},
@@ -295,20 +312,15 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 def _start_study(path: Path, tmp_path: Path):
+    """The study with --jobs 2, held once both workers are inside a training run (each at its
+    second optimizer step): the interrupt or kill then lands mid-run on any machine."""
+    pauses = tmp_path / "pauses"
     proc = subprocess.Popen([sys.executable, "-m", "regrow", "study", str(path), "--jobs", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    index = tmp_path / "study" / "index.sqlite"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:  # wait until two training runs are under way
-        if index.exists():
-            with contextlib.suppress(sqlite3.Error), sqlite3.connect(index) as db:
-                running = db.execute("SELECT COUNT(*) FROM runs WHERE kind = 'train' AND status = 'running'").fetchone()[0]
-                if running >= 2 and len(_children(proc.pid)) >= 2:
-                    time.sleep(1.0)
-                    return proc
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail("the study never had two training runs going at once")
+                            env=paused_env(pauses, "train-step@2"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    held = wait_paused(pauses, "train-step@2", proc, count=2)
+    assert {int(p.name.rsplit(".", 1)[1]) for p in held} <= _children(proc.pid)
+    return proc
 
 
 def _statuses(tmp_path):

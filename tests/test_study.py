@@ -106,14 +106,17 @@ def test_a_bad_cell_is_refused_before_any_run(tmp_path, family_models, data_dir,
 def test_killed_study_completes_without_duplicate_or_lost_rows(tmp_path, family_models, data_dir):
     path = study_file(tmp_path, family_models, data_dir, **{"grid.tokens": [2048], "grid.replay": [0.0]})
     folder = tmp_path / "study"
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    # held at the second checkpoint of its first training run (regrow.pause_points): one checkpoint
+    # complete, the run not finished, whatever the machine's speed
+    env = {**os.environ, "REGROW_PAUSE_AT": "checkpoint-shards@2", "REGROW_PAUSE_DIR": str(pauses)}
     proc = subprocess.Popen([sys.executable, "-m", "regrow", "study", path], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill it in the middle of a training run, after a checkpoint
-        ckpts = list((folder / "runs").glob("train-*/checkpoints/step_*/state.json")) if (folder / "runs").exists() else []
-        if ckpts:
-            break
-        time.sleep(0.2)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(pauses.glob("checkpoint-shards@2.*")):
+        time.sleep(0.05)
+    assert list(pauses.glob("checkpoint-shards@2.*")), "the study never reached a training run's second checkpoint"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # the runs killed mid-way: a checkpoint on disk, no summary yet

@@ -39,6 +39,7 @@ from regrow.data.store import MANIFEST, SPLITS, read_manifest, token_dtype
 from regrow.data.tokenizer import fingerprint, vocab_size_of
 from regrow.errors import RegrowError
 from regrow.paths import check_output_dir
+from regrow.pause_points import pause_point
 
 CHUNK_BYTES = 1 << 20  # documents are sent to workers in batches of about this much text
 DEFAULT_SHARD_BYTES = 1 << 30
@@ -285,6 +286,7 @@ def prepare_domain(
                 if finished or time.monotonic() - last_save > CHECKPOINT_SECONDS:
                     _save_progress(work, key, mark, counts, total_bytes, writers)
                     last_save = time.monotonic()
+                    pause_point("prepare-progress")
         finally:
             bar.close()
         shards = {s: w.finish() for s, w in writers.items()}

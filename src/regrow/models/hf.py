@@ -17,6 +17,7 @@ from regrow.atomic import atomic_dir
 from regrow.errors import RegrowError
 from regrow.models.lazy import LazyCheckpoint
 from regrow.models.sparsity import MASK_FILE, write_mask_file
+from regrow.pause_points import pause_point
 
 SAFETENSORS_GLOBS = ("model.safetensors", "model-*.safetensors")
 
@@ -175,6 +176,7 @@ def save_model(
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
         if sparsity_masks:
             write_mask_file(tmp / MASK_FILE, sparsity_masks)
+        pause_point("model-export")
     return out_dir
 
 

@@ -33,6 +33,7 @@ from regrow.config import write_yaml_atomic
 from regrow.errors import RegrowError
 from regrow.models.hf import write_model_files
 from regrow.models.sharded import gathered_state_dict
+from regrow.pause_points import pause_point
 from regrow.reading import read_json
 from regrow.world import World
 
@@ -82,6 +83,7 @@ def save_checkpoint(
         model_state, optim_state = get_state_dict(model, optimizer)
         with _one_process_is_fine():
             dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp / SHARDS)
+        pause_point("checkpoint-shards")
         full = gathered_state_dict(model)
         if world.is_main:
             write_model_files(model, tokenizer, tmp, full)  # an HF folder too: usable as model.init

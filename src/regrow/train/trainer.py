@@ -32,6 +32,7 @@ from regrow.models.hf import build_model, check_compatible, load_model, save_mod
 from regrow.models.sharded import empty_from_folder, gathered_state_dict, materialize
 from regrow.models.sparsity import MASK_FILE, HeldMasks, read_mask_file
 from regrow.paths import check_output_dir, only_entries
+from regrow.pause_points import pause_point
 from regrow.reading import read_json
 from regrow.resources import peak_memory
 from regrow.train import checkpoint as ckpt
@@ -301,6 +302,7 @@ class Trainer:
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
                 self.step += 1
+                pause_point("train-step")
                 info = StepInfo(self.step, self.step * self.tokens_per_step, loss, grad_norm, seconds)
                 for callback in callbacks:
                     callback.on_step(self, info)
