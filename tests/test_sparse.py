@@ -186,6 +186,53 @@ def test_sparse_bad_input(extra, expect, family_models, data_dir, tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+def test_sparsegpt_refuses_a_block_that_splits_n_m_groups(family_models, data_dir, tmp_path, capsys):
+    """Block 6 with 2:4 would choose the groups that straddle two blocks half in each: refused
+    before any work; a multiple of M gives exactly 2 kept in every group of 4."""
+    capsys.readouterr()
+    assert sparse_prune(family_models["llama"], "sparsegpt", tmp_path / "out", data_dir, "--pattern", "2:4",
+                        "--set", "sparsegpt.block_size=6") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sparsegpt.block_size 6 is not a multiple of M=4" in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert sparse_prune(family_models["llama"], "sparsegpt", tmp_path / "ok", data_dir, "--pattern", "2:4",
+                        "--set", "sparsegpt.block_size=8") == 0
+    for name, kept in load_file(tmp_path / "ok" / "sparsity_mask.safetensors").items():
+        assert bool((kept.reshape(kept.shape[0], -1, 4).sum(-1) == 2).all()), name
+
+
+@pytest.mark.parametrize("pattern, sparsity, broken", [
+    ("2:4", None, "group"),  # one group keeps 1 of 4 (at most N, but not N)
+    (None, 0.5, "row"),  # one row drops fewer than its share
+])
+def test_mask_check_is_exact(family_models, pattern, sparsity, broken):
+    """The check every sparse method's masks pass before anything is written: exactly N of every M,
+    exactly each row's share of zeros; one wrong group or row is an error."""
+    from regrow.compress.config import parse_pattern
+    from regrow.compress.sparse import _check_masks
+    from regrow.compress.sparsity import SparsityTarget
+
+    model = AutoModelForCausalLM.from_pretrained(family_models["llama"])
+    weight = model.model.layers[0].mlp.up_proj.weight
+    rows, cols = weight.shape
+    n, m = parse_pattern(pattern) if pattern else (None, None)
+    target = SparsityTarget(sparsity=sparsity, n=n, m=m)
+    kept = torch.zeros(rows, cols, dtype=torch.bool)
+    if pattern:
+        kept.view(rows, cols // m, m)[:, :, :n] = True  # the first N of every group
+    else:
+        kept[:, : cols - int(cols * sparsity)] = True
+    name = "model.layers.0.mlp.up_proj.weight"
+    _check_masks(model, {name: kept}, target)  # exact: accepted
+    kept[3, 1] = False  # group 0 of row 3 keeps 1 of 4 / row 3 drops one more than its share
+    with pytest.raises(RuntimeError, match=f"1 {broken}"):
+        _check_masks(model, {name: kept}, target)
+    kept[3, 1] = True
+    kept[5, cols - 1] = True  # row 5 keeps one more
+    with pytest.raises(RuntimeError, match=f"1 {broken}"):
+        _check_masks(model, {name: kept}, target)
+
+
 def test_sparse_target_ratio_leaves_that_fraction_non_zero(family_models, data_dir, tmp_path):
     """--target-ratio R for a sparse method: R of all parameters non-zero (counted in the export),
     so structured and sparse runs of one ratio have equal non-zero parameter counts."""

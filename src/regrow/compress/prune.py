@@ -52,6 +52,7 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     check_config(cfg)
     out = check_output_dir(cfg.out, "--out")
     method = METHODS[cfg.method]()
+    method.check_config(cfg)
     access = StreamingModel if cfg.streaming else InMemoryModel
     world = World.from_env()
     access.check(cfg, method, world)

@@ -103,13 +103,19 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
 
 
 def _check_masks(model: nn.Module, masks: dict[str, torch.Tensor], target: SparsityTarget) -> None:
-    """Every mask has its weight's shape and the target's pattern (a method's bug, not the user's)."""
+    """Every mask has its weight's shape and exactly the target's pattern: N kept in every group of
+    M, or each row's share of zeros (a method's bug, not the user's: nothing is written then)."""
     params = dict(model.named_parameters())
     for name, kept in masks.items():
-        assert kept.dtype == torch.bool and kept.shape == params[name].shape, name
+        if kept.dtype != torch.bool or kept.shape != params[name].shape:
+            raise RuntimeError(f"sparsity mask of {name}: {kept.dtype} {tuple(kept.shape)} does not fit the weight")
         if target.m is not None:
             groups = kept.reshape(kept.shape[0], -1, target.m).sum(-1)
-            assert bool((groups <= target.n).all()), name
+            wrong = int((groups != target.n).sum())
+            what = f"{wrong} group(s) of {target.m} do not keep exactly {target.n}"
         else:
             removed = int(kept.shape[1] * target.sparsity)
-            assert bool(((~kept).sum(1) >= removed).all()), name
+            wrong = int(((~kept).sum(1) != removed).sum())
+            what = f"{wrong} row(s) do not drop exactly {removed} of {kept.shape[1]}"
+        if wrong:
+            raise RuntimeError(f"sparsity mask of {name} breaks the {target.describe()} pattern: {what}")

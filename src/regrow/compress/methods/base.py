@@ -100,6 +100,9 @@ class PruningMethod:
             raise RegrowError(f"method {self.name!r} cannot score experts, but the target changes {', '.join(changed)}; "
                               f"methods that can: {', '.join(able)}")
 
+    def check_config(self, cfg) -> None:
+        """Refuse options this method cannot honour (`cfg`: PruneConfig); called before any work."""
+
     def flops(self, shape: ModelShape, seq_len: int, details: dict) -> float:
         """FLOPs spent on the source model (docs/ALGORITHMS.md §8): by default a forward pass over the
         calibration tokens the method reports (0 for weight-only methods)."""

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import torch
 
+from regrow.compress.config import parse_pattern
 from regrow.compress.methods.base import SparseMethod, register
 from regrow.compress.sparsity import (
     SparseResult,
@@ -28,6 +29,17 @@ from regrow.errors import RegrowError
 @register("sparsegpt")
 class SparseGPT(SparseMethod):
     summary = "one-shot OBS weight update with the layer Hessian of calibration data (SparseGPT)"
+
+    def check_config(self, cfg) -> None:
+        """An N:M group must lie inside one block: the mask of a block is chosen on its own, so a
+        group split across two blocks would keep N in each part, not N of M."""
+        if cfg.pattern is None:
+            return
+        n, m = parse_pattern(cfg.pattern)
+        block = cfg.sparsegpt.block_size
+        if block % m:
+            raise RegrowError(f"sparsegpt.block_size {block} is not a multiple of M={m} of --pattern {n}:{m}: its N:M "
+                              f"groups would straddle blocks; use a multiple of {m} (default 128)")
 
     def sparsify(self, ctx) -> SparseResult:
         options = ctx.cfg.sparsegpt
