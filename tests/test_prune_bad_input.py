@@ -120,3 +120,27 @@ def test_out_folder_must_be_new(family_models, tmp_path, capsys):
     assert main(["prune", "--model", str(family_models["llama"]), "--target-ratio", "0.5", "--method", "random", "--out", str(out)]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("method", ["activation", "random", "magnitude-sparse"])
+def test_a_damaged_tokenizer_is_named_not_dropped(method, family_models, data_dir, tmp_path, capsys):
+    """Tokenizer files that do not load are an error (they were taken for "no tokenizer": the
+    export lost its tokenizer and the calibration check fell back to vocabulary sizes)."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(family_models["llama"], model)
+    (model / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": ')
+    capsys.readouterr()
+    out = tmp_path / "out"
+    ratio = ["--sparsity", "0.5"] if method.endswith("-sparse") else ["--target-ratio", "0.5"]
+    err = run_error(capsys, ["prune", "--model", str(model), *ratio, "--method", method, "--data", str(data_dir),
+                             "--seq-len", "32", "--out", str(out)], out)
+    assert f"the tokenizer in {str(model)!r}" in err and "tokenizer.json" in err and "could not be loaded" in err
+    err = run_error(capsys, ["eval", "--model", str(model), "--data", str(data_dir), "--seq-len", "32"], tmp_path / "none")
+    assert "tokenizer.json" in err and "could not be loaded" in err
+    # a folder with no tokenizer files at all is a model without a tokenizer: fine
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    assert main(["prune", "--model", str(model), *ratio, "--method", method, "--data", str(data_dir), "--seq-len", "32",
+                 "--out", str(out)]) == 0

@@ -70,33 +70,40 @@ def train_bpe(documents: Iterable[str], vocab_size: int, out_dir: str | Path, mi
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     """Load a local HF tokenizer folder; it must define an end-of-sequence token."""
-    from transformers import AutoTokenizer
-
     path = Path(path)
     if not path.is_dir():
         raise RegrowError(f"tokenizer {str(path)!r} is not a folder (train one with `regrow tokenizer train`)")
     if not has_tokenizer_files(path):
         raise RegrowError(f"tokenizer {str(path)!r} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except Exception as err:  # noqa: BLE001  (a damaged tokenizer file fails in many ways, in Python and in Rust)
-        first = (str(err).splitlines() or [type(err).__name__])[0][:300]
-        raise RegrowError(f"tokenizer {str(path)!r} could not be loaded: {first}") from err
+    tokenizer = _load(path, trust_remote_code)
     if tokenizer.eos_token_id is None:
         raise RegrowError(f"tokenizer {str(path)!r} has no end-of-sequence token; regrow separates documents with it")
     return tokenizer
 
 
-def load_tokenizer_if_any(path: str | Path, trust_remote_code: bool = False):
-    """The tokenizer saved in a model folder, or None when the folder has none (or it cannot load):
-    callers then check only the vocabulary size. A folder without tokenizer files has none
-    (transformers 5 would build an empty tokenizer of the model's class for it)."""
-    if not has_tokenizer_files(Path(path)):
-        return None
+def _load(path: Path, trust_remote_code: bool):
+    """AutoTokenizer on a folder with tokenizer files; a file that cannot be read is named."""
+    from transformers import AutoTokenizer
+
     try:
-        return load_tokenizer(path, trust_remote_code)
-    except RegrowError:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001  (a damaged tokenizer file fails in many ways, in Python and in Rust)
+        first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+        files = ", ".join(name for name in TOKENIZER_FILES if (path / name).is_file())
+        raise RegrowError(f"the tokenizer in {str(path)!r} ({files}) could not be loaded: {first}; repair or "
+                          "remove those files") from err
+
+
+def load_tokenizer_if_any(path: str | Path, trust_remote_code: bool = False):
+    """The tokenizer saved in a model folder, or None when the folder has no tokenizer files
+    (callers then check only the vocabulary size; transformers 5 would build an empty tokenizer
+    of the model's class for such a folder). Tokenizer files that cannot be loaded are an
+    error, never taken for "no tokenizer": that would drop the tokenizer from an export and
+    weaken the same-tokenizer check of calibration and evaluation data."""
+    path = Path(path)
+    if not has_tokenizer_files(path):
         return None
+    return _load(path, trust_remote_code)
 
 
 def vocab_size_of(tokenizer) -> int:
