@@ -78,6 +78,14 @@ class HeldMasks:
         return sum(mask.numel() for mask in self.masks.values())
 
     @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the gradients of masked weights, before clipping: a weight held at zero takes no part
+        in the gradient norm (clipped or logged), as if the model never had it."""
+        for param, keep in self._held:
+            if param.grad is not None:
+                _local(param.grad).mul_(keep)
+
+    @torch.no_grad()
     def apply(self, optimizer=None) -> None:
         for param, keep in self._held:
             _local(param).mul_(keep)

@@ -249,6 +249,8 @@ class Trainer:
             for key, value in parts.items():
                 parts_total[key] = parts_total.get(key, 0) + value / accum
         self.last_parts = {key: self.world.mean(value) for key, value in parts_total.items()}
+        if self.sparsity is not None:
+            self.sparsity.mask_gradients()
         if self.cfg.train.grad_clip is not None:
             grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
         else:
