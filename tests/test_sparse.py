@@ -371,7 +371,6 @@ def test_masked_weights_take_no_part_in_the_gradient_norm(sparse_folders, tokeni
     import copy
 
     import torch.nn.functional as F
-
     from conftest import recipe
 
     from regrow.config import from_dict
