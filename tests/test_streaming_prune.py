@@ -184,3 +184,34 @@ def test_streaming_reads_the_source_about_twice_at_most(sharded_models, data_dir
     kept_rows = (heads * 8 + 2 * kv * 8 + h + 2 * m) * 64 + h * 96 + 2 * h  # q, k, v, o, gate, up | down | 2 norms
     floor = sum(layer.values()) + outer + 4 * 4 * kept_rows
     assert floor <= width <= floor + tokens * row_bytes  # < reading the kept layers whole (4 x layer 0 instead)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3"])
+def test_bf16_gemma_embedding_scale_is_compensated_in_bf16(family, family_models, data_dir, tmp_path):
+    """Gemma multiplies the embedding by sqrt(hidden) cast to the weights' dtype: a bf16 export
+    pruned 64 -> 40 wide must give the source's embedding output on the kept channels, with no
+    systematic scale error (bf16 rounds sqrt(40) = 6.3246 to 6.3125: 0.18% if the ratio were
+    taken in fp32). Compared with plain transformers, both models loaded in bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = tmp_path / "source"
+    AutoModelForCausalLM.from_pretrained(family_models[family]).to(torch.bfloat16).save_pretrained(source)
+    AutoTokenizer.from_pretrained(family_models[family]).save_pretrained(source)
+    spec = tmp_path / "target.yaml"
+    spec.write_text(yaml.safe_dump({"hidden_size": 40}))
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(source), "--target", str(spec), "--method", "magnitude", "--streaming",
+                 "--out", str(out), "--no-progress"]) == 0
+    kept = json.loads((out / "pruning_report.json").read_text())["kept"]["hidden"]
+    ids = torch.arange(0, 500).reshape(5, 100)
+    embed = {name: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).get_input_embeddings()
+             for name, folder in (("source", source), ("pruned", out))}
+    with torch.no_grad():
+        want = embed["source"](ids)[..., kept].double()
+        got = embed["pruned"](ids).double()
+    assert embed["pruned"].weight.dtype == torch.bfloat16
+    nonzero = want.abs() > 1e-3
+    ratio = (got[nonzero] / want[nonzero])
+    assert abs(float(ratio.mean()) - 1) < 3e-4, float(ratio.mean())  # systematic part: none
+    assert float((ratio - 1).abs().max()) < 0.01  # element-wise: bf16 rounding only
