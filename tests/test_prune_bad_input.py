@@ -39,6 +39,9 @@ def spec(tmp_path, data: dict) -> str:
         ("qwen2", {"num_attention_heads": 0}, r"target num_attention_heads is 0; it must be >= 1"),
         ("llama", {"num_layers": 2}, r"unknown key\(s\) num_layers; allowed: num_hidden_layers, hidden_size"),
         ("llama", {"hidden_size": 40.5}, r"hidden_size is 40.5; it must be a whole number"),
+        # OLMoE sizes q_norm by hidden_size: heads without hidden (and the reverse) cannot load
+        ("olmoe", {"num_attention_heads": 4, "num_key_value_heads": 4, "hidden_size": 64}, r"olmoe derives head_dim = hidden_size / num_attention_heads, .* allowed: hidden_size = num_attention_heads x 8 \(= 32\)"),
+        ("olmoe", {"hidden_size": 48}, r"olmoe derives head_dim .* \(= 64\)"),
         ("phi3", {"hidden_size": 48}, r"phi3 derives head_dim = hidden_size / num_attention_heads, .* allowed: hidden_size = num_attention_heads x 8 \(= 64\)"),
         ("phi3", {"num_attention_heads": 6, "num_key_value_heads": 4}, r"num_attention_heads 6 is not divisible by num_key_value_heads 4"),
         ("qwen3", {"num_attention_heads": 8, "num_key_value_heads": 2}, r"4 query heads per key/value head but the source only 2"),
@@ -144,3 +147,47 @@ def test_a_damaged_tokenizer_is_named_not_dropped(method, family_models, data_di
         (model / name).unlink(missing_ok=True)
     assert main(["prune", "--model", str(model), *ratio, "--method", method, "--data", str(data_dir), "--seq-len", "32",
                  "--out", str(out)]) == 0
+
+
+def _one_kind_targets(config: dict) -> dict[str, dict]:
+    """Targets that prune one kind of unit only (the combinations a family's HF class may not accept)."""
+    heads = config.get("num_attention_heads") or config["n_head"]
+    kv = config.get("num_key_value_heads") or heads
+    half = heads // 2
+    targets = {"layers": {"num_hidden_layers": 3}, "hidden": {"hidden_size": 48},
+               "heads": {"num_attention_heads": half, "num_key_value_heads": kv if half % kv == 0 else half // 2 or 1}}
+    if kv > 1:
+        targets["kv"] = {"num_key_value_heads": kv // 2}
+    width = "moe_intermediate_size" if "moe_intermediate_size" in config or "num_local_experts" in config or \
+        "num_experts" in config else "intermediate_size"
+    targets["mlp"] = {width: 24 if width == "moe_intermediate_size" else 64}
+    return targets
+
+
+@pytest.mark.parametrize("family", sorted(__import__("conftest").FAMILY_CONFIGS))
+def test_every_family_checks_its_rules_before_any_work(family, family_models, tmp_path, capsys):
+    """For every family and every single kind of unit pruned alone, regrow either writes a model
+    that plain transformers loads and runs, or refuses the target with one line and exit 2
+    before anything is written; never a crash after the work (OLMoE used to prune its heads
+    and then fail in load_state_dict)."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    outcomes = {}
+    config = json.loads((family_models[family] / "config.json").read_text())
+    for kind, target in _one_kind_targets(config).items():
+        out = tmp_path / kind
+        capsys.readouterr()
+        rc = main(["prune", "--model", str(family_models[family]), "--target", spec(tmp_path, target), "--method",
+                   "random", "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc in (0, 2), (kind, rc, err)
+        if rc == 2:
+            assert err.startswith("regrow: error: ") and "\n" not in err and not out.exists(), (kind, err)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(out)
+            assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits).all()
+        outcomes[kind] = rc
+    assert outcomes["layers"] == 0, outcomes
