@@ -9,6 +9,8 @@ import shutil
 import pytest
 from badinput import assert_refused, write_yaml
 
+from regrow.cli.main import main
+
 NAN = float("nan")
 
 
@@ -118,6 +120,34 @@ def test_prepare_inputs(case, tmp_path, tokenizer_dir, capsys):
     inputs = make(tmp_path)
     assert_refused(capsys, ["data", "prepare", *inputs, "--domain", "d", "--tokenizer", tokenizer_dir,
                             "--out", tmp_path / "data", "--no-progress"], expect, [tmp_path, tokenizer_dir])
+
+
+def _zstd_frames(data: bytes, frame: int = 4096) -> bytes:
+    """zstd as streaming writers make it: one frame per chunk of input."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor()
+    return b"".join(compressor.compress(data[i:i + frame]) for i in range(0, len(data), frame))
+
+
+@pytest.mark.parametrize("name, compress", [("docs.jsonl.zst", _zstd_frames), ("docs.jsonl.gz", _gzip),
+                                            ("book.txt.zst", _zstd_frames)])
+def test_a_truncated_stream_is_an_error_even_when_skipping_bad_lines(name, compress, tmp_path, tokenizer_dir, capsys):
+    """--skip-bad-lines skips bad lines, not bad files: a compressed input cut short (here after two
+    thirds, between frames' ends) is refused, never read as a shorter corpus with exit 0."""
+    line = b'{"text": "document number %d of the corpus"}\n' if ".jsonl" in name else b"Paragraph number %d of a book.\n\n"
+    docs = b"".join(line % i for i in range(2000))
+    whole = compress(docs)
+    path = tmp_path / name
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    expect = f"{name}' is a corrupt or truncated"
+    assert_refused(capsys, ["data", "prepare", path, "--domain", "d", "--tokenizer", tokenizer_dir, "--out",
+                            tmp_path / "data", "--no-progress", "--skip-bad-lines"], expect, [tmp_path, tokenizer_dir])
+    assert_refused(capsys, ["tokenizer", "train", path, "--vocab-size", "300", "--out", tmp_path / "tok",
+                            "--skip-bad-lines"], expect, [tmp_path])
+    path.write_bytes(whole)  # the whole file reads
+    assert main(["data", "prepare", str(path), "--domain", "d", "--tokenizer", str(tokenizer_dir), "--out",
+                 str(tmp_path / "data"), "--no-progress", "--val-fraction", "0.1"]) == 0
 
 
 # ---- data prepare ----------------------------------------------------------------------------

@@ -225,7 +225,40 @@ def _decompressed(path: Path, raw: _HashingReader):
     except ImportError:
         raise RegrowError(f"input {str(path)!r} is zstd-compressed: install the zstandard package "
                           "(pip install zstandard)") from None
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), 1 << 20)
+    return io.BufferedReader(_ZstdFrames(raw, zstandard.ZstdDecompressor()), 1 << 20)
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The content of every zstd frame of a stream, in order. Unlike zstandard's stream reader,
+    a stream that ends inside a frame is an error (EOFError), not a shorter file."""
+
+    def __init__(self, raw, decompressor):
+        self.raw, self.decompressor = raw, decompressor
+        self.frame, self.pending = decompressor.decompressobj(), b""
+        self.open = False  # inside a frame whose end has not been read yet
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            chunk = self.raw.read(1 << 20)
+            if not chunk:
+                if self.open:
+                    raise EOFError("the zstd stream ends inside a frame (the file is truncated)")
+                return 0
+            out = []
+            while chunk:
+                if self.frame.eof:  # the previous frame ended: the next starts here
+                    self.frame = self.decompressor.decompressobj()
+                out.append(self.frame.decompress(chunk))
+                self.open = not self.frame.eof
+                chunk = self.frame.unused_data if self.frame.eof else b""
+            self.pending = b"".join(out)
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
 
 
 _CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
