@@ -422,6 +422,45 @@ def test_a_mask_of_another_model_is_refused(sparse_folders, tokenizer_dir, data_
     assert len(err) == 1 and "model.layers.0.mlp.up_proj.weight" in err[0] and "(3, 5)" in err[0], err
 
 
+@pytest.mark.parametrize("damage, expect", [
+    ("drop_mlp", "does not cover the weights it was made for: 12 missing (model.layers.0.mlp.down_proj.weight"),
+    ("other_model", "was made for another model: vocab_size 9999 there"),
+    ("no_record", "does not record the model and weights it was made for"),
+])
+def test_a_mask_that_does_not_cover_the_model_is_refused(damage, expect, sparse_folders, tokenizer_dir, data_dir,
+                                                         tmp_path, capsys):
+    """A mask file must cover exactly the weights it was made for, of a model of this shape: one
+    whose MLP masks were removed, one made for another model, one that does not say are refused
+    (they trained with exit 0 before, holding only part of the pattern)."""
+    from conftest import recipe
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    init = sparse_folders["wanda", "half"]
+    source = init / "sparsity_mask.safetensors"
+    masks = load_file(source)
+    with safe_open(str(source), "pt") as handle:
+        metadata = dict(handle.metadata())
+    if damage == "drop_mlp":
+        masks = {k: v for k, v in masks.items() if ".mlp." not in k}
+    elif damage == "other_model":
+        model = json.loads(metadata["regrow.model"])
+        metadata["regrow.model"] = json.dumps({**model, "vocab_size": 9999})
+    else:
+        metadata = {}
+    bad = tmp_path / "mask.safetensors"
+    save_file(masks, str(bad), metadata=metadata or None)
+    spec = recipe(tokenizer_dir, data_dir, tmp_path / "run", model={"init": str(init)})
+    spec["train"]["sparsity_mask"] = str(bad)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
 # --- lottery-ticket rewinding -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

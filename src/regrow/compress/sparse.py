@@ -91,7 +91,7 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     model = model.cpu()
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        write_mask_file(tmp / MASK_FILE, result.masks)
+        write_mask_file(tmp / MASK_FILE, result.masks, model)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         report["wall_seconds"]["total"] = time.perf_counter() - started

@@ -175,7 +175,7 @@ def save_model(
         for name, data in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
         if sparsity_masks:
-            write_mask_file(tmp / MASK_FILE, sparsity_masks)
+            write_mask_file(tmp / MASK_FILE, sparsity_masks, model)
         pause_point("model-export")
     return out_dir
 

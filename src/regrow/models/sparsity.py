@@ -8,6 +8,7 @@ weights and their AdamW moments are set to zero again (docs/ALGORITHMS.md §10).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -16,12 +17,14 @@ from torch import nn
 from regrow.errors import RegrowError
 
 MASK_FILE = "sparsity_mask.safetensors"
+WEIGHTS_KEY, MODEL_KEY = "regrow.masked_weights", "regrow.model"  # header metadata
 
 
 def read_mask_file(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The masks of `path`, each checked against the model's parameter of that name (boolean,
-    same shape)."""
-    from safetensors import SafetensorError
+    """The masks of `path`, checked against the model: made for a model of this shape (the file
+    records it), covering exactly the weights it was made for (it records their names: none
+    missing, none added), each boolean and of its weight's shape."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -29,6 +32,8 @@ def read_mask_file(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor
         raise RegrowError(f"sparsity mask {str(path)!r} does not exist")
     try:
         masks = load_file(str(path))
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise RegrowError(f"sparsity mask {str(path)!r} is not a readable safetensors file: {err}") from err
     shapes = {name: tuple(p.shape) for name, p in named_parameters(model).items()}
@@ -40,13 +45,38 @@ def read_mask_file(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor
                               f"model's weight is {shapes[name]}; a mask must be boolean and of the weight's shape")
     if not masks:
         raise RegrowError(f"sparsity mask {str(path)!r} holds no tensor")
+    try:
+        weights, made_for = json.loads(metadata[WEIGHTS_KEY]), json.loads(metadata[MODEL_KEY])
+    except (KeyError, ValueError):
+        raise RegrowError(f"sparsity mask {str(path)!r} does not record the model and weights it was made for (it was "
+                          "not written by `regrow prune`); prune again to get one") from None
+    current = _signature(model)
+    differ = sorted(k for k in set(made_for) | set(current) if made_for.get(k) != current.get(k))
+    if differ:
+        raise RegrowError(f"sparsity mask {str(path)!r} was made for another model: "
+                          + ", ".join(f"{k} {made_for.get(k)} there, {current.get(k)} here" for k in differ[:4]))
+    missing, extra = sorted(set(weights) - set(masks)), sorted(set(masks) - set(weights))
+    if missing or extra:
+        names = (f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})" if missing
+                 else f"{len(extra)} not made for it ({', '.join(extra[:3])})")
+        raise RegrowError(f"sparsity mask {str(path)!r} does not cover the weights it was made for: {names}")
     return masks
 
 
-def write_mask_file(path: Path, masks: dict[str, torch.Tensor]) -> None:
+def write_mask_file(path: Path, masks: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """The masks, with the model's shape and the names of the masked weights in the header."""
     from safetensors.torch import save_file
 
-    save_file({name: mask.cpu().contiguous() for name, mask in masks.items()}, str(path))
+    metadata = {WEIGHTS_KEY: json.dumps(sorted(masks)), MODEL_KEY: json.dumps(_signature(model))}
+    save_file({name: mask.cpu().contiguous() for name, mask in masks.items()}, str(path), metadata=metadata)
+
+
+def _signature(model: nn.Module) -> dict:
+    from regrow.models.hf import (
+        shape_signature,  # hf writes masks too: imported here, not at the top
+    )
+
+    return {k: v for k, v in shape_signature(model.config).items() if v is not None}
 
 
 class HeldMasks:
