@@ -215,3 +215,29 @@ def test_bf16_gemma_embedding_scale_is_compensated_in_bf16(family, family_models
     ratio = (got[nonzero] / want[nonzero])
     assert abs(float(ratio.mean()) - 1) < 3e-4, float(ratio.mean())  # systematic part: none
     assert float((ratio - 1).abs().max()) < 0.01  # element-wise: bf16 rounding only
+
+
+@pytest.mark.parametrize("mode", ["streaming", "in-memory", "sparse"])
+def test_non_finite_source_weights_are_an_error_and_nothing_is_written(mode, family_models, data_dir, tmp_path, capsys):
+    """Corrupt tensor bytes that decode to NaN used to give "max |diff| masked vs sliced nan" and
+    a written model with exit 0."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = tmp_path / "source"
+    import shutil
+
+    shutil.copytree(family_models["llama"], source)
+    weights = load_file(source / "model.safetensors")
+    weights["model.layers.1.mlp.down_proj.weight"][3, :5] = float("nan")
+    save_file(weights, str(source / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "out"
+    how = {"streaming": ["--target-ratio", "0.5", "--method", "activation", "--streaming"],
+           "in-memory": ["--target-ratio", "0.5", "--method", "activation"],
+           "sparse": ["--sparsity", "0.5", "--method", "wanda"]}[mode]
+    capsys.readouterr()
+    assert main(["prune", "--model", str(source), *how, "--data", str(data_dir), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN or infinite" in err[0] and str(source) in err[0], err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["source"]
+    assert torch.isnan(load_file(source / "model.safetensors")["model.layers.1.mlp.down_proj.weight"]).any()

@@ -11,6 +11,7 @@ works both ways at once.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,17 @@ def check_config(cfg: PruneConfig) -> None:
     """Validate a pruning config against the registered methods and reinits."""
     cfg.validate(list(METHODS), list(REINITS), METHODS.where(lambda m: m.sparse),
                  REINITS.where(lambda f: getattr(f, "needs_snapshot", False)))
+
+
+def check_finite_exactness(exactness: dict, source: str) -> None:
+    """NaN or infinity in the masked-vs-sliced comparison means non-finite weights or activations
+    somewhere: an error (nothing is written), never a model reported as checked."""
+    values = [v for k, v in exactness.items() if k.startswith("max_abs")]
+    values += list(exactness.get("per_layer_max_abs_hidden_diff", {}).values())
+    if not all(math.isfinite(v) for v in values):
+        raise RegrowError(f"the exactness check of the pruned model is not finite (max |diff| masked vs sliced "
+                          f"{max(values, key=lambda v: not math.isfinite(v))}): the source {source!r} holds NaN or "
+                          "infinite weights, or they overflow its dtype; nothing was written")
 
 
 def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
@@ -110,6 +122,7 @@ def _prune(cfg: PruneConfig, method, access, world: World, device, out, started:
         masks = select(result.scores, source, target, result.values)
         n_target = count_parameters(model.module, adapter, target, KeptUnits(masks, source).layers)  # exact for mixed layers
         exactness = model.write(adapter, masks, target, result.values is not None, device, tmp)
+        check_finite_exactness(exactness, cfg.model)
         if model.written_parameters != n_target:
             raise AssertionError(f"wrote {model.written_parameters} parameters, the target has {n_target}")
         if tokenizer is not None:

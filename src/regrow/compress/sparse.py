@@ -31,6 +31,7 @@ from regrow.compress.sparsity import (
 )
 from regrow.config import to_dict, write_yaml_atomic
 from regrow.data.tokenizer import load_tokenizer_if_any
+from regrow.errors import RegrowError
 from regrow.models.flops import forward_flops_per_token, model_shape
 from regrow.models.hf import load_model
 from regrow.models.sparsity import MASK_FILE, HeldMasks, write_mask_file
@@ -41,6 +42,7 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     """Load, calibrate, mask every linear of the decoder, check, write (one process)."""
     model = load_model(cfg.model, cfg.trust_remote_code).to(device)
     model.eval()
+    _check_finite(model, repr(cfg.model))
     adapter = adapter_for(model.config)
     linears = sparse_linears(model, adapter)
     n_weights, n_source = sparse_weight_count(model, adapter), sum(p.numel() for p in model.parameters())
@@ -58,6 +60,7 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     scoring = time.perf_counter()
     result = method.sparsify(SparseContext(model, adapter, target, cfg, device, batches))
     scoring_seconds = time.perf_counter() - scoring
+    _check_finite(model, f"{cfg.model!r} after {cfg.method} (its calibration activations overflowed)")
     _check_masks(model, result.masks, target)
     if cfg.rewind_from:  # lottery-ticket rewinding: the mask found on the trained weights, the early weights
         rewind_weights(model, cfg.rewind_from, cfg.trust_remote_code)
@@ -100,6 +103,12 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     echo(f"removed {sum(zeros.values()):,} of {n_weights:,} weights ({sum(zeros.values()) / n_weights:.1%}, "
          f"{target.describe()}); wrote {out} in {report['wall_seconds']['total']:.1f} s")
     return report
+
+
+def _check_finite(model: nn.Module, where: str) -> None:
+    bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise RegrowError(f"weight {bad} of {where} holds NaN or infinite values; nothing was written")
 
 
 def _check_masks(model: nn.Module, masks: dict[str, torch.Tensor], target: SparsityTarget) -> None:
