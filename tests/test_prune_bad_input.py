@@ -191,3 +191,26 @@ def test_every_family_checks_its_rules_before_any_work(family, family_models, tm
             assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits).all()
         outcomes[kind] = rc
     assert outcomes["layers"] == 0, outcomes
+
+
+@pytest.mark.parametrize("family, extra, message", [
+    ("llama", ["--method", "activation", "--expert-criterion", "frequency", "--target-ratio", "0.5"],
+     r"--expert-criterion: .* is a dense model \(no experts to score\)"),
+    ("mixtral", ["--method", "magnitude", "--expert-criterion", "frequency", "--target-ratio", "0.5"],
+     r"--expert-criterion: method 'magnitude' does not use it \(only activation does\)"),
+    ("mixtral", ["--method", "wanda", "--sparsity", "0.5", "--set", "expert_criterion=random"],
+     r"--expert-criterion: method 'wanda' does not use it"),
+    ("mixtral", ["--method", "activation", "--expert-criterion", "reap", "--target", {"hidden_size": 48}],
+     r"--expert-criterion: the target keeps all 8 experts, so no expert is chosen"),
+    ("llama", ["--method", "activation", "--activation-memory-gb", "2", "--target-ratio", "0.5"],
+     r"--activation-memory-gb bounds the calibration activations of --streaming only"),
+])
+def test_options_without_effect_are_refused(family, extra, message, family_models, data_dir, tmp_path, capsys):
+    """An option that changes nothing in the given combination is refused, named (it was accepted
+    silently, so a user believed it had been applied)."""
+    out = tmp_path / "out"
+    extra = [spec(tmp_path, e) if isinstance(e, dict) else e for e in extra]
+    argv = ["prune", "--model", str(family_models[family]), "--data", str(data_dir), "--out", str(out),
+            "--seq-len", "32", *extra]
+    err = run_error(capsys, argv, out)
+    assert re.search(message, err), err

@@ -82,7 +82,8 @@ def parse_mixture(items: list[str] | None) -> dict[str, float] | None:
     return mixture
 
 
-def config_from_args(args) -> PruneConfig:
+def config_from_args(args) -> tuple[PruneConfig, set[str]]:
+    """The config (--config, then flags, then --set) and the keys the user set in any of them."""
     data = read_yaml(args.config) if args.config else {}
     for flag, key in FLAGS.items():
         value = getattr(args, flag)
@@ -97,9 +98,12 @@ def config_from_args(args) -> PruneConfig:
     if args.no_progress:
         data["progress"] = False
     apply_overrides(data, args.set, PruneConfig)
-    return from_dict(PruneConfig, data)
+    given = {f"{k}.{leaf}" if isinstance(v, dict) else k for k, v in data.items()
+             for leaf in (v if isinstance(v, dict) else [None])}
+    return from_dict(PruneConfig, data), given
 
 
 def run(args) -> int:
-    prune(config_from_args(args))
+    cfg, given = config_from_args(args)
+    prune(cfg, given=given)
     return 0

@@ -59,12 +59,35 @@ def check_finite_exactness(exactness: dict, source: str) -> None:
                           "infinite weights, or they overflow its dtype; nothing was written")
 
 
-def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
-    """Run one pruning job; returns the report (also written to OUT/pruning_report.json)."""
+def check_given_options(given: set[str], cfg: PruneConfig, method, source=None, target=None) -> None:
+    """Options the user set that would change nothing in this combination are refused, named
+    (the shape-dependent rules once the source and target shapes are known)."""
+    if "activation_memory_gb" in given and not cfg.streaming:
+        raise RegrowError("--activation-memory-gb bounds the calibration activations of --streaming only; without "
+                          "--streaming it changes nothing: drop it or add --streaming")
+    if "expert_criterion" not in given:
+        return
+    if not method.uses_expert_criterion:
+        users = METHODS.where(lambda m: m.uses_expert_criterion)
+        raise RegrowError(f"--expert-criterion: method {cfg.method!r} does not use it (only {', '.join(users)} "
+                          "does); drop it or choose that method")
+    if source is None:
+        return
+    if not source.num_experts:
+        raise RegrowError(f"--expert-criterion: {cfg.model!r} is a dense model (no experts to score); drop it")
+    if target.num_experts == source.num_experts:
+        raise RegrowError(f"--expert-criterion: the target keeps all {source.num_experts} experts, so no expert is "
+                          "chosen; drop it or set num_experts in the target")
+
+
+def prune(cfg: PruneConfig, echo: Callable[[str], None] = print, given: set[str] = frozenset()) -> dict:
+    """Run one pruning job; returns the report (also written to OUT/pruning_report.json). `given`:
+    the config keys the user set (the command line), checked for options without effect."""
     check_config(cfg)
     out = check_output_dir(cfg.out, "--out")
     method = METHODS[cfg.method]()
     method.check_config(cfg)
+    check_given_options(given, cfg, method)
     access = StreamingModel if cfg.streaming else InMemoryModel
     world = World.from_env()
     access.check(cfg, method, world)
@@ -82,12 +105,13 @@ def prune(cfg: PruneConfig, echo: Callable[[str], None] = print) -> dict:
     device = world.device(resolve_device(cfg.device))
     world.start(device)  # a sharded (sheared) model is loaded by every process together
     try:
-        return _prune(cfg, method, access, world, device, out, started, echo)
+        return _prune(cfg, method, access, world, device, out, started, echo, given)
     finally:
         world.stop()
 
 
-def _prune(cfg: PruneConfig, method, access, world: World, device, out, started: float, echo) -> dict:
+def _prune(cfg: PruneConfig, method, access, world: World, device, out, started: float, echo,
+           given: set[str] = frozenset()) -> dict:
     # load, resolve the target
     model = access(cfg, world, device)
     adapter = adapter_for(model.config)
@@ -95,6 +119,7 @@ def _prune(cfg: PruneConfig, method, access, world: World, device, out, started:
     source = adapter.shape(model.config)
     target = checked_target(model.module, adapter, cfg.target, cfg.target_ratio, depth_only=not method.changes_width)
     method.check_target(source, target)
+    check_given_options(given, cfg, method, source, target)
     n_source, n_target = count_parameters(model.module, adapter, source), count_parameters(model.module, adapter, target)
     shape = model_shape(model.module)
     echo(f"source: {source.describe()}; {n_source:,} parameters{model.describe()}")

@@ -73,6 +73,7 @@ def calibrate_layerwise(ctx: PruneContext, block_size: int = 0) -> ActivationSta
 class ActivationPruning(PruningMethod):
     streams = True
     scores_experts = True
+    uses_expert_criterion = True
     summary = "one-shot activation importance from calibration data (Minitron); experts by REAP, frequency or random"
 
     def run(self, ctx: PruneContext) -> MethodResult:

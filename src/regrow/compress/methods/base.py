@@ -88,6 +88,7 @@ class PruningMethod:
     streams: ClassVar[bool] = False  # scores without gradients: can run on a checkpoint read layer by layer
     scores_experts: ClassVar[bool] = False  # scores experts and their channels (mixtures of experts)
     sparse: ClassVar[bool] = False  # zeroes weights inside the matrices (--sparsity / --pattern), keeps the shape
+    uses_expert_criterion: ClassVar[bool] = False  # scores experts by `expert_criterion` (reap, frequency, random)
 
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
         """Refuse targets the method cannot reach (by default: a width change if it only removes
