@@ -141,6 +141,45 @@ def test_eval_tasks_with_the_harness_on_a_local_task(snapshot_run, tmp_path, cap
     assert "no_such_task" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("where", ["task", "included"])
+def test_eval_refuses_task_files_that_run_code_unless_allowed(where, snapshot_run, tmp_path, capsys):
+    """A task YAML with `!function` makes the harness import Python from the task folder: refused
+    (one line naming the file, exit 2, the code not run) unless --allow-code; also when the hook
+    sits in a YAML file the task includes from elsewhere."""
+    pytest.importorskip("lm_eval")
+    model_dir = snapshot_run / "model"
+    tasks, shared = tmp_path / "tasks", tmp_path / "shared"
+    tasks.mkdir()
+    shared.mkdir()
+    marker = tmp_path / "code-ran"
+    data = tasks / "docs.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}", "choices": [" a", " b"], "label": i % 2}) + "\n"
+                            for i in range(4)))
+    for folder in (tasks, shared):
+        (folder / "utils.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef process_docs(docs):\n    return docs\n")
+    body = {"task": "regrow_hooked", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+            "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{question}}",
+            "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}", "metric_list": [{"metric": "acc"}]}
+    hook = "process_docs: !function utils.process_docs\n"
+    if where == "task":
+        (tasks / "hooked.yaml").write_text(yaml.safe_dump(body) + hook)
+        named = tasks / "hooked.yaml"
+    else:
+        (shared / "base.yaml").write_text(hook)
+        (tasks / "hooked.yaml").write_text(f"include: {shared / 'base.yaml'}\n" + yaml.safe_dump(body))
+        named = shared / "base.yaml"
+    args = ["eval", "--model", str(model_dir), "--tasks", "regrow_hooked", "--include-path", str(tasks), "--device", "cpu"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"task file {named}:" in err[0] and "--allow-code" in err[0], err
+    assert not marker.exists()
+    assert main([*args, "--allow-code", "--json"]) == 0  # asked for: the hook runs
+    assert marker.exists()
+    assert main(["eval", "--model", str(model_dir), "--tasks", "x", "--allow-code"]) == 2
+    assert "--allow-code concerns the task files of --include-path only" in capsys.readouterr().err
+
+
 def test_fit_cli_on_a_csv_and_its_bad_input(tmp_path, capsys):
     d = np.geomspace(1e5, 1e7, 8)
     loss = 2.0 + 300 / d ** 0.4

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     add_eval_arguments(parser, data_required=False)
     parser.add_argument("--tasks", nargs="+", default=None, help="lm-evaluation-harness tasks (names or local YAML tasks)")
     parser.add_argument("--include-path", default=None, help="a folder of harness task YAML files")
+    parser.add_argument("--allow-code", action="store_true",
+                        help="let task YAML files in --include-path run their Python hooks (!function); off by "
+                             "default: regrow runs no code from files it reads")
     parser.add_argument("--num-fewshot", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None, help="examples per task at most")
     parser.add_argument("--seed", type=int, default=0)
@@ -34,6 +37,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.data is None and not args.tasks:
         raise RegrowError("nothing to evaluate: give --data DATA_DIR (per-domain loss) and/or --tasks TASK...")
+    if args.allow_code and not args.include_path:
+        raise RegrowError("--allow-code concerns the task files of --include-path only; without it, it changes nothing")
     if args.limit is not None and args.limit < 1:
         raise RegrowError(f"--limit is {args.limit}; it must be >= 1")
     if args.num_fewshot is not None and args.num_fewshot < 0:
@@ -50,7 +55,7 @@ def run(args) -> int:
         from regrow.analysis.downstream import run_tasks
 
         out["tasks"] = run_tasks(args.model, args.tasks, args.include_path, args.num_fewshot, args.limit,
-                                 args.batch_size, device.type, args.trust_remote_code, args.seed)
+                                 args.batch_size, device.type, args.trust_remote_code, args.seed, args.allow_code)
     if args.json:
         print(json.dumps(out["domains"] if list(out) == ["domains"] else out, indent=2))
         return 0
