@@ -101,6 +101,7 @@ def test_two_processes_match_one(single, tokenizer_dir, data_dir, tmp_path):
     assert len(shards) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first,second", [(2, 1), (1, 2)])
 def test_resume_across_process_counts(single, tokenizer_dir, data_dir, tmp_path, first, second):
     half = write(tmp_path, "run", tokenizer_dir, data_dir, steps=STEPS // 2)
@@ -312,6 +313,7 @@ def test_sharded_load_names_missing_tensors(family_models, tmp_path):
         empty_from_folder(broken)
 
 
+@pytest.mark.slow
 def test_training_from_a_model_init_with_a_sharded_teacher_matches_one_process(single, tokenizer_dir, data_dir, tmp_path):
     """model.init and the distillation teacher loaded on the meta device and sharded in 2 processes
     (and a resume, whose weights come from the run's own shards) give the 1-process run."""
@@ -324,6 +326,7 @@ def test_training_from_a_model_init_with_a_sharded_teacher_matches_one_process(s
     assert kl[0][0] == pytest.approx(0.0, abs=1e-6) and all(v > 1e-5 for v in kl[0][1:])  # teacher = the init, then apart
 
 
+@pytest.mark.slow
 def test_sparse_training_with_two_processes_matches_one(family_models, tokenizer_dir, data_dir, tmp_path):
     """A 2:4 model (its mask beside model.init) trained by 2 FSDP2 processes (the mask cut to each
     rank's shard), stopped half-way and resumed, equals 1 process; the export keeps 2:4."""

@@ -35,6 +35,7 @@ SOURCES = {
                 "max_position_embeddings": 128},
 }
 SEQ = 64
+pytestmark = pytest.mark.slow  # trains three sources on real text: about 3 minutes on 2 cores
 
 
 @dataclass
