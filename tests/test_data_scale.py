@@ -391,3 +391,46 @@ def test_bad_shard_size_is_refused(value, tmp_path, tokenizer_dir, corpus, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert "--shard-size" in err[-1] and not any("Traceback" in line for line in err)
     assert not (tmp_path / "s").exists()
+
+
+def _held_prepare(inputs, domain, tokenizer_dir, out, pauses):
+    """`data prepare` in a subprocess, held after its first progress save (regrow.pause_points)."""
+    pauses.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+           "REGROW_PAUSE_AT": "prepare-progress@1", "REGROW_PAUSE_DIR": str(pauses)}
+    proc = subprocess.Popen([sys.executable, "-m", "regrow", "data", "prepare", *map(str, inputs), "--domain", domain,
+                             "--tokenizer", str(tokenizer_dir), "--out", str(out), "--shard-size", "2KiB",
+                             "--val-fraction", "0.1", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not list(pauses.glob("prepare-progress@1.*")):
+        time.sleep(0.02)
+    (marker,) = pauses.glob("prepare-progress@1.*")
+    return proc, marker
+
+
+def test_two_preparations_into_one_folder_keep_both_domains(corpus, tokenizer_dir, tmp_path):
+    """One run is held mid-way (it read the manifest at its start) while a second prepares another
+    domain into the same folder; released, the first must not drop the second's domain from the
+    manifest (it did: the manifest listed only the last run's domain)."""
+    out = tmp_path / "data"
+    proc, marker = _held_prepare([corpus["prose"]], "prose", tokenizer_dir, out, tmp_path / "pauses")
+    assert prepare([corpus["code"]], "code", tokenizer_dir, out, "--val-fraction", "0.1") == 0
+    marker.unlink()  # let the first go on
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    store = TokenStore(out)
+    assert store.domain_names() == ["code", "prose"]
+    for name in ("code", "prose"):
+        assert len(store.domain(name).tokens("train")) > 0
+
+
+def test_a_second_preparation_of_the_same_domain_is_refused_while_one_runs(corpus, tokenizer_dir, tmp_path, capsys):
+    out = tmp_path / "data"
+    proc, marker = _held_prepare([corpus["prose"]], "prose", tokenizer_dir, out, tmp_path / "pauses")
+    capsys.readouterr()
+    assert prepare([corpus["prose"]], "prose", tokenizer_dir, out, "--val-fraction", "0.1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another `regrow data prepare` is writing domain 'prose'" in err[0], err
+    marker.unlink()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert TokenStore(out).domain_names() == ["prose"]

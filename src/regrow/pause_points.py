@@ -3,8 +3,9 @@ moment instead of racing it (a race passes or fails by the machine's speed).
 
 Inactive unless the environment asks: `REGROW_PAUSE_AT="POINT@N[,POINT@N...]"` and
 `REGROW_PAUSE_DIR=DIR`. The N-th time this process reaches POINT it creates `DIR/POINT@N.PID`
-and sleeps there until a signal ends it (SIGKILL, or SIGINT as KeyboardInterrupt). Child
-processes inherit the variables and count their own visits.
+and waits there while that file exists: the test deletes it to let the process go on, or ends
+the process with a signal (SIGKILL, or SIGINT as KeyboardInterrupt). Child processes inherit
+the variables and count their own visits.
 
 Points: `train-step` (an optimizer step done, before its callbacks: not yet checkpointed),
 `checkpoint-shards` (a checkpoint's shards written into its temporary folder, not published),
@@ -30,6 +31,7 @@ def pause_point(name: str) -> None:
     if f"{name}@{_visits[name]}" not in {item.strip() for item in spec.split(",")}:
         return
     folder = Path(os.environ.get("REGROW_PAUSE_DIR", "."))
-    (folder / f"{name}@{_visits[name]}.{os.getpid()}").touch()
-    while True:
-        time.sleep(3600)
+    marker = folder / f"{name}@{_visits[name]}.{os.getpid()}"
+    marker.touch()
+    while marker.exists():
+        time.sleep(0.01)

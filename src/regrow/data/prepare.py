@@ -17,6 +17,7 @@ done the folder replaces the domain in one rename, then the manifest is rewritte
 from __future__ import annotations
 
 import collections
+import fcntl
 import hashlib
 import itertools
 import json
@@ -251,76 +252,103 @@ def prepare_domain(
                                      **{k: v for k, v in asdict(options).items() if k not in ("workers", "progress")}},
                                     sort_keys=True).encode()).hexdigest()
     shard_tokens = options.shard_bytes // dtype.itemsize
-    writers = {s: ShardWriter(work, s, shard_tokens, dtype) for s in SPLITS}
     created = missing_ancestor(data_dir)
-    state = _resume(work, key, writers)
-    start = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    domain_lock = _lock(work, blocking=False)  # held until the domain is in the manifest (released at exit, even by kill -9)
+    if domain_lock is None:
+        raise RegrowError(f"another `regrow data prepare` is writing domain {domain!r} into {str(data_dir)!r} right now; "
+                          "wait for it to finish (or prepare this one under another --domain)")
     try:
-        documents = iter(documents)
-        sample = _head(documents, SAMPLE_BYTES)
-        choice = choose_engine(tokenizer, options.engine, sample)
-        stream = _Counted(itertools.chain(sample, documents))
-        seen = SeenDocuments() if options.dedup else None
-        done = state["documents"] if state else 0
-        for doc in itertools.islice(stream, done):  # already tokenized before the kill: only read again
-            if seen is not None:
-                seen.add(doc)
-        if stream.count < done:
-            raise RegrowError(f"the inputs hold {stream.count} documents, fewer than the {done} an interrupted "
-                              f"preparation already wrote; remove {str(work)!r} to start over")
-        counts = state["splits"] if state else {s: {"tokens": 0, "documents": 0} for s in SPLITS}
-        dropped = state["dedup"] if state else {"documents": 0, "bytes": 0}
-        total_bytes = state["bytes"] if state else 0
-        bar = tqdm(desc=f"tokenizing {domain}", unit="B", unit_scale=True, disable=not options.progress)
-        last_save = time.monotonic()
-        chunks = _chunks(stream, seen, dropped)
+        writers = {s: ShardWriter(work, s, shard_tokens, dtype) for s in SPLITS}
+        state = _resume(work, key, writers)
+        start = time.perf_counter()
         try:
-            for (train, val, nbytes), mark in _encoded(choice.engine, chunks, workers, options.val_fraction, eos_id,
-                                                       dtype.name):
-                finished = writers["train"].write(train) | writers["validation"].write(val)
-                for split, arrays in (("train", train), ("validation", val)):
-                    counts[split]["tokens"] += sum(len(a) for a in arrays)
-                    counts[split]["documents"] += len(arrays)
-                total_bytes += nbytes
-                bar.update(nbytes)
-                if finished or time.monotonic() - last_save > CHECKPOINT_SECONDS:
-                    _save_progress(work, key, mark, counts, total_bytes, writers)
-                    last_save = time.monotonic()
-                    pause_point("prepare-progress")
+            documents = iter(documents)
+            sample = _head(documents, SAMPLE_BYTES)
+            choice = choose_engine(tokenizer, options.engine, sample)
+            stream = _Counted(itertools.chain(sample, documents))
+            seen = SeenDocuments() if options.dedup else None
+            done = state["documents"] if state else 0
+            for doc in itertools.islice(stream, done):  # already tokenized before the kill: only read again
+                if seen is not None:
+                    seen.add(doc)
+            if stream.count < done:
+                raise RegrowError(f"the inputs hold {stream.count} documents, fewer than the {done} an interrupted "
+                                  f"preparation already wrote; remove {str(work)!r} to start over")
+            counts = state["splits"] if state else {s: {"tokens": 0, "documents": 0} for s in SPLITS}
+            dropped = state["dedup"] if state else {"documents": 0, "bytes": 0}
+            total_bytes = state["bytes"] if state else 0
+            bar = tqdm(desc=f"tokenizing {domain}", unit="B", unit_scale=True, disable=not options.progress)
+            last_save = time.monotonic()
+            chunks = _chunks(stream, seen, dropped)
+            try:
+                for (train, val, nbytes), mark in _encoded(choice.engine, chunks, workers, options.val_fraction, eos_id,
+                                                           dtype.name):
+                    finished = writers["train"].write(train) | writers["validation"].write(val)
+                    for split, arrays in (("train", train), ("validation", val)):
+                        counts[split]["tokens"] += sum(len(a) for a in arrays)
+                        counts[split]["documents"] += len(arrays)
+                    total_bytes += nbytes
+                    bar.update(nbytes)
+                    if finished or time.monotonic() - last_save > CHECKPOINT_SECONDS:
+                        _save_progress(work, key, mark, counts, total_bytes, writers)
+                        last_save = time.monotonic()
+                        pause_point("prepare-progress")
+            finally:
+                bar.close()
+            shards = {s: w.finish() for s, w in writers.items()}
+            _check_counts(domain, counts, options.val_fraction)
+        except RegrowError:  # bad input: leave nothing behind (a kill or an OS error keeps the progress)
+            for writer in writers.values():
+                if writer.handle is not None:
+                    writer.handle.close()
+            shutil.rmtree(work, ignore_errors=True)
+            remove_empty(data_dir, created)
+            raise
+        info = {
+            "dtype": dtype.name,
+            "eos_id": eos_id,
+            "val_fraction": options.val_fraction,
+            "splits": counts,
+            "shards": shards,
+            "shard_bytes": options.shard_bytes,
+            "bytes": total_bytes,
+            "tokenizer": tokenizer_info,
+            "engine": choice.to_dict(),
+            "dedup": {"enabled": options.dedup, "documents_dropped": dropped["documents"],
+                      "bytes_dropped": dropped["bytes"]},
+            "skipped_lines": record.skipped_lines,
+            "sources": record.files,
+            "resumed_at_document": done,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        (work / PROGRESS).unlink(missing_ok=True)
+        write_json_atomic(work / "domain.json", info)
+        folder_lock = _lock(data_dir, blocking=True)  # one manifest update at a time: every domain stays listed
+        try:
+            manifest = _read_manifest(data_dir)  # as other preparations into this folder may have left it
+            _check_same_tokenizer(manifest, domain, tokenizer_info)
+            publish_dir(work, target)
+            manifest["domains"][domain] = info
+            write_json_atomic(data_dir / MANIFEST, manifest)
         finally:
-            bar.close()
-        shards = {s: w.finish() for s, w in writers.items()}
-        _check_counts(domain, counts, options.val_fraction)
-    except RegrowError:  # bad input: leave nothing behind (a kill or an OS error keeps the progress)
-        for writer in writers.values():
-            if writer.handle is not None:
-                writer.handle.close()
-        shutil.rmtree(work, ignore_errors=True)
-        remove_empty(data_dir, created)
-        raise
-    info = {
-        "dtype": dtype.name,
-        "eos_id": eos_id,
-        "val_fraction": options.val_fraction,
-        "splits": counts,
-        "shards": shards,
-        "shard_bytes": options.shard_bytes,
-        "bytes": total_bytes,
-        "tokenizer": tokenizer_info,
-        "engine": choice.to_dict(),
-        "dedup": {"enabled": options.dedup, "documents_dropped": dropped["documents"],
-                  "bytes_dropped": dropped["bytes"]},
-        "skipped_lines": record.skipped_lines,
-        "sources": record.files,
-        "resumed_at_document": done,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    (work / PROGRESS).unlink(missing_ok=True)
-    write_json_atomic(work / "domain.json", info)
-    publish_dir(work, target)
-    manifest["domains"][domain] = info
-    write_json_atomic(data_dir / MANIFEST, manifest)
-    return info
+            os.close(folder_lock)
+        return info
+    finally:
+        os.close(domain_lock)
+
+
+def _lock(folder: Path, blocking: bool) -> int | None:
+    """An exclusive advisory lock on a folder (flock on its descriptor): the descriptor, or None
+    when another process holds it and `blocking` is False. The kernel releases it when the
+    process ends, however it ends."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _is_data_dir(folder: Path) -> bool:
@@ -346,9 +374,11 @@ def _resume(work: Path, key: str, writers: dict[str, ShardWriter]) -> dict | Non
             if writer.handle is not None:
                 writer.handle.close()
             writer.__init__(writer.folder, writer.split, writer.shard_tokens, writer.dtype)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    for child in work.iterdir():  # emptied, not replaced: the folder itself carries the domain's lock
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
     return None
 
 
