@@ -419,7 +419,7 @@ def test_two_preparations_into_one_folder_keep_both_domains(corpus, tokenizer_di
     marker.unlink()  # let the first go on
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     store = TokenStore(out)
-    assert store.domain_names() == ["code", "prose"]
+    assert store.domain_names == ["code", "prose"]
     for name in ("code", "prose"):
         assert len(store.domain(name).tokens("train")) > 0
 
@@ -433,4 +433,4 @@ def test_a_second_preparation_of_the_same_domain_is_refused_while_one_runs(corpu
     assert len(err) == 1 and "another `regrow data prepare` is writing domain 'prose'" in err[0], err
     marker.unlink()
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
-    assert TokenStore(out).domain_names() == ["prose"]
+    assert TokenStore(out).domain_names == ["prose"]
