@@ -88,6 +88,48 @@ def test_damaged_checkpoint_resume(case, run_with_checkpoint, tmp_path, capsys):
     assert not marker.exists(), "the payload ran"
 
 
+def _edit_step(state):
+    state["step"] = 3
+
+
+def _edit_weight(state):
+    weights = state["sampler"]["weights"]
+    first = sorted(weights)[0]
+    weights[first] = weights[first] + 0.1
+
+
+def _negative_step(state):
+    state["step"] = -5
+
+
+def _drop_checksum(state):
+    del state["checksum"]
+
+
+@pytest.mark.parametrize("edit", [_edit_step, _edit_weight, _negative_step, _drop_checksum])
+def test_edited_resume_state_is_refused(edit, run_with_checkpoint, tmp_path, capsys):
+    """state.json carries a checksum over its contents: an edited step (more updates than the
+    summary would report), an edited mixture weight, a negative step (an OverflowError before)
+    are refused with one line."""
+    run, path = _copy(run_with_checkpoint, tmp_path)
+    target = _latest(run) / "state.json"
+    state = json.loads(target.read_text())
+    edit(state)
+    target.write_text(json.dumps(state))
+    assert_refused(capsys, ["train", path, "--resume", "--set", "train.steps=6"],
+                   "was edited or damaged: its checksum does not match its contents", [tmp_path])
+
+
+def test_a_state_copied_from_another_checkpoint_is_refused(run_with_checkpoint, tmp_path, capsys):
+    """A state.json whose checksum holds but which belongs to another checkpoint (step 2 copied
+    into step 4): its optimizer step disagrees with the shards' AdamW state."""
+    run, path = _copy(run_with_checkpoint, tmp_path)
+    steps = sorted((run / "checkpoints").glob("step_*"))
+    (steps[-1] / "state.json").write_bytes((steps[0] / "state.json").read_bytes())
+    assert_refused(capsys, ["train", path, "--resume", "--set", "train.steps=6"],
+                   "state.json records 2 optimizer updates, its shards hold 4", [tmp_path])
+
+
 def _shard_files(checkpoint):
     return sorted((checkpoint / "shards").glob("*.distcp"))
 
@@ -159,3 +201,15 @@ def test_damaged_metrics_line_in_the_middle_is_named(run_with_checkpoint, tmp_pa
     lines[1] = "garbage"
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert_refused(capsys, ["train", path, "--resume", "--set", "train.steps=6"], "is damaged at line 2", [tmp_path])
+
+
+def test_a_corrupted_shard_of_the_same_size_is_named(run_with_checkpoint, tmp_path, capsys):
+    """Bytes overwritten inside a shard file (its size unchanged, so the completeness check passes):
+    torch's reader failed with a traceback; now one line names the file and says it is damaged."""
+    run, path = _copy(run_with_checkpoint, tmp_path)
+    shard = _shard_files(_latest(run))[0]
+    data = bytearray(shard.read_bytes())
+    data[: len(data) // 2] = b"\x00" * (len(data) // 2)
+    shard.write_bytes(bytes(data))
+    assert_refused(capsys, ["train", path, "--resume", "--set", "train.steps=6"],
+                   f"checkpoint shard file {str(shard)!r} is damaged", [tmp_path])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -394,6 +395,64 @@ def test_prune_damaged_models(case, family_models, tmp_path, capsys):
         model = _damaged_model(family_models, tmp_path, damage)
     argv = _prune_argv(model, tmp_path / "out", *(["--streaming"] if streaming else []))
     assert_refused(capsys, argv, expect, [tmp_path])
+
+
+def _drop_tensor(folder):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    del weights["model.layers.1.mlp.down_proj.weight"]
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _extra_tensor(folder):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    weights["model.layers.1.mlp.adapter.weight"] = torch.zeros(4, 4)
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _mixtral_under_llama(family_models):
+    def damage(folder):
+        shutil.rmtree(folder)
+        shutil.copytree(family_models["mixtral"], folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.update(model_type="llama", architectures=["LlamaForCausalLM"])
+        (folder / "config.json").write_text(json.dumps(config))
+    return damage
+
+
+@pytest.mark.parametrize("command", ["prune", "prune-streaming", "eval", "train", "train-sharded"])
+@pytest.mark.parametrize("case, expect", [("dropped", "model.layers.1.mlp.down_proj.weight"),
+                                          ("extra", "model.layers.1.mlp.adapter.weight"),
+                                          ("mixtral_as_llama", "mlp.")])
+def test_missing_or_unknown_tensors_are_named_on_every_load_path(command, case, expect, family_models, data_dir,
+                                                                 tokenizer_dir, tmp_path, capsys):
+    """A weight the config needs but the folder lacks used to be initialised at random (evaluated,
+    pruned and trained with exit 0); Mixtral weights under a Llama config made every MLP random."""
+    damage = {"dropped": _drop_tensor, "extra": _extra_tensor, "mixtral_as_llama": _mixtral_under_llama(family_models)}
+    model = _damaged_model(family_models, tmp_path, damage[case])
+    out = tmp_path / "out"
+    if command.startswith("prune"):
+        argv = _prune_argv(model, out, *(["--streaming"] if command == "prune-streaming" else []))
+    elif command == "eval":
+        argv = ["eval", "--model", model, "--data", data_dir, "--seq-len", "32"]
+    elif command == "train":
+        from conftest import recipe
+
+        argv = ["train", write_yaml(tmp_path / "r.yaml", recipe(tokenizer_dir, data_dir, out, model={"init": str(model)}))]
+    else:  # the meta-device loader every torchrun process uses for model.init and a teacher
+        from regrow.errors import RegrowError
+        from regrow.models.sharded import empty_from_folder
+
+        with pytest.raises(RegrowError, match=re.escape(expect)) as refused:
+            empty_from_folder(model)
+        assert str(model) in str(refused.value)
+        return
+    line = assert_refused(capsys, argv, expect, [tmp_path, data_dir])
+    assert str(model) in line
 
 
 PRUNE_OUT_CASES = {

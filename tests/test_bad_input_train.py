@@ -115,6 +115,12 @@ RECIPE_CASES = {
     "dynamic_reference_word": ({"data.dynamic": {"reference": "sourc"}}, "data.dynamic.reference 'sourc' is not supported"),
     "dynamic_reference_missing": ({"data.dynamic": {"reference": {"prose": 2.0}}}, "data.dynamic.reference lacks domain(s) code"),
     "dynamic_reference_nan": ({"data.dynamic": {"reference": {"prose": NAN, "code": 2.0}}}, "'data.dynamic.reference.prose' is nan"),
+    "dynamic_reference_text": ({"data.dynamic": {"reference": {"prose": "two", "code": 2.0}}},
+                               "data.dynamic.reference of 'prose' is 'two', not a number"),
+    "dynamic_reference_list": ({"data.dynamic": {"reference": {"prose": [2.0], "code": 2.0}}},
+                               "data.dynamic.reference of 'prose' is [2.0], not a number"),
+    "dynamic_reference_bool": ({"data.dynamic": {"reference": {"prose": True, "code": 2.0}}},
+                               "data.dynamic.reference of 'prose' is True, not a finite number"),
     "dynamic_reference_fit": ({"data.dynamic": {"reference": {"fit": [{"params": 1, "losses": {}}]}}}, "needs at least 3 model sizes"),
     "dynamic_unknown_key": ({"data.dynamic": {"intervall": 5}}, "unknown config key 'data.dynamic.intervall'"),
     # model

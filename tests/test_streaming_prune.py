@@ -241,3 +241,33 @@ def test_non_finite_source_weights_are_an_error_and_nothing_is_written(mode, fam
     assert len(err) == 1 and "NaN or infinite" in err[0] and str(source) in err[0], err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["source"]
     assert torch.isnan(load_file(source / "model.safetensors")["model.layers.1.mlp.down_proj.weight"]).any()
+
+
+@pytest.mark.parametrize("damage", ["missing_tensor", "wrong_shard"])
+@pytest.mark.parametrize("streaming", [True, False])
+def test_an_index_that_does_not_match_its_shards_is_named(damage, streaming, sharded_models, tmp_path, capsys):
+    """model.safetensors.index.json naming a tensor no shard holds, or mapping one to the wrong
+    shard: one line naming the tensor (a SafetensorError traceback under --streaming before)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(sharded_models["llama"], folder)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    weight_map = index["weight_map"]
+    name = "model.layers.2.mlp.down_proj.weight"
+    if damage == "missing_tensor":
+        weight_map["model.layers.9.mlp.down_proj.weight"] = weight_map[name]
+        expect = "names tensors its shards lack: model.layers.9.mlp.down_proj.weight"
+    else:
+        other = next(f for f in sorted(set(weight_map.values())) if f != weight_map[name])
+        expect = f"maps tensors to the wrong shard files: {name} to {other} (it is in {weight_map[name]})"
+        weight_map[name] = other
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    argv = ["prune", "--model", str(folder), "--target-ratio", "0.5", "--method", "magnitude", "--out", str(out),
+            "--no-progress", *(["--streaming"] if streaming else [])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not out.exists()

@@ -58,6 +58,10 @@ def _parameters(meta, checkpoint: LazyCheckpoint) -> list[str]:
     missing = [n for n in names if n not in checkpoint.shapes]
     if missing:
         raise RegrowError(f"model folder {str(checkpoint.folder)!r} lacks weights: {', '.join(missing[:5])}")
+    extra = sorted(set(checkpoint.shapes) - set(meta.state_dict()))
+    if extra:
+        raise RegrowError(f"model folder {str(checkpoint.folder)!r} holds tensors its config.json's model does not "
+                          f"have (another architecture's weights?): {', '.join(extra[:5])}")
     wrong = [n for n in names if list(dict(meta.named_parameters())[n].shape) != checkpoint.shapes[n]]
     if wrong:
         raise RegrowError(f"weights of {str(checkpoint.folder)!r} do not match its config.json: {', '.join(wrong[:5])}")

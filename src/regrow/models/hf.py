@@ -50,11 +50,12 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
         stacked = _load_stacked_experts(path, checkpoint, trust_remote_code, dtype)
         if stacked is not None:
             return stacked
-        return AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             str(path),
             trust_remote_code=trust_remote_code,
             dtype=dtype,
             use_safetensors=True,
+            output_loading_info=True,
         )
     except Exception as err:  # noqa: BLE001  (a damaged folder fails in many ways; each is about the folder)
         mismatch = _shape_mismatch(path, checkpoint, trust_remote_code)
@@ -62,6 +63,24 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
             raise RegrowError(f"config.json of {str(path)!r} does not match its weights: {mismatch}") from err
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise RegrowError(f"model {str(path)!r} could not be loaded: {first}") from err
+    check_loading_info(path, info)
+    return model
+
+
+def check_loading_info(path: Path, info: dict) -> None:
+    """A weight the config needs but the folder lacks would be left at its random init, and a
+    tensor the model does not know would be dropped: both are errors naming the tensors
+    (transformers leaves out the tied and derived weights it fills itself)."""
+    problems = []
+    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "not in the model"),
+                      ("mismatched_keys", "of another shape")):
+        names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            problems.append(f"{len(names)} {what} ({', '.join(names[:3])}{more})")
+    if problems:
+        raise RegrowError(f"the weights in {str(path)!r} do not match its config.json: " + "; ".join(problems)
+                          + " (a tensor missing would be left random)")
 
 
 def _load_stacked_experts(path: Path, checkpoint: LazyCheckpoint, trust_remote_code: bool, dtype: torch.dtype):
@@ -85,8 +104,8 @@ def _load_stacked_experts(path: Path, checkpoint: LazyCheckpoint, trust_remote_c
     tied = {f"{name}.weight" for name, module in model.named_modules()
             if module is model.get_output_embeddings() and model.config.tie_word_embeddings}
     missing = [n for n in dict(model.named_parameters()) if n not in checkpoint.shapes and n not in tied]
-    if missing:
-        raise RegrowError(f"model folder {str(path)!r} lacks weights: {', '.join(missing[:5])}")
+    unexpected = [n for n in checkpoint.names if n not in state]
+    check_loading_info(path, {"missing_keys": missing, "unexpected_keys": unexpected})
     with torch.no_grad():
         for name in checkpoint.names:
             if name in state:

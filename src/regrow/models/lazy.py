@@ -62,6 +62,7 @@ class LazyCheckpoint:
         self.shapes: dict[str, list[int]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
         self._start: dict[str, int] = {}  # checkpoint key -> offset of its first byte in its file
+        holder: dict[str, str] = {}  # checkpoint key -> the file whose header lists it
         bad = []
         for name in files:
             path = self.folder / name
@@ -75,6 +76,7 @@ class LazyCheckpoint:
                         piece = handle.get_slice(key)
                         self.shapes[key] = list(piece.get_shape())
                         self.dtypes[key] = _DTYPES[piece.get_dtype()]
+                        holder[key] = name
             except Exception:  # noqa: BLE001  (a damaged header can fail in many ways)
                 bad.append(name)
         if bad:
@@ -82,7 +84,11 @@ class LazyCheckpoint:
         absent = sorted(set(self.file_of) - set(self.shapes))
         if absent:
             raise RegrowError(f"{INDEX} of {str(self.folder)!r} names tensors its shards lack: {', '.join(absent[:5])}")
-        self.file_of = {key: self.file_of.get(key, files[0]) for key in self.shapes}
+        wrong = sorted(key for key, file in self.file_of.items() if holder[key] != file)
+        if wrong:
+            raise RegrowError(f"{INDEX} of {str(self.folder)!r} maps tensors to the wrong shard files: "
+                              + ", ".join(f"{k} to {self.file_of[k]} (it is in {holder[k]})" for k in wrong[:3]))
+        self.file_of = holder
         self._key_file = dict(self.file_of)  # checkpoint key -> file, kept when names are bound to a model
         self._key_shapes, self._key_dtypes = dict(self.shapes), dict(self.dtypes)
         self._disk_key = {key: key for key in self.shapes}

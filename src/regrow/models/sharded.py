@@ -74,6 +74,12 @@ def empty_from_folder(path: str | Path, trust_remote_code: bool = False, dtype: 
     if missing:
         raise RegrowError(f"model folder {str(path)!r} lacks tensors the model needs: {', '.join(missing[:8])}"
                           + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+    known = set(model.state_dict()) | {a for aliases in _parameter_names(model).values() for a in aliases}
+    extra = sorted(set(checkpoint.shapes) - known)
+    if extra:
+        raise RegrowError(f"model folder {str(path)!r} holds tensors its config.json's model does not have (another "
+                          f"architecture's weights?): {', '.join(extra[:5])}" + (f" and {len(extra) - 5} more"
+                                                                                   if len(extra) > 5 else ""))
     params = dict(model.named_parameters())
     for name, aliases in _parameter_names(model).items():
         stored = checkpoint.shapes[next(a for a in aliases if a in checkpoint.shapes)]

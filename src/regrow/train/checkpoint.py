@@ -11,7 +11,9 @@ name and renamed, so a kill during a save leaves the previous checkpoint as the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import pickle
 import re
@@ -89,7 +91,8 @@ def save_checkpoint(
             write_model_files(model, tokenizer, tmp, full)  # an HF folder too: usable as model.init
             torch.save(_rng_state(), tmp / "rng.pt")
             write_yaml_atomic(tmp / "config.yaml", config)
-            write_json_atomic(tmp / "state.json", {**state, "world_size": world.world_size})  # last: marks it complete
+            sealed = seal_state({**state, "world_size": world.world_size, "optimizer_step": optimizer_step(optimizer)})
+            write_json_atomic(tmp / "state.json", sealed)  # last: marks it complete
             if final.exists():
                 _delete(final)
             os.replace(tmp, final)
@@ -181,6 +184,10 @@ class _SafeReader(dcp.FileSystemReader):
         metadata.storage_meta.load_id = self.load_id
         return metadata
 
+    def _slice_file(self, file, sinfo):
+        self.reading = sinfo.relative_path  # the shard file an error while reading belongs to
+        return super()._slice_file(file, sinfo)
+
 
 class _SafePlanner(DefaultLoadPlanner):
     """DCP's load planner with non-tensor entries (optimizer step counts, hyper-parameters) read
@@ -201,8 +208,37 @@ class _SafePlanner(DefaultLoadPlanner):
 
 
 def _dcp_load(state: dict, shards: Path) -> None:
-    with _one_process_is_fine():
-        dcp.load(state, storage_reader=_SafeReader(str(shards)), planner=_SafePlanner())
+    reader = _SafeReader(str(shards))
+    reader.reading = None
+    try:
+        with _one_process_is_fine():
+            dcp.load(state, storage_reader=reader, planner=_SafePlanner())
+    except (RegrowError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # noqa: BLE001  (DCP's CheckpointException is a BaseException; a damaged file fails in many ways)
+        regrow_error = _regrow_error_in(err)
+        if regrow_error is not None:
+            raise regrow_error from None
+        where = shards / reader.reading if reader.reading else shards
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise RegrowError(f"checkpoint shard file {str(where)!r} is damaged: its contents cannot be read ({first}); "
+                          "resume from another checkpoint") from err
+
+
+def _regrow_error_in(err: BaseException) -> RegrowError | None:
+    """A RegrowError behind a DCP failure (its chain, or the per-rank failures it wraps)."""
+    stack, seen = [err], set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple) and item:
+            item = item[0]
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        if isinstance(item, RegrowError):
+            return item
+        seen.add(id(item))
+        stack += [item.__cause__, item.__context__, *(getattr(item, "failures", None) or {}).values()]
+    return None
 
 
 def check_shards(folder: str | Path) -> Path:
@@ -279,8 +315,42 @@ STATE_KEYS = ("step", "sampler", "phase_start_eval", "elapsed_seconds", "domain_
               "dynamic_reference")
 
 
+def _digest(state: dict[str, Any]) -> str:
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The run state with a checksum over its contents (as JSON will read them back), so an
+    edited or damaged state.json is refused instead of trusted on resume."""
+    state = json.loads(json.dumps(state))
+    return {**state, "checksum": _digest(state)}
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> int:
+    """The updates AdamW has made (its per-parameter step count; 0 before the first)."""
+    for param_state in optimizer.state.values():
+        step = param_state.get("step")
+        if step is not None:
+            return int(step.item() if isinstance(step, torch.Tensor) else step)
+    return 0
+
+
 def load_state(folder: str | Path) -> dict[str, Any]:
-    state = read_json(Path(folder) / "state.json", "checkpoint state", STATE_KEYS)
-    if not isinstance(state["step"], int) or not isinstance(state["sampler"], dict):
-        raise RegrowError(f"checkpoint state {str(Path(folder) / 'state.json')!r} is damaged: bad step or sampler")
+    path = Path(folder) / "state.json"
+    state = read_json(path, "checkpoint state", STATE_KEYS)
+    if state.get("checksum") != _digest(state):
+        raise RegrowError(f"checkpoint state {str(path)!r} was edited or damaged: its checksum does not match its "
+                          "contents; regrow resumes only from the state it wrote (resume from an earlier checkpoint)")
+    if not isinstance(state["step"], int) or state["step"] < 0 or not isinstance(state["sampler"], dict):
+        raise RegrowError(f"checkpoint state {str(path)!r} is damaged: bad step or sampler")
     return state
+
+
+def check_optimizer_step(folder: str | Path, state: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer state loaded from the shards must have made the updates state.json records
+    (a state.json copied from another checkpoint is refused)."""
+    loaded = optimizer_step(optimizer)
+    if "optimizer_step" in state and loaded != state["optimizer_step"]:
+        raise RegrowError(f"checkpoint {str(folder)!r} is inconsistent: state.json records {state['optimizer_step']} "
+                          f"optimizer updates, its shards hold {loaded}; resume from another checkpoint")

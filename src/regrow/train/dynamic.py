@@ -86,10 +86,16 @@ def reference_losses(spec: Any, domains: list[str], start_losses: dict[str, floa
         missing = [d for d in domains if d not in spec]
         if missing:
             raise RegrowError(f"data.dynamic.reference lacks domain(s) {', '.join(missing)} of the mixture")
-        values = {d: float(spec[d]) for d in domains}
-        bad = [d for d, v in values.items() if not math.isfinite(v)]
-        if bad:
-            raise RegrowError(f"data.dynamic.reference of {bad[0]!r} is not a finite number")
+        values = {}
+        for d in domains:
+            try:
+                values[d] = float(spec[d])
+            except (TypeError, ValueError):
+                raise RegrowError(f"data.dynamic.reference of {d!r} is {spec[d]!r}, not a number (a validation loss, "
+                                  "e.g. 2.1)") from None
+            if not math.isfinite(values[d]) or isinstance(spec[d], bool):
+                raise RegrowError(f"data.dynamic.reference of {d!r} is {spec[d]!r}, not a finite number (a validation "
+                                  "loss, e.g. 2.1)")
         return values
     raise RegrowError(f"data.dynamic.reference {spec!r} is not supported; allowed: source, {{domain: loss}}, "
                       "or {fit: [{params: N, losses: {domain: loss}}, ...]}")

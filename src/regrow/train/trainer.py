@@ -195,9 +195,10 @@ class Trainer:
 
     def _restore(self, folder: Path) -> None:
         check_resume_compatible(read_yaml(folder / "config.yaml", "checkpoint config"), self.config_dict)
-        ckpt.load_checkpoint(folder, self.model, self.optimizer)
-        ckpt.load_rng(folder)
         state = ckpt.load_state(folder)
+        ckpt.load_checkpoint(folder, self.model, self.optimizer)
+        ckpt.check_optimizer_step(folder, state, self.optimizer)
+        ckpt.load_rng(folder)
         self.step = state["step"]
         self.sampler.load_state(state["sampler"])
         self.phase_start_eval = state["phase_start_eval"]
