@@ -482,3 +482,68 @@ def test_yaml_payload_never_runs(family_models, tmp_path, capsys):
     assert_refused(capsys, ["prune", "--model", family_models["llama"], "--target-ratio", "0.5", "--out",
                             tmp_path / "out", "--config", tmp_path / "c.yaml"], "is not valid YAML", [tmp_path])
     assert not marker.exists()
+
+
+def _empty_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), path)
+    return [path]
+
+
+def _int_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"text": [1, 2, 3], "body": ["a", "b", "c"]}), path)
+    return [path]
+
+
+@pytest.mark.parametrize("command", ["tokenizer", "prepare"])
+@pytest.mark.parametrize("make, expect", [
+    (_write("empty.txt", b""), "hold no text (every document was empty): {dir}/empty.txt (0 bytes)"),
+    (_write("empty.jsonl", b"\n\n"), "empty.jsonl (2 bytes)"),
+    (_empty_parquet, "empty.parquet ("),
+    (_int_parquet, "column 'text' holds int64, not text; set --text-field to a text column (body)"),
+], ids=["text", "jsonl", "parquet", "parquet_int_column"])
+def test_empty_inputs_and_wrong_columns_are_named(command, make, expect, tmp_path, tokenizer_dir, capsys):
+    inputs = make(tmp_path)
+    expect = expect.replace("{dir}", str(tmp_path)).replace("every document was empty", "")
+    if command == "tokenizer":
+        argv = ["tokenizer", "train", *inputs, "--vocab-size", "300", "--out", tmp_path / "tok"]
+    else:
+        argv = ["data", "prepare", *inputs, "--domain", "d", "--tokenizer", tokenizer_dir, "--out", tmp_path / "data",
+                "--no-progress"]
+    line = assert_refused(capsys, argv, expect.split(": ")[-1] if "hold no text" in expect else expect, [tmp_path])
+    assert str(inputs[0]) in line
+
+
+def test_the_current_folder_is_no_output_folder(tmp_path, monkeypatch, capsys):
+    """`--out .` in an empty folder failed with "Device or resource busy" and left a temporary folder."""
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert_refused(capsys, ["tokenizer", "train", "builtin:goethe_faust1", "--vocab-size", "300", "--out", "."],
+                   "--out '.' is the current folder", [tmp_path])
+    assert_refused(capsys, ["tokenizer", "train", "builtin:goethe_faust1", "--vocab-size", "300", "--out", ".."],
+                   "is the current folder or above it", [tmp_path])
+    assert list(here.iterdir()) == []
+
+
+def test_a_full_disk_during_prepare_names_the_folder(corpus, tokenizer_dir, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import regrow.data.prepare as prepare_module
+
+    def full(self, arrays):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(prepare_module.ShardWriter, "write", full)
+    line = assert_refused(capsys, ["data", "prepare", corpus["prose"], "--domain", "prose", "--tokenizer", tokenizer_dir,
+                                   "--out", tmp_path / "data", "--no-progress"], "No space left on device",
+                          [tmp_path / "elsewhere"], code=1)
+    assert str(tmp_path / "data" / ".prose.partial") in line

@@ -132,6 +132,8 @@ RECIPE_CASES = {
     "model_vocab_zero": ({"model.config.vocab_size": 0}, "model.config.vocab_size is 0"),
     "model_no_type": ({"model.config.model_type": DELETE}, "model.config needs a model_type"),
     "model_type_unknown": ({"model.config.model_type": "llamax"}, "model.config is not a valid 'llamax' config"),
+    "model_hidden_not_heads": ({"model.config.hidden_size": 65, "model.config.num_attention_heads": 8},
+                               "The hidden size (65) is not a multiple of the number of attention heads (8)"),
     "model_config_nan": ({"model.config.rms_norm_eps": NAN}, "'model.config.rms_norm_eps' is nan"),
     "model_unknown_key": ({"model.path": "x"}, "unknown config key 'model.path'"),
     "tokenizer_missing": ({"tokenizer": "/nonexistent/tok"}, "tokenizer '/nonexistent/tok' is not a folder"),

@@ -110,7 +110,11 @@ def publish_dir(ready: Path, final: Path) -> None:
     a reader sees the old folder or the new one."""
     if final.exists():
         old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old.tmp"))
-        os.replace(final, old)  # renaming over an empty folder is atomic
+        try:
+            os.replace(final, old)  # renaming over an empty folder is atomic
+        except OSError:
+            old.rmdir()  # nothing moved: leave no temporary folder behind
+            raise
         os.replace(ready, final)
         shutil.rmtree(old, ignore_errors=True)
     else:

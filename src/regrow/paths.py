@@ -36,8 +36,15 @@ def _check_parent(path: Path, flag: str) -> None:
 
 def check_output_dir(path: str | os.PathLike, flag: str, own: Callable[[Path], bool] | None = None,
                      what: str = "output") -> Path:
-    """A folder regrow may write: absent, empty, or (with `own`) the same command's earlier output."""
+    """A folder regrow may write: absent, empty, or (with `own`) the same command's earlier output.
+    Never the current folder or one above it: an output folder is published by renaming a
+    finished one into its place, which cannot be done to the folder a shell stands in."""
     path = Path(path)
+    resolved, here = path.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise RegrowError(f"{flag} {str(path)!r} is the current folder{' or above it' if resolved != here else ''}; "
+                          "regrow writes its output as a new folder: name one inside it (e.g. "
+                          f"{flag} {Path(str(path), 'out')})")
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise RegrowError(f"{flag} {str(path)!r} is a file; a folder is expected here")

@@ -31,6 +31,6 @@ def run(args) -> int:
     check_output_dir(args.out, "--out", own=is_tokenizer_dir, what="a tokenizer folder")
     record = SourceRecord()
     documents = documents_from_args(args, record, args.max_documents)
-    out = train_bpe(documents, args.vocab_size, args.out, args.min_frequency)
+    out = train_bpe(documents, args.vocab_size, args.out, args.min_frequency, record.describe)
     print(f"tokenizer saved to {out} ({args.vocab_size} tokens, {len(record.files)} files read){document_unit_note(args)}")
     return 0

@@ -9,7 +9,7 @@ from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
 from regrow.compress.shape import ArchShape, check_target, read_target_spec, shape_from_spec
-from regrow.errors import RegrowError
+from regrow.errors import RegrowError, reason_of
 
 
 def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape, layers: list[int] | None = None) -> int:
@@ -139,7 +139,7 @@ def resolve_target(model: nn.Module, adapter: FamilyAdapter, spec_path: str | No
     try:
         config = AutoConfig.for_model(model_type, **fields)
     except (ValueError, TypeError) as err:
-        raise RegrowError(f"--target {spec_path} is not a valid {model_type} config: {str(err).splitlines()[0]}") from err
+        raise RegrowError(f"--target {spec_path} is not a valid {model_type} config: {reason_of(err)}") from err
     if config.vocab_size != model.config.vocab_size:
         raise RegrowError(f"--target {spec_path} has vocab_size {config.vocab_size} but the model {model.config.vocab_size}; "
                           "pruning keeps the vocabulary")

@@ -297,13 +297,17 @@ def prepare_domain(
             finally:
                 bar.close()
             shards = {s: w.finish() for s, w in writers.items()}
-            _check_counts(domain, counts, options.val_fraction)
+            _check_counts(domain, counts, options.val_fraction, record)
         except RegrowError:  # bad input: leave nothing behind (a kill or an OS error keeps the progress)
             for writer in writers.values():
                 if writer.handle is not None:
                     writer.handle.close()
             shutil.rmtree(work, ignore_errors=True)
             remove_empty(data_dir, created)
+            raise
+        except OSError as err:  # the environment (a full disk): named with the folder being written
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror or str(err), str(work)) from err
             raise
         info = {
             "dtype": dtype.name,
@@ -389,9 +393,9 @@ def _save_progress(work: Path, key: str, mark: dict, counts: dict, total_bytes: 
     write_json_atomic(work / PROGRESS, state)
 
 
-def _check_counts(domain: str, counts: dict, val_fraction: float) -> None:
+def _check_counts(domain: str, counts: dict, val_fraction: float, record: SourceRecord) -> None:
     if counts["train"]["documents"] + counts["validation"]["documents"] == 0:
-        raise RegrowError(f"the inputs for domain {domain!r} hold no text (empty files or fields)")
+        raise RegrowError(f"the inputs for domain {domain!r} hold no text (empty files or fields): {record.describe()}")
     if counts["train"]["documents"] == 0:
         raise RegrowError(f"every document of domain {domain!r} went to validation; lower --val-fraction")
     if val_fraction > 0 and counts["validation"]["documents"] == 0:

@@ -64,6 +64,12 @@ class SourceRecord:
                 size += len(block)
         self.files.append({"path": str(path), "bytes": size, "sha256": digest.hexdigest()})
 
+    def describe(self, limit: int = 3) -> str:
+        """The files read, for a message: 'a.jsonl (0 bytes), b.txt (2 bytes)' (the first few)."""
+        named = [f"{f['path']} ({f['bytes']:,} bytes)" for f in self.files[:limit]]
+        more = f" and {len(self.files) - limit} more" if len(self.files) > limit else ""
+        return ", ".join(named) + more if named else "no file"
+
     def skip(self, where: str) -> None:
         self.skipped_lines += 1
         if len(self.first_skipped) < 5:
@@ -393,6 +399,7 @@ def _jsonl_documents(path: Path, stream, options: ReadOptions, record: SourceRec
 def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
     """The column's texts, one record batch at a time (memory: a batch, not the file)."""
     import pyarrow.parquet as pq
+    import pyarrow.types as pa_types
 
     try:
         table = pq.ParquetFile(path)
@@ -404,6 +411,11 @@ def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
                 f"Parquet file {str(path)!r} has no column {text_field!r}; columns: "
                 f"{', '.join(table.schema_arrow.names)} (set --text-field)"
             )
+        column = table.schema_arrow.field(text_field).type
+        if not (pa_types.is_string(column) or pa_types.is_large_string(column) or str(column) == "string_view"):
+            texts = [f.name for f in table.schema_arrow if pa_types.is_string(f.type) or pa_types.is_large_string(f.type)]
+            raise RegrowError(f"Parquet file {str(path)!r}: column {text_field!r} holds {column}, not text; set "
+                              f"--text-field to a text column ({', '.join(texts) or 'the file has none'})")
         try:
             for batch in table.iter_batches(columns=[text_field], batch_size=1024):
                 yield from _texts(batch.column(0).to_pylist())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from regrow.atomic import atomic_dir
@@ -34,8 +34,10 @@ def is_tokenizer_dir(folder: Path) -> bool:
     return only_entries(*TOKENIZER_FILES, required=("tokenizer.json",))(folder)
 
 
-def train_bpe(documents: Iterable[str], vocab_size: int, out_dir: str | Path, min_frequency: int = 2) -> Path:
-    """Train a byte-level BPE on `documents` and save it as an HF tokenizer folder (atomically)."""
+def train_bpe(documents: Iterable[str], vocab_size: int, out_dir: str | Path, min_frequency: int = 2,
+              inputs: Callable[[], str] = lambda: "") -> Path:
+    """Train a byte-level BPE on `documents` and save it as an HF tokenizer folder (atomically).
+    `inputs` describes what was read, for the message when it held no text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -60,7 +62,7 @@ def train_bpe(documents: Iterable[str], vocab_size: int, out_dir: str | Path, mi
 
     tokenizer.train_from_iterator(counted(), trainer=trainer)
     if seen["docs"] == 0:
-        raise RegrowError("the tokenizer inputs hold no text (every document was empty)")
+        raise RegrowError(f"the tokenizer inputs hold no text (every document was empty): {inputs()}")
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:

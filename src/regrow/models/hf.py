@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from regrow.atomic import atomic_dir
-from regrow.errors import RegrowError
+from regrow.errors import RegrowError, reason_of
 from regrow.models.lazy import LazyCheckpoint
 from regrow.models.sparsity import MASK_FILE, write_mask_file
 from regrow.pause_points import pause_point
@@ -146,7 +146,7 @@ def build_model(fields: dict[str, Any], seed: int, trust_remote_code: bool = Fal
     try:
         config = AutoConfig.for_model(model_type, **fields)
     except (ValueError, TypeError) as err:
-        raise RegrowError(f"model.config is not a valid {model_type!r} config: {str(err).splitlines()[0]}") from err
+        raise RegrowError(f"model.config is not a valid {model_type!r} config: {reason_of(err)}") from err
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 

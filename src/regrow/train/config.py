@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regrow.device import DEVICES, PRECISIONS
-from regrow.errors import RegrowError
+from regrow.errors import RegrowError, reason_of
 from regrow.schedules import Cosine, Schedule
 from regrow.train.dynamic import check_reference
 
@@ -195,8 +195,7 @@ def check_model_fields(fields: dict[str, Any]) -> None:
     try:
         AutoConfig.for_model(fields["model_type"], **rest)  # HF's own checks of the fields, nothing built
     except Exception as err:  # noqa: BLE001  (config classes raise ValueError, TypeError, KeyError, ...)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise RegrowError(f"model.config is not a valid {fields['model_type']!r} config: {first}") from err
+        raise RegrowError(f"model.config is not a valid {fields['model_type']!r} config: {reason_of(err)}") from err
 
 
 # Keys that may differ between a run and its --resume (everything else must match).
