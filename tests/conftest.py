@@ -66,6 +66,20 @@ def data_dir(corpus, tokenizer_dir, tmp_path_factory) -> Path:
     return out
 
 
+def paragraphs(text: str) -> list[str]:
+    """Blank-line paragraphs, written here independently of regrow's reader."""
+    out, current = [], []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.strip():
+            current.append(line)
+        elif current:
+            out.append("\n".join(current).strip())
+            current = []
+    if current:
+        out.append("\n".join(current).strip())
+    return [p for p in out if p]
+
+
 TINY_LLAMA = {
     "model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from badinput import assert_refused
+from conftest import paragraphs
 
 from regrow.cli.main import main
 from regrow.data import corpora
@@ -24,20 +25,6 @@ SHIPPED = REPO / "src" / "regrow" / "data" / "corpora"
 
 def text_of(archive: Path) -> bytes:
     return lzma.decompress(archive.read_bytes())
-
-
-def paragraphs(text: str) -> list[str]:
-    """Blank-line paragraphs, written here independently of regrow's reader."""
-    out, current = [], []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.strip():
-            current.append(line)
-        elif current:
-            out.append("\n".join(current).strip())
-            current = []
-    if current:
-        out.append("\n".join(current).strip())
-    return [p for p in out if p]
 
 
 def test_list_names_every_shipped_book_with_language_and_size(capsys):

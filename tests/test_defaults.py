@@ -7,23 +7,10 @@ import lzma
 import shutil
 
 import pytest
+from conftest import paragraphs
 
 from regrow.cli.main import main
 from regrow.data.corpora import BOOKS
-
-
-def paragraphs(text: str) -> list[str]:
-    """Blank-line paragraphs, written here independently of regrow's reader."""
-    out, current = [], []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.strip():
-            current.append(line)
-        elif current:
-            out.append("\n".join(current).strip())
-            current = []
-    if current:
-        out.append("\n".join(current).strip())
-    return [p for p in out if p]
 
 
 def test_one_book_with_default_options_gets_a_validation_split(tmp_path, tokenizer_dir, capsys):

@@ -407,19 +407,28 @@ def test_dense_training_when_asked(sparse_folders, tokenizer_dir, data_dir, tmp_
 
 
 def test_a_mask_of_another_model_is_refused(sparse_folders, tokenizer_dir, data_dir, tmp_path, capsys):
-    from conftest import recipe
     from safetensors.torch import save_file
 
     bad = tmp_path / "mask.safetensors"
     save_file({"model.layers.0.mlp.up_proj.weight": torch.ones(3, 5, dtype=torch.bool)}, str(bad))
-    spec = recipe(tokenizer_dir, data_dir, tmp_path / "run", model={"init": str(sparse_folders["wanda", "half"])})
-    spec["train"]["sparsity_mask"] = str(bad)
+    line = _training_refuses_mask(bad, sparse_folders["wanda", "half"], tokenizer_dir, data_dir, tmp_path, capsys)
+    assert "model.layers.0.mlp.up_proj.weight" in line and "(3, 5)" in line
+
+
+def _training_refuses_mask(mask, init, tokenizer_dir, data_dir, tmp_path, capsys) -> str:
+    """Train from `init` holding the mask file `mask`: refused, one line (returned), nothing written."""
+    from conftest import recipe
+
+    spec = recipe(tokenizer_dir, data_dir, tmp_path / "run", model={"init": str(init)})
+    spec["train"]["sparsity_mask"] = str(mask)
     path = tmp_path / "recipe.yaml"
     path.write_text(json.dumps(spec))
     capsys.readouterr()
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model.layers.0.mlp.up_proj.weight" in err[0] and "(3, 5)" in err[0], err
+    assert len(err) == 1, err
+    assert not (tmp_path / "run").exists()
+    return err[0]
 
 
 @pytest.mark.parametrize("damage, expect", [
@@ -432,7 +441,6 @@ def test_a_mask_that_does_not_cover_the_model_is_refused(damage, expect, sparse_
     """A mask file must cover exactly the weights it was made for, of a model of this shape: one
     whose MLP masks were removed, one made for another model, one that does not say are refused
     (they trained with exit 0 before, holding only part of the pattern)."""
-    from conftest import recipe
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -450,15 +458,7 @@ def test_a_mask_that_does_not_cover_the_model_is_refused(damage, expect, sparse_
         metadata = {}
     bad = tmp_path / "mask.safetensors"
     save_file(masks, str(bad), metadata=metadata or None)
-    spec = recipe(tokenizer_dir, data_dir, tmp_path / "run", model={"init": str(init)})
-    spec["train"]["sparsity_mask"] = str(bad)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(json.dumps(spec))
-    capsys.readouterr()
-    assert main(["train", str(path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and expect in err[0], err
-    assert not (tmp_path / "run").exists()
+    assert expect in _training_refuses_mask(bad, init, tokenizer_dir, data_dir, tmp_path, capsys)
 
 
 # --- lottery-ticket rewinding -----------------------------------------------------------------
