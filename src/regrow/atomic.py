@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from regrow.errors import find_cause
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -27,20 +29,11 @@ def os_error_of(err: BaseException, path: str | os.PathLike) -> OSError | None:
     """The OS error behind a failed write, with the path it concerns: found in the exception's
     chain (and in DCP's per-rank failures), or ENOSPC when the disk under `path` is full (torch's
     writers report a full disk as RuntimeError). None: the failure is not the environment's."""
-    stack: list = [err]
-    seen: set[int] = set()
-    while stack:
-        item = stack.pop()
-        if isinstance(item, tuple) and item:  # DCP wraps a rank's failure as (exception, traceback)
-            item = item[0]
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, OSError) and item.errno is not None:
-            if item.filename is None:
-                return type(item)(item.errno, item.strerror or os.strerror(item.errno), str(path))
-            return item
-        stack += [item.__cause__, item.__context__, *(getattr(item, "failures", None) or {}).values()]
+    found = find_cause(err, lambda e: isinstance(e, OSError) and e.errno is not None)
+    if found is not None:
+        if found.filename is None:
+            return type(found)(found.errno, found.strerror or os.strerror(found.errno), str(path))
+        return found
     try:
         if shutil.disk_usage(Path(path).parent if not Path(path).exists() else path).free < (1 << 20):
             return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -17,6 +17,7 @@ done the folder replaces the domain in one rename, then the manifest is rewritte
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import hashlib
 import itertools
@@ -254,11 +255,9 @@ def prepare_domain(
     shard_tokens = options.shard_bytes // dtype.itemsize
     created = missing_ancestor(data_dir)
     work.mkdir(parents=True, exist_ok=True)
-    domain_lock = _lock(work, blocking=False)  # held until the domain is in the manifest (released at exit, even by kill -9)
-    if domain_lock is None:
-        raise RegrowError(f"another `regrow data prepare` is writing domain {domain!r} into {str(data_dir)!r} right now; "
-                          "wait for it to finish (or prepare this one under another --domain)")
-    try:
+    busy = (f"another `regrow data prepare` is writing domain {domain!r} into {str(data_dir)!r} right now; wait "
+            "for it to finish (or prepare this one under another --domain)")
+    with _locked(work, busy):  # held until the domain is in the manifest
         writers = {s: ShardWriter(work, s, shard_tokens, dtype) for s in SPLITS}
         state = _resume(work, key, writers)
         start = time.perf_counter()
@@ -328,31 +327,29 @@ def prepare_domain(
         }
         (work / PROGRESS).unlink(missing_ok=True)
         write_json_atomic(work / "domain.json", info)
-        folder_lock = _lock(data_dir, blocking=True)  # one manifest update at a time: every domain stays listed
-        try:
+        with _locked(data_dir):  # one manifest update at a time: every domain stays listed
             manifest = _read_manifest(data_dir)  # as other preparations into this folder may have left it
             _check_same_tokenizer(manifest, domain, tokenizer_info)
             publish_dir(work, target)
             manifest["domains"][domain] = info
             write_json_atomic(data_dir / MANIFEST, manifest)
-        finally:
-            os.close(folder_lock)
         return info
-    finally:
-        os.close(domain_lock)
 
 
-def _lock(folder: Path, blocking: bool) -> int | None:
-    """An exclusive advisory lock on a folder (flock on its descriptor): the descriptor, or None
-    when another process holds it and `blocking` is False. The kernel releases it when the
-    process ends, however it ends."""
+@contextlib.contextmanager
+def _locked(folder: Path, busy: str | None = None) -> Iterator[None]:
+    """An exclusive advisory lock on a folder (flock on its descriptor), held for the block. With
+    `busy`, a lock another process holds is that error at once; without, it is waited for. The
+    kernel releases the lock when the process ends, however it ends (kill -9 included)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise RegrowError(busy) from None
+        yield
+    finally:
         os.close(fd)
-        return None
-    return fd
 
 
 def _is_data_dir(folder: Path) -> bool:

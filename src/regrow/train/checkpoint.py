@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from regrow.atomic import os_error_of, write_json_atomic
 from regrow.config import write_yaml_atomic
-from regrow.errors import RegrowError
+from regrow.errors import RegrowError, find_cause
 from regrow.models.hf import write_model_files
 from regrow.models.sharded import gathered_state_dict
 from regrow.pause_points import pause_point
@@ -216,29 +216,13 @@ def _dcp_load(state: dict, shards: Path) -> None:
     except (RegrowError, KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # noqa: BLE001  (DCP's CheckpointException is a BaseException; a damaged file fails in many ways)
-        regrow_error = _regrow_error_in(err)
+        regrow_error = find_cause(err, lambda e: isinstance(e, RegrowError))
         if regrow_error is not None:
             raise regrow_error from None
         where = shards / reader.reading if reader.reading else shards
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise RegrowError(f"checkpoint shard file {str(where)!r} is damaged: its contents cannot be read ({first}); "
                           "resume from another checkpoint") from err
-
-
-def _regrow_error_in(err: BaseException) -> RegrowError | None:
-    """A RegrowError behind a DCP failure (its chain, or the per-rank failures it wraps)."""
-    stack, seen = [err], set()
-    while stack:
-        item = stack.pop()
-        if isinstance(item, tuple) and item:
-            item = item[0]
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        if isinstance(item, RegrowError):
-            return item
-        seen.add(id(item))
-        stack += [item.__cause__, item.__context__, *(getattr(item, "failures", None) or {}).values()]
-    return None
 
 
 def check_shards(folder: str | Path) -> Path:
