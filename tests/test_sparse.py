@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import pytest
 import torch
@@ -529,19 +530,29 @@ def test_rewind_snapshot_of_another_shape_is_refused(family_models, data_dir, tm
 
 def test_every_sparse_method_runs_on_every_family(family_models, data_dir, tmp_path):
     """Each family (dense and mixture of experts) through every sparse method at 50%: a folder
-    vanilla transformers loads, the zeros where the mask says, the router and fused experts left
-    dense; and a rewind on each family."""
+    vanilla transformers loads, the zeros where the mask says; every 2-D weight of a layer but the
+    router and the shared expert's gate is masked, and so is every fused 3-D expert tensor, each
+    expert's rows losing half; the report's shares are those of the masks; a rewind on each family."""
     from conftest import FAMILY_CONFIGS
 
     for f, family in enumerate(FAMILY_CONFIGS):
+        source = AutoModelForCausalLM.from_pretrained(family_models[family])
+        n_source = sum(p.numel() for p in source.parameters())
+        layer_weights = {k for k, p in source.named_parameters() if re.search(r"\.(layers|h)\.\d+\.", k) and k.endswith("weight")
+                         and p.dim() == 2 and not k.endswith((".gate.weight", ".router.weight", "shared_expert_gate.weight"))}
+        fused = {k for k, p in source.named_parameters() if p.dim() == 3}
         for method in SPARSE:
             out = tmp_path / f"{family}-{method}"
             assert sparse_prune(family_models[family], method, out, data_dir, "--sparsity", "0.5") == 0, (family, method)
-            masks = load_file(out / "sparsity_mask.safetensors")
-            weights = load_file(out / "model.safetensors")
+            masks = load_file(out / "sparsity_mask.safetensors")  # named as the loaded model's parameters
+            weights = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
             assert masks and all(bool((weights[k][~m] == 0).all()) for k, m in masks.items()), (family, method)
-            assert not any(".gate.weight" in k and "proj" not in k and "shared" not in k for k in masks), masks.keys()
-            assert all(weights[k].dim() == 2 for k in masks)  # fused 3-D expert tensors stay dense
+            assert set(masks) == layer_weights | fused, (family, set(masks) ^ (layer_weights | fused))
+            for key in fused:
+                assert ((~masks[key]).sum(-1) == masks[key].shape[-1] // 2).all(), key
+            sparsity = json.loads((out / "pruning_report.json").read_text())["sparsity"]
+            assert sparsity["share_of_parameters"] == pytest.approx(sum(m.numel() for m in masks.values()) / n_source)
+            assert sparsity["share_zeroed"] == pytest.approx(sum(int((~m).sum()) for m in masks.values()) / n_source)
         AutoModelForCausalLM.from_pretrained(out)
         rewound = tmp_path / f"{family}-rewind"
         method = SPARSE[f % len(SPARSE)]
@@ -588,3 +599,117 @@ def test_calibration_pass_stops_every_batch_thread_on_an_error(family_models, da
     assert threading.active_count() == before
     assert [name for name, _ in seen] == list(linears)[:3]
     assert all(rows == sum(ids.numel() for ids in batches) for _, rows in seen)
+
+
+def routed_inputs(family_models, family, out, data_dir, batches=None):
+    """(experts module, its index L, {expert: its input rows}) of the first mixture-of-experts layer,
+    collected by a hook on plain transformers' experts module in the source model whose earlier
+    layers and layer L's attention hold the pruned weights of `out` (what the experts saw)."""
+    source = AutoModelForCausalLM.from_pretrained(family_models[family]).eval()
+    pruned = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
+    layer = next(i for i, block in enumerate(source.model.layers) if hasattr(block.mlp, "experts"))
+    earlier = tuple(f"model.layers.{i}." for i in range(layer)) + (f"model.layers.{layer}.self_attn.",)
+    with torch.no_grad():
+        for key, param in source.named_parameters():
+            if key.startswith(earlier):
+                param.copy_(pruned[key])
+    experts = source.model.layers[layer].mlp.experts
+    seen = []
+    handle = experts.register_forward_pre_hook(lambda module, args: seen.append((args[0], args[1])))
+    with torch.no_grad():
+        for ids in batches or _calibration(data_dir, source):
+            source(input_ids=ids)
+    handle.remove()
+    hidden, index = torch.cat([h for h, _ in seen]), torch.cat([i for _, i in seen])
+    routed = {e: hidden[(index == e).any(-1)] for e in range(experts.gate_up_proj.shape[0])}
+    return experts, layer, routed
+
+
+def wanda_mask(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    score = weight.abs().double() * x.double().square().sum(0).sqrt()
+    lowest = score.argsort(dim=1)[:, : score.shape[1] // 2]
+    return torch.ones_like(score, dtype=torch.bool).scatter_(1, lowest, False)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe"])
+def test_wanda_scores_each_expert_on_the_tokens_routed_to_it(family, family_models, data_dir, tmp_path):
+    """Each expert's gate_up matrix is Wanda's formula on the hidden states the router sent to that
+    expert; its down matrix on act(gate) x up computed with the pruned gate_up (independently,
+    from plain transformers' routing); the router and the shared expert's gate stay dense."""
+    out = tmp_path / family
+    assert sparse_prune(family_models[family], "wanda", out, data_dir, "--sparsity", "0.5") == 0
+    masks = load_file(out / "sparsity_mask.safetensors")
+    experts, layer, routed = routed_inputs(family_models, family, out, data_dir)
+    prefix = f"model.layers.{layer}.mlp"
+    assert not any(key.startswith((f"{prefix}.gate.", f"{prefix}.shared_expert_gate.")) for key in masks)
+    assert masks[f"{prefix}.experts.gate_up_proj"].shape == experts.gate_up_proj.shape
+    for e, x in routed.items():
+        assert len(x), f"expert {e} got no calibration token: the test needs every expert routed to"
+        gate_up = experts.gate_up_proj[e].detach()
+        assert torch.equal(masks[f"{prefix}.experts.gate_up_proj"][e], wanda_mask(gate_up, x)), e
+        gate, up = (x.double() @ (gate_up * wanda_mask(gate_up, x)).double().T).chunk(2, dim=-1)
+        inner = experts.act_fn(gate) * up
+        assert torch.equal(masks[f"{prefix}.experts.down_proj"][e], wanda_mask(experts.down_proj[e].detach(), inner)), e
+
+
+def test_sparsegpt_reconstructs_each_expert_better_than_zeroing(family_models, data_dir, tmp_path):
+    """On the tokens routed to it, each expert's gate_up output error after sparsegpt's update is
+    below that of its own mask without the update, and below wanda's weights."""
+    out = {}
+    for method in ("sparsegpt", "wanda"):
+        out[method] = tmp_path / method
+        assert sparse_prune(family_models["mixtral"], method, out[method], data_dir, "--sparsity", "0.5") == 0
+    masks = load_file(out["sparsegpt"] / "sparsity_mask.safetensors")
+    experts, layer, routed = routed_inputs(family_models, "mixtral", out["sparsegpt"], data_dir)
+    key = f"model.layers.{layer}.mlp.experts.gate_up_proj"
+    sgpt = dict(AutoModelForCausalLM.from_pretrained(out["sparsegpt"]).named_parameters())[key].detach()
+    wanda = dict(AutoModelForCausalLM.from_pretrained(out["wanda"]).named_parameters())[key].detach()
+    for e, x in routed.items():
+        original = experts.gate_up_proj[e].detach()
+        error = output_error(x, original, sgpt[e])
+        assert error < output_error(x, original, original * masks[key][e]), e
+        assert error < output_error(x, original, wanda[e]), e
+
+
+def test_an_expert_no_calibration_token_reaches_is_pruned_by_magnitude(family_models, data_dir, tmp_path):
+    """Two calibration tokens reach at most four of eight experts: the others are pruned by
+    magnitude and listed in the report (the routing checked in plain transformers)."""
+    out = tmp_path / "few"
+    assert sparse_prune(family_models["mixtral"], "wanda", out, data_dir, "--sparsity", "0.5", "--seq-len", "2",
+                        "--batch-size", "1", "--calibration-samples", "1") == 0
+    masks = load_file(out / "sparsity_mask.safetensors")
+    report = json.loads((out / "pruning_report.json").read_text())
+    sampler = MixtureSampler(TokenStore(data_dir), {"code": 1.0, "prose": 1.0}, 2, 1, seed=0)
+    experts, layer, routed = routed_inputs(family_models, "mixtral", out, data_dir, [sampler.batch(0)[0]])
+    unrouted = [e for e, x in routed.items() if not len(x)]
+    assert len(unrouted) >= 4
+    prefix = f"model.layers.{layer}.mlp.experts"
+    listed = [name for name in report["method_details"]["by_magnitude_without_tokens"] if name.startswith(prefix)]
+    assert sorted(listed) == sorted(f"{prefix}.{fused}[{e}]" for e in unrouted for fused in ("gate_up_proj", "down_proj"))
+    for e in unrouted:
+        for fused in ("gate_up_proj", "down_proj"):
+            weight = getattr(experts, fused)[e].detach().abs()
+            lowest = weight.argsort(dim=1)[:, : weight.shape[1] // 2]
+            assert torch.equal(masks[f"{prefix}.{fused}"][e], torch.ones_like(weight, dtype=torch.bool).scatter_(1, lowest, False))
+
+
+def test_training_holds_the_mask_of_fused_expert_tensors(family_models, tokenizer_dir, data_dir, tmp_path):
+    """A 2:4 Mixtral (every expert's matrices masked): after training, the masked entries of the
+    fused expert tensors and their AdamW moments are exactly zero and kept ones moved; the
+    exported model (per-expert tensors on disk) loads with each expert still 2:4."""
+    init = tmp_path / "init"
+    assert sparse_prune(family_models["mixtral"], "magnitude-sparse", init, data_dir, "--pattern", "2:4") == 0
+    masks = load_file(init / "sparsity_mask.safetensors")
+    start = {k: p.detach().clone() for k, p in AutoModelForCausalLM.from_pretrained(init).named_parameters()}
+    fused = [name for name, kept in masks.items() if kept.dim() == 3]
+    assert fused
+    trainer = _train(init, tokenizer_dir, data_dir, tmp_path / "run", 3)
+    params = dict(trainer.model.named_parameters())
+    for name in fused:
+        kept, param = masks[name], params[name].detach()
+        assert bool((param[~kept] == 0).all()) and bool((param[kept] != start[name][kept]).any()), name
+        state = trainer.optimizer.state[params[name]]
+        assert bool((state["exp_avg"][~kept] == 0).all()) and bool((state["exp_avg_sq"][~kept] == 0).all()), name
+    exported = dict(AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").named_parameters())
+    for name in fused:
+        assert ((exported[name] != 0).reshape(-1, 4).sum(-1) <= 2).all(), name

@@ -8,7 +8,9 @@ regrow masks or measures a model, `RoutedExperts` stands in for the experts modu
 (an instance attribute, removed afterwards; the module and its weights are untouched): the same
 computation as transformers' eager loop (act(gate) x up, down, times the routing weight, summed
 per token), with an optional per-expert channel mask and an observer that sees each expert's
-intermediate activations and outputs.
+intermediate activations and outputs. For the sparse methods, `ExpertMatrix` shows one
+expert's matrix of a fused tensor as a linear layer of its own; `RoutedExperts(linear=...)`
+computes through those so that their hooks see each expert's inputs.
 """
 
 from __future__ import annotations
@@ -21,17 +23,67 @@ from torch.nn import functional as F
 
 # observer(expert, token_indices, intermediate [n, width], output [n, hidden], gate weights [n])
 Observer = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
+# linear(fused tensor name, expert, input [n, in]) -> output [n, out]
+Linear = Callable[[str, int, torch.Tensor], torch.Tensor]
+FUSED = ("gate_up_proj", "down_proj")  # in call order
+
+
+class ExpertMatrix(nn.Module):
+    """One expert's matrix of a fused experts tensor (`gate_up_proj[e]`, `down_proj[e]`: [out, in],
+    like a linear's weight) standing in for a linear layer: a sparse method treats each expert's
+    matrix as a layer of its own. Not part of the model; `weight` is a view of the fused parameter,
+    so masking or updating it changes the model's tensor in place."""
+
+    def __init__(self, experts: nn.Module, fused: str, expert: int, parameter: str):
+        super().__init__()
+        self._experts = (experts,)  # in a tuple, so the experts module is not registered as a child
+        self.fused, self.expert, self.parameter = fused, expert, parameter  # parameter: the fused tensor's full name
+
+    @property
+    def experts(self) -> nn.Module:
+        return self._experts[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return getattr(self.experts, self.fused)[self.expert]
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+def expert_matrices(experts: nn.Module, prefix: str) -> dict[str, ExpertMatrix]:
+    """Every expert's matrices of a fused experts module, in call order (expert by expert, gate_up
+    before down), named `{prefix}.gate_up_proj[e]`."""
+    count = getattr(experts, FUSED[0]).shape[0]
+    return {f"{prefix}.{fused}[{e}]": ExpertMatrix(experts, fused, e, f"{prefix}.{fused}")
+            for e in range(count) for fused in FUSED}
+
+
+def route_through(matrices: list[ExpertMatrix]) -> list[RoutedExperts]:
+    """Compute the experts modules of `matrices` expert by expert through those matrices (so that
+    their forward hooks run); `remove()` each afterwards."""
+    by_module: dict[nn.Module, dict[tuple[str, int], ExpertMatrix]] = {}
+    for matrix in matrices:
+        by_module.setdefault(matrix.experts, {})[matrix.fused, matrix.expert] = matrix
+    return [RoutedExperts(experts, linear=lambda fused, e, x, own=own: own[fused, e](x))
+            for experts, own in by_module.items()]
 
 
 class RoutedExperts:
     """Installed on one experts module until `remove()`. `channel_mask()` returns [experts, width]
-    factors for the intermediate activations (or None); `observe` is called once per routed expert."""
+    factors for the intermediate activations (or None); `observe` is called once per routed expert;
+    `linear` computes an expert's matrix on its tokens (default: the fused tensor's slice)."""
 
     def __init__(self, experts: nn.Module, channel_mask: Callable[[], torch.Tensor | None] = lambda: None,
-                 observe: Observer | None = None):
+                 observe: Observer | None = None, linear: Linear | None = None):
         if "forward" in vars(experts):
             raise RuntimeError("the experts module is already being masked or measured")
         self.experts, self.channel_mask, self.observe = experts, channel_mask, observe
+        self.linear = linear or (lambda fused, e, x: F.linear(x, getattr(experts, fused)[e]))
         experts.forward = self.forward
 
     def remove(self) -> None:
@@ -44,11 +96,11 @@ class RoutedExperts:
         out = torch.zeros_like(hidden)
         for expert in torch.unique(top_k_index).tolist():
             token, slot = torch.where(top_k_index == expert)
-            gate, up = F.linear(hidden[token], experts.gate_up_proj[expert]).chunk(2, dim=-1)
+            gate, up = self.linear("gate_up_proj", expert, hidden[token]).chunk(2, dim=-1)
             inner = experts.act_fn(gate) * up
             if mask is not None:
                 inner = inner * mask[expert].to(inner.device, inner.dtype)
-            output = F.linear(inner, experts.down_proj[expert])
+            output = self.linear("down_proj", expert, inner)
             weights = top_k_weights[token, slot]
             if self.observe is not None:
                 self.observe(expert, token, inner, output, weights)

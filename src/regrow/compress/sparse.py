@@ -1,10 +1,10 @@
 """The pipeline of a sparse method (docs/ALGORITHMS.md §10): load, calibrate, mask, write.
 
 A sparse method keeps the architecture and zeroes weights of every linear layer inside the
-decoder (attention and MLP projections, a shared expert; not the router, the embeddings or the
-LM head; the fused expert tensors of a mixture of experts stay dense): `--sparsity S` removes
-the fraction S of each output row, `--pattern N:M` keeps N of every M consecutive inputs of a
-row. The output is a plain HF folder with the zeros in place, `sparsity_mask.safetensors` and
+decoder (attention and MLP projections, a shared expert, and each expert's matrices of a fused
+mixture of experts as layers of their own; not the router, the shared expert's gate, the
+embeddings or the LM head): `--sparsity S` removes the fraction S of each output row,
+`--pattern N:M` keeps N of every M consecutive inputs of a row. The output is a plain HF folder with the zeros in place, `sparsity_mask.safetensors` and
 the report.
 """
 
@@ -26,7 +26,7 @@ from regrow.compress.rewind import rewind_weights
 from regrow.compress.sparsity import (
     SparseContext,
     SparsityTarget,
-    sparse_linears,
+    sparse_units,
     sparse_weight_count,
 )
 from regrow.config import to_dict, write_yaml_atomic
@@ -44,19 +44,19 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
     model.eval()
     _check_finite(model, repr(cfg.model))
     adapter = adapter_for(model.config)
-    linears = sparse_linears(model, adapter)
+    units = sparse_units(model, adapter)
     n_weights, n_source = sparse_weight_count(model, adapter), sum(p.numel() for p in model.parameters())
     target = SparsityTarget.of(cfg) if cfg.target_ratio is None else SparsityTarget.leaving(cfg.target_ratio, n_source, n_weights)
-    for name, module in ((n, m) for layer in linears.values() for n, m in layer.items()):
-        target.check(name, module.weight)
+    for name, unit in ((n, u) for layer in units.values() for n, u in layer.items()):
+        target.check(name, unit.weight)
     tokenizer = load_tokenizer_if_any(cfg.model, cfg.trust_remote_code)
     batches, mixture = [], {}
     if method.needs_data:
         sampler, mixture = calibration_sampler(cfg, tokenizer, model)
         steps = -(-cfg.calibration_samples // cfg.batch_size)
         batches = [sampler.batch(step)[0].to(device) for step in range(steps)]
-    echo(f"source: {type(model).__name__}, {len(linears)} layers; {n_weights:,} weights in "
-         f"{sum(len(v) for v in linears.values())} linear layers to sparsify to {target.describe()}")
+    echo(f"source: {type(model).__name__}, {len(units)} layers; {n_weights:,} weights ({n_weights / n_source:.1%} of "
+         f"the parameters) in {sum(len(v) for v in units.values())} matrices to sparsify to {target.describe()}")
     scoring = time.perf_counter()
     result = method.sparsify(SparseContext(model, adapter, target, cfg, device, batches))
     scoring_seconds = time.perf_counter() - scoring
@@ -83,6 +83,8 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
         "exactness": {"checked": False, "reason": "the architecture is unchanged; the zeros are checked against the mask"},
         "sparsity": {"pattern": target.describe(), "fraction_removed": target.fraction_removed,
                      "weights": n_weights, "zeros": sum(zeros.values()),
+                     # the share of all parameters a sparse method may zero, and the share it zeroed
+                     "share_of_parameters": n_weights / n_source, "share_zeroed": sum(zeros.values()) / n_source,
                      "per_tensor": {name: zeros[name] / kept.numel() for name, kept in result.masks.items()}},
         "mixture": mixture,
         "calibration_tokens": tokens,
@@ -101,7 +103,7 @@ def prune_sparse(cfg: PruneConfig, method, device: torch.device, out, started: f
         write_yaml_atomic(tmp / CONFIG, to_dict(cfg))
         write_json_atomic(tmp / REPORT, report)
     echo(f"removed {sum(zeros.values()):,} of {n_weights:,} weights ({sum(zeros.values()) / n_weights:.1%}, "
-         f"{target.describe()}); wrote {out} in {report['wall_seconds']['total']:.1f} s")
+         f"{target.describe()}; {sum(zeros.values()) / n_source:.1%} of all parameters); wrote {out} in {report['wall_seconds']['total']:.1f} s")
     return report
 
 
@@ -113,11 +115,13 @@ def _check_finite(model: nn.Module, where: str) -> None:
 
 def _check_masks(model: nn.Module, masks: dict[str, torch.Tensor], target: SparsityTarget) -> None:
     """Every mask has its weight's shape and exactly the target's pattern: N kept in every group of
-    M, or each row's share of zeros (a method's bug, not the user's: nothing is written then)."""
+    M, or each row's share of zeros (a method's bug, not the user's: nothing is written then). A
+    fused experts tensor's rows are its experts' rows."""
     params = dict(model.named_parameters())
     for name, kept in masks.items():
         if kept.dtype != torch.bool or kept.shape != params[name].shape:
             raise RuntimeError(f"sparsity mask of {name}: {kept.dtype} {tuple(kept.shape)} does not fit the weight")
+        kept = kept.reshape(-1, kept.shape[-1])
         if target.m is not None:
             groups = kept.reshape(kept.shape[0], -1, target.m).sum(-1)
             wrong = int((groups != target.n).sum())

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from regrow.compress.config import PruneConfig, parse_pattern
+from regrow.compress.experts import ExpertMatrix, expert_matrices, find, route_through
 from regrow.device import autocast
 from regrow.errors import RegrowError
 
@@ -75,23 +76,58 @@ class SparsityTarget:
         return ~dropped
 
 
-def sparse_linears(model: nn.Module, adapter) -> dict[int, dict[str, nn.Linear]]:
-    """The linear layers a sparse method prunes, by decoder layer: every nn.Linear inside a
-    layer but the router (full parameter-name prefixes as keys)."""
-    router = adapter.roles.router
+def sparse_units(model: nn.Module, adapter) -> dict[int, dict[str, nn.Module]]:
+    """The matrices a sparse method prunes, by decoder layer, in call order: every nn.Linear inside a
+    layer but the router and the shared expert's gate (full module names as keys), and each
+    expert's matrix of a fused experts tensor as its own `ExpertMatrix` (`...experts.down_proj[3]`)."""
+    roles = adapter.roles
+    skipped = {roles.router, roles.shared_gate} - {None}
     out = {}
     for index, layer in enumerate(adapter.layers(model)):
         prefix = f"{adapter.layers_path}.{index}."
-        out[index] = {prefix + name: module for name, module in layer.named_modules()
-                      if isinstance(module, nn.Linear) and name != router}
+        experts = find(layer, roles.experts)
+        units = {}
+        for name, module in layer.named_modules():
+            if module is experts:
+                units |= expert_matrices(experts, prefix + name)
+            elif isinstance(module, nn.Linear) and name not in skipped:
+                units[prefix + name] = module
+        out[index] = units
     return out
 
 
 def sparse_weight_count(model: nn.Module, adapter) -> int:
-    return sum(module.weight.numel() for layer in sparse_linears(model, adapter).values() for module in layer.values())
+    return sum(unit.weight.numel() for layer in sparse_units(model, adapter).values() for unit in layer.values())
 
 
-def prune_in_call_order(model: nn.Module, batches: list[torch.Tensor], amp, linears: dict[str, nn.Linear],
+def masks_by_parameter(units: dict[str, nn.Module], kept: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The units' masks by parameter name: a linear's `.weight`, a fused experts tensor's masks
+    stacked expert by expert (what `sparsity_mask.safetensors` holds)."""
+    out, fused = {}, {}
+    for name, unit in units.items():
+        if isinstance(unit, ExpertMatrix):
+            fused.setdefault(unit.parameter, {})[unit.expert] = kept[name]
+        else:
+            out[f"{name}.weight"] = kept[name]
+    for parameter, experts in fused.items():
+        out[parameter] = torch.stack([experts[e] for e in range(len(experts))])
+    return out
+
+
+def magnitude_where_unreached(units: dict[str, nn.Module], kept: dict[str, torch.Tensor],
+                              target: SparsityTarget) -> list[str]:
+    """Units no calibration token reached (an expert the router never chose): pruned by magnitude,
+    the only score left without inputs. Returns their names."""
+    unreached = [name for name in units if name not in kept]
+    with torch.no_grad():
+        for name in unreached:
+            weight = units[name].weight
+            kept[name] = target.keep(weight.abs().float())
+            weight.mul_(kept[name].to(weight.dtype))
+    return unreached
+
+
+def prune_in_call_order(model: nn.Module, batches: list[torch.Tensor], amp, linears: dict[str, nn.Module],
                         measure: Callable[[list[torch.Tensor]], object],
                         prune: Callable[[str, nn.Linear, object], None]) -> int:
     """One forward pass of every calibration batch, all batches together: each batch runs in
@@ -101,7 +137,9 @@ def prune_in_call_order(model: nn.Module, batches: list[torch.Tensor], amp, line
     on the outputs of all linears pruned before it (SparseGPT's "true sequential" order), and
     the model runs once instead of twice per layer. `measure` runs once for linears fed the very
     same tensors (q/k/v, gate/up). Returns the number of calls that reached a linear after it
-    was pruned (a module called twice, or out of module order): they run pruned, uncounted."""
+    was pruned (a module called twice, or out of module order): they run pruned, uncounted.
+    `linears` may hold `ExpertMatrix` units: their experts modules are computed through them
+    meanwhile; a unit no batch reaches (an expert never routed to) is left to the caller."""
     order = {name: index for index, name in enumerate(linears)}
     names = {module: name for name, module in linears.items()}
     pruned: set[str] = set()
@@ -121,6 +159,7 @@ def prune_in_call_order(model: nn.Module, batches: list[torch.Tensor], amp, line
 
     workers = [_Batch(forward, ids) for ids in batches]
     handles = [module.register_forward_pre_hook(hook) for module in linears.values()]
+    handles += route_through([unit for unit in linears.values() if isinstance(unit, ExpertMatrix)])
     previous, measured = [], None
     try:
         for worker in workers:

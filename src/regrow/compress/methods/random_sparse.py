@@ -3,7 +3,7 @@
 import torch
 
 from regrow.compress.methods.base import SparseMethod, register
-from regrow.compress.sparsity import SparseResult, sparse_linears
+from regrow.compress.sparsity import SparseResult, masks_by_parameter, sparse_units
 
 
 @register("random-sparse")
@@ -13,8 +13,6 @@ class RandomSparse(SparseMethod):
 
     def sparsify(self, ctx) -> SparseResult:
         g = torch.Generator().manual_seed(ctx.cfg.seed)
-        masks = {}
-        for layer in sparse_linears(ctx.model, ctx.adapter).values():
-            for name, module in layer.items():
-                masks[f"{name}.weight"] = ctx.target.keep(torch.rand(module.weight.shape, generator=g))
-        return SparseResult(masks, {"seed": ctx.cfg.seed})
+        units = {name: unit for layer in sparse_units(ctx.model, ctx.adapter).values() for name, unit in layer.items()}
+        kept = {name: ctx.target.keep(torch.rand(unit.weight.shape, generator=g)) for name, unit in units.items()}
+        return SparseResult(masks_by_parameter(units, kept), {"seed": ctx.cfg.seed})

@@ -4,6 +4,8 @@ block the mask is chosen by w^2 / [H^-1]_jj^2, then each column's pruning error 
 the block's later columns (OBS update) and, after the block, over the remaining columns.
 Every linear is calibrated on the outputs of the linears pruned before it, in one forward pass
 (the released code's `--true-sequential` order; compress/sparsity.py `prune_in_call_order`).
+Each expert's matrix of a mixture of experts is solved with the Hessian of the tokens routed to
+it; an expert no calibration token reached is pruned by magnitude (listed in the report).
 
 Where regrow and the released code differ: the code picks the block's unstructured mask by one
 threshold over the whole block (rows x columns), so rows end with different sparsities; regrow
@@ -20,8 +22,10 @@ from regrow.compress.methods.base import SparseMethod, register
 from regrow.compress.sparsity import (
     SparseResult,
     SparsityTarget,
+    magnitude_where_unreached,
+    masks_by_parameter,
     prune_in_call_order,
-    sparse_linears,
+    sparse_units,
 )
 from regrow.errors import RegrowError
 
@@ -43,26 +47,29 @@ class SparseGPT(SparseMethod):
 
     def sparsify(self, ctx) -> SparseResult:
         options = ctx.cfg.sparsegpt
-        layer_of, linears = {}, {}
-        for index, layer in sparse_linears(ctx.model, ctx.adapter).items():
-            for name, module in layer.items():
-                layer_of[name], linears[name] = index, module
+        layer_of, units = {}, {}
+        for index, layer in sparse_units(ctx.model, ctx.adapter).items():
+            for name, unit in layer.items():
+                layer_of[name], units[name] = index, unit
         masks, before, after = {}, defaultdict(float), defaultdict(float)
 
-        def prune(name, module, hessian):
-            weight = module.weight.float()
+        def prune(name, unit, hessian):
+            weight = unit.weight.float()
             new, kept = solve(weight, hessian, ctx.target, options.block_size, options.percdamp, name)
             before[layer_of[name]] += float(((weight @ hessian) * weight).sum())
             delta = weight - new
             after[layer_of[name]] += float(((delta @ hessian) * delta).sum())
-            module.weight.copy_(new.to(module.weight.dtype))
-            masks[f"{name}.weight"] = kept
+            unit.weight.copy_(new.to(unit.weight.dtype))
+            masks[name] = kept
 
-        late = prune_in_call_order(ctx.model, ctx.batches, ctx.autocast, linears, hessian_of, prune)
+        late = prune_in_call_order(ctx.model, ctx.batches, ctx.autocast, units, hessian_of, prune)
+        unreached = magnitude_where_unreached(units, masks, ctx.target)
         errors = {index: after[index] / before[index] if before[index] else 0.0 for index in sorted(before)}
-        return SparseResult(masks, {"calibration_tokens": sum(ids.numel() for ids in ctx.batches),
-                                    "block_size": options.block_size, "percdamp": options.percdamp,
-                                    "relative_reconstruction_error": errors, "calls_after_pruning": late})
+        return SparseResult(masks_by_parameter(units, masks),
+                            {"calibration_tokens": sum(ids.numel() for ids in ctx.batches),
+                             "block_size": options.block_size, "percdamp": options.percdamp,
+                             "relative_reconstruction_error": errors, "calls_after_pruning": late,
+                             "by_magnitude_without_tokens": unreached})
 
 
 def hessian_of(inputs: list[torch.Tensor]) -> torch.Tensor:
