@@ -148,6 +148,17 @@ FAMILY_CONFIGS = {
     "qwen2_moe": {"model_type": "qwen2_moe", "num_key_value_heads": 2, "intermediate_size": 96, "moe_intermediate_size": 24,
                   "shared_expert_intermediate_size": 48, "num_experts": 6, "num_experts_per_tok": 2,
                   "decoder_sparse_step": 2},
+    # hybrids: Mamba-2 and attention layers (Granite-4), with experts + a shared MLP, or the shared MLP alone
+    "granitemoehybrid": {"model_type": "granitemoehybrid", "num_key_value_heads": 4, "intermediate_size": 32,
+                         "shared_intermediate_size": 48, "num_local_experts": 4, "num_experts_per_tok": 2,
+                         "layer_types": ["mamba", "attention", "mamba", "mamba"], "mamba_n_heads": 8, "mamba_d_head": 16,
+                         "mamba_n_groups": 2, "mamba_d_state": 8, "mamba_expand": 2, "mamba_proj_bias": True,
+                         "position_embedding_type": "rope", "embedding_multiplier": 3.0, "residual_multiplier": 0.5,
+                         "attention_multiplier": 0.2, "logits_scaling": 4.0, "mamba_chunk_size": 8},
+    "granite4-dense": {"model_type": "granitemoehybrid", "num_key_value_heads": 2, "num_local_experts": 0,
+                       "shared_intermediate_size": 96, "layer_types": ["attention", "mamba", "mamba", "attention"],
+                       "mamba_n_heads": 4, "mamba_d_head": 32, "mamba_n_groups": 1, "mamba_d_state": 16,
+                       "mamba_expand": 2, "position_embedding_type": "rope", "mamba_chunk_size": 8},
 }
 # A target per family that prunes every kind of unit (and keeps each family's rules).
 FAMILY_TARGETS = {
@@ -178,8 +189,14 @@ FAMILY_TARGETS = {
     "qwen2_moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
                   "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 1, "moe_intermediate_size": 16,
                   "shared_expert_intermediate_size": 32},
+    "granitemoehybrid": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                         "num_experts": 3, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
+                         "shared_expert_intermediate_size": 32, "mamba_num_heads": 6},
+    "granite4-dense": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
+                       "shared_expert_intermediate_size": 64, "mamba_num_heads": 3},
 }
-MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe")
+MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid")
+HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense")
 
 
 def make_family_model(family: str, vocab_size: int, seed: int = 0):

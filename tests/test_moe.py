@@ -19,13 +19,19 @@ from regrow.compress.families import adapter_for
 from regrow.compress.importance import ActivationStats
 from regrow.compress.masks import MaskHooks, Masks
 
-EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts"}
+EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts",
+               "granitemoehybrid": "num_local_experts"}
 WIDTH_KEY = {"mixtral": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
-             "qwen2_moe": "moe_intermediate_size"}
+             "qwen2_moe": "moe_intermediate_size", "granitemoehybrid": "intermediate_size"}
 
 
 def moe_blocks(model):
-    return [layer.mlp for layer in model.model.layers if hasattr(layer.mlp, "experts")]
+    blocks = [getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) for layer in model.model.layers]
+    return [block for block in blocks if hasattr(block, "experts")]
+
+
+def router(block):
+    return block.gate if hasattr(block, "gate") else block.router  # Granite-4 calls it router
 
 
 def record_routing(model):
@@ -34,7 +40,7 @@ def record_routing(model):
     for block in moe_blocks(model):
         entry = {}
         seen.append(entry)
-        handles.append(block.gate.register_forward_pre_hook(lambda m, a, entry=entry: entry.update(x=a[0].detach())))
+        handles.append(router(block).register_forward_pre_hook(lambda m, a, entry=entry: entry.update(x=a[0].detach())))
         handles.append(block.experts.register_forward_pre_hook(
             lambda m, a, entry=entry: entry.update(index=a[1].detach(), weight=a[2].detach())))
     return seen, handles
@@ -67,11 +73,11 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
         hooks.remove()
         for h in handles:
             h.remove()
-    renormalise = family == "mixtral" or model.config.norm_topk_prob
+    renormalise = family in ("mixtral", "granitemoehybrid") or model.config.norm_topk_prob
     for layer, entry, block in zip(moe_layers, seen, moe_blocks(model)):
         kept = torch.nonzero(keep[layer]).flatten()
         assert set(entry["index"].flatten().tolist()) <= set(kept.tolist())  # a masked expert never wins
-        probs = torch.softmax((entry["x"] @ block.gate.weight.T)[:, kept].double(), dim=-1)  # the sliced router
+        probs = torch.softmax((entry["x"] @ router(block).weight.T)[:, kept].double(), dim=-1)  # the sliced router
         top, chosen = torch.topk(probs, k, dim=-1)
         if renormalise:
             top = top / top.sum(-1, keepdim=True)
@@ -144,7 +150,8 @@ def test_every_method_prunes_a_moe_exactly_and_the_export_generates(family, fami
         assert config.num_experts_per_tok == target["num_experts_per_tok"]
         assert getattr(config, WIDTH_KEY[family]) == target["moe_intermediate_size"]
         if "shared_expert_intermediate_size" in target:
-            assert config.shared_expert_intermediate_size == target["shared_expert_intermediate_size"]
+            shared_key = "shared_intermediate_size" if family == "granitemoehybrid" else "shared_expert_intermediate_size"
+            assert getattr(config, shared_key) == target["shared_expert_intermediate_size"]
         assert sum(p.numel() for p in model.parameters()) == report["target"]["parameters"]
         assert all(len(kept["experts"]) == target["num_experts"] for kept in report["kept"]["per_layer"].values())
         ids = torch.tensor([[1, 5, 9, 2]])

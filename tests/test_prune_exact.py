@@ -31,8 +31,11 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
     if source.num_experts:
         scores.expert = torch.rand(L, source.num_experts, generator=g)
         scores.expert_mlp = torch.rand(L, source.num_experts, source.moe_intermediate_size, generator=g)
+    if source.shared_expert_intermediate_size:
         scores.shared_mlp = torch.rand(L, source.shared_expert_intermediate_size, generator=g)
-    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp")
+    if source.mamba_num_heads:
+        scores.mamba_head = torch.rand(L, source.mamba_num_heads, generator=g)
+    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head")
     values = Masks(**{k: 0.9 + 0.1 * torch.rand(getattr(scores, k).shape, generator=g) for k in kinds
                       if getattr(scores, k) is not None})
     return scores, values

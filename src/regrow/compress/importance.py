@@ -7,6 +7,8 @@ Block influence (ShortGPT) is 1 - cos(h_in, h_out) of a layer, averaged over tok
 Mixtures of experts (docs/ALGORITHMS.md §9): an expert's channels score the mean |activation| over the
 tokens routed to it; an expert scores by `expert_criterion`: `reap` (mean over its routed tokens
 of gate x ||output||), `frequency` (share of tokens routed to it) or `random` (seeded).
+A Mamba-2 head scores as an attention head does: the L2 norm of its channels where they enter
+the output projection (after the gated norm), mean over tokens, reduced over the batch.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class ActivationStats:
         self.mlp = torch.zeros(L, shape.intermediate_size, dtype=torch.float64)
         self.hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
         self.shared_mlp = torch.zeros(L, shape.shared_expert_intermediate_size, dtype=torch.float64)
+        self.mamba_head = torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64)
         self.expert_mlp = torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64)
         self.routed = torch.zeros(L, shape.num_experts, dtype=torch.float64)  # tokens routed to each expert
         self.reap = torch.zeros(L, shape.num_experts, dtype=torch.float64)  # sum of gate x ||expert output||
@@ -76,7 +79,11 @@ class ActivationStats:
         """Hooks on one layer's head, MLP and hidden-writing modules; `index()` says which layer
         the statistics belong to (a streaming caller reuses one module for every layer)."""
         r = self.roles
-        handles = [layer.get_submodule(r.attn_out).register_forward_pre_hook(self._head_hook(index))]
+        handles = []
+        if (attn_out := find(layer, r.attn_out)) is not None:
+            handles.append(attn_out.register_forward_pre_hook(self._head_hook(index, self.head)))
+        if (mamba := find(layer, r.mamba)) is not None:
+            handles.append(mamba.get_submodule("out_proj").register_forward_pre_hook(self._head_hook(index, self.mamba_head)))
         for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp)):
             if (module := find(layer, name)) is not None:
                 handles.append(module.register_forward_pre_hook(self._mlp_hook(index, acc)))
@@ -101,11 +108,13 @@ class ActivationStats:
         stat = stat.to(acc.device, torch.float64)
         acc += (stat * stat).sum(0) if self.reduction == "l2" else stat.sum(0)
 
-    def _head_hook(self, index):
+    def _head_hook(self, index, acc: torch.Tensor):
+        """Attention heads (o_proj's input) or Mamba-2 heads (out_proj's input)."""
+
         def hook(module, args):
             x = args[0]
-            per_head = x.view(*x.shape[:-1], self.shape.num_attention_heads, -1).float().norm(dim=-1)
-            self._add(self.head[index()], per_head.mean(1))
+            per_head = x.view(*x.shape[:-1], acc.shape[1], -1).float().norm(dim=-1)
+            self._add(acc[index()], per_head.mean(1))
 
         return hook
 
@@ -172,10 +181,13 @@ class ActivationStats:
             mlp=self._reduce(self.mlp),
             hidden=self._reduce(self.hidden),
         )
+        if self.shape.mamba_num_heads:
+            masks.mamba_head = self._reduce(self.mamba_head)
+        if self.shape.shared_expert_intermediate_size:
+            masks.shared_mlp = self._reduce(self.shared_mlp)
         if self.shape.num_experts:
             routed = self.routed.clamp_min(1)
             masks.expert_mlp = self.expert_mlp / routed.unsqueeze(-1)
-            masks.shared_mlp = self._reduce(self.shared_mlp)
             masks.expert = {
                 "reap": lambda: self.reap / routed,
                 "frequency": lambda: self.routed / max(self.tokens, 1),
@@ -201,18 +213,19 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         "shared_mlp": torch.zeros(L, shape.shared_expert_intermediate_size, dtype=torch.float64),
         "expert": torch.zeros(L, shape.num_experts, dtype=torch.float64),
         "expert_mlp": torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64),
+        "mamba_head": torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64),
     }
     hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
     layer = torch.zeros(L, dtype=torch.float64)
 
     with torch.no_grad():
         for name, param in named_tensors:
-            index, _, axes = adapter.parameter_axes(name, shape.head_dim)
+            index, _, axes = adapter.parameter_axes(name, shape)
             tensor = param.detach()
             offset = max((axis.offset for axis in axes), default=0.0)
             if offset:  # a norm gain applied as offset + weight (Gemma): that is the unit's weight
                 tensor = tensor.float() + offset
-            per_expert = tensor.dim() == 3  # fused experts [experts, rows, columns]: one expert at a time
+            per_expert = tensor.dim() == 3 and axes[0].unit == "expert"  # fused experts [experts, rows, columns]: one at a time
             for expert, piece in enumerate(tensor) if per_expert else [(None, tensor)]:
                 rows, cols = _squares_by_row_and_column(piece)
                 if index is not None:
@@ -227,14 +240,20 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
                         values = part.view(-1, block).sum(-1)
                         if unit == "hidden":
                             hidden += values
+                        elif unit == "mamba_bc":  # B and C are shared by a group's heads: kept whole
+                            continue
                         elif unit == "expert_mlp":
                             sums[unit][index, expert] += values
                         else:  # head, kv, mlp and expert axes exist only inside layers
                             sums[unit][index] += values
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
     masks = Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
+    if shape.mamba_num_heads:
+        masks.mamba_head = sums["mamba_head"].sqrt()
+    if shape.shared_expert_intermediate_size:
+        masks.shared_mlp = sums["shared_mlp"].sqrt()
     if shape.num_experts:
-        masks.expert, masks.expert_mlp, masks.shared_mlp = (sums[k].sqrt() for k in ("expert", "expert_mlp", "shared_mlp"))
+        masks.expert, masks.expert_mlp = sums["expert"].sqrt(), sums["expert_mlp"].sqrt()
     return masks
 
 

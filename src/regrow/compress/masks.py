@@ -13,6 +13,10 @@ chosen gates are renormalised as the family does: exactly what the sliced router
 rows computes); a kept expert's mask value scales its gate (its output); expert-channel masks
 scale each expert's intermediate activations (compress/experts.py); `experts_per_token` is the
 target top-k. During sheared mask training an expert is routed while its sampled gate is above 0.
+
+Mamba-2 heads (hybrids, docs/ALGORITHMS.md §14): a head's mask scales its channels at the output
+of the mixer's gated RMSNorm, and the norm's per-group statistics are taken over the kept
+heads' channels only, which is what the sliced mixer (fewer heads per group) computes.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ class Masks:
 
     layer [L], head [L, H] (query heads), mlp [L, m], hidden [d]; mixtures of experts: expert
     [L, E], expert_mlp [L, E, m_e] (each expert's channels), shared_mlp [L, m_s] (the shared
-    expert's channels) and experts_per_token (the top-k, None = the model's own).
+    expert's channels) and experts_per_token (the top-k, None = the model's own); hybrids:
+    mamba_head [L, H_m] (a row for every layer; only Mamba layers use theirs).
     """
 
     layer: torch.Tensor | None = None
@@ -42,6 +47,7 @@ class Masks:
     expert: torch.Tensor | None = None
     expert_mlp: torch.Tensor | None = None
     shared_mlp: torch.Tensor | None = None
+    mamba_head: torch.Tensor | None = None
     experts_per_token: int | None = None
 
     def for_layer(self, index: int) -> Masks:
@@ -51,7 +57,7 @@ class Masks:
 
         return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden,
                      expert=row(self.expert), expert_mlp=row(self.expert_mlp), shared_mlp=row(self.shared_mlp),
-                     experts_per_token=self.experts_per_token)
+                     mamba_head=row(self.mamba_head), experts_per_token=self.experts_per_token)
 
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
         """Which key/value heads of layer `index` serve at least one kept query head."""
@@ -85,6 +91,20 @@ def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor, offset: 
     return (y * (offset + weight.float())).to(x.dtype) if offset else (y * weight).to(x.dtype)
 
 
+def masked_gated_norm(module: nn.Module, x: torch.Tensor, gate: torch.Tensor | None, keep: torch.Tensor,
+                      groups: int) -> torch.Tensor:
+    """A Mamba-2 gated RMSNorm (x times silu(gate), normalised per group of channels, times the
+    gain) with each group's mean square taken over its kept channels only."""
+    h = x.float()
+    if gate is not None:
+        h = h * nn.functional.silu(gate.float())
+    k = keep.to(h.device, torch.float32).view(groups, -1)
+    grouped = h.view(*h.shape[:-1], groups, k.shape[-1])
+    variance = (grouped * grouped * k).sum(-1, keepdim=True) / k.sum(-1, keepdim=True)
+    normed = (grouped * torch.rsqrt(variance + module.variance_epsilon) * k).view(h.shape)
+    return module.weight * normed.to(x.dtype)
+
+
 def _times(x: torch.Tensor, *factors: torch.Tensor | None) -> torch.Tensor:
     for f in factors:
         if f is not None:
@@ -103,13 +123,18 @@ class MaskHooks:
         config = model.config
         shape = adapter.shape(config)
         self.head_dim, self.kv_heads = shape.head_dim, shape.num_key_value_heads
+        self.mamba_head_dim, self.mamba_groups = shape.mamba_head_dim, shape.mamba_groups
         self.handles: list = []
         self.routed: list[RoutedExperts] = []
         r = adapter.roles
         renormalise = adapter.renormalises_top_k(config)
         for index, layer in enumerate(adapter.layers(model)):
             get = layer.get_submodule
-            self.handles.append(get(r.attn_out).register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
+            if (attn_out := find(layer, r.attn_out)) is not None:  # a hybrid's Mamba layers have no attention
+                self.handles.append(attn_out.register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
+            if (mamba := find(layer, r.mamba)) is not None:
+                self.handles.append(mamba.get_submodule("norm").register_forward_hook(self._mamba_norm_hook(index),
+                                                                                       with_kwargs=True))
             for name, kind in ((r.mlp_out, "mlp"), (r.shared_out, "shared_mlp")):
                 if (module := find(layer, name)) is not None:
                     self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, kind, 1)))
@@ -217,6 +242,20 @@ class MaskHooks:
                 return None
             keep = m.head[index].ne(0) if unit == "head" else m.kv_keep(index, self.kv_heads)
             return masked_norm(module, args[0], keep.repeat_interleave(self.head_dim), self.adapter.norm_offset)
+
+        return hook
+
+    def _mamba_norm_hook(self, index: int):
+        """The gated RMSNorm of a Mamba-2 mixer over the kept heads' channels of each group, times
+        the heads' mask values."""
+
+        def hook(module, args, kwargs, output):
+            m = self.masks
+            if m is None or m.mamba_head is None:
+                return None
+            values = m.mamba_head[index].repeat_interleave(self.mamba_head_dim)
+            gate = args[1] if len(args) > 1 else kwargs.get("gate")
+            return _times(masked_gated_norm(module, args[0], gate, values.ne(0), self.mamba_groups), values)
 
         return hook
 

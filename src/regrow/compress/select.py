@@ -4,6 +4,9 @@ Every layer gets the same widths (homogeneous shapes); which units stay may diff
 (and, in a mixture of experts, which channels stay may differ per expert).
 Grouped-query attention: the kept key/value groups are the best by summed head score, then
 the best query heads within each kept group, so the result is always a legal HF config.
+Mamba-2 heads: every group is kept and keeps its best heads, the same number in each.
+Layers of a hybrid: the best by score, but every kind of layer the source has keeps at least
+its best layer (a Granite-4 without attention layers does not run in transformers).
 """
 
 from __future__ import annotations
@@ -30,6 +33,20 @@ def head_mask(scores: torch.Tensor, source: ArchShape, target: ArchShape) -> tor
     return (within * groups.unsqueeze(-1)).view(layers, -1)
 
 
+def layer_mask(scores: torch.Tensor, keep: int, kinds: tuple[str, ...]) -> torch.Tensor:
+    """[L] scores -> 0/1: the `keep` best layers, swapping the weakest kept layer of a kind kept
+    more than once for the best layer of a kind not kept at all."""
+    mask = top_k_mask(scores, keep)
+    for kind in dict.fromkeys(kinds):
+        mine = [i for i, k in enumerate(kinds) if k == kind]
+        if mask[mine].any():
+            continue
+        spare = [i for i in range(len(kinds)) if mask[i] and sum(mask[j] for j, k in enumerate(kinds) if k == kinds[i]) > 1]
+        mask[min(spare, key=lambda i: (scores[i], -i))] = 0
+        mask[max(mine, key=lambda i: (scores[i], -i))] = 1
+    return mask
+
+
 def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | None = None) -> Masks:
     """Deterministic masks: 1 (or the value to fold, from `values`) for kept units, 0 for dropped.
 
@@ -47,13 +64,17 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
 
     out = Masks()
     if target.num_hidden_layers < source.num_hidden_layers:
-        out.layer = scaled(top_k_mask(need("layer", scores.layer), target.num_hidden_layers), "layer")
+        out.layer = scaled(layer_mask(need("layer", scores.layer), target.num_hidden_layers, source.layer_kinds), "layer")
     if (target.num_attention_heads, target.num_key_value_heads) != (source.num_attention_heads, source.num_key_value_heads):
         out.head = scaled(head_mask(need("head", scores.head), source, target), "head")
     if target.intermediate_size < source.intermediate_size:
         out.mlp = scaled(top_k_mask(need("mlp", scores.mlp), target.intermediate_size), "mlp")
     if target.hidden_size < source.hidden_size:
         out.hidden = scaled(top_k_mask(need("hidden", scores.hidden), target.hidden_size), "hidden")
+    if target.mamba_num_heads < source.mamba_num_heads:
+        scores_ = need("mamba_head", scores.mamba_head)
+        per_group = top_k_mask(scores_.view(len(scores_), source.mamba_groups, -1), target.mamba_num_heads // source.mamba_groups)
+        out.mamba_head = scaled(per_group.view(len(scores_), -1), "mamba_head")
     for kind, key in (("expert", "num_experts"), ("expert_mlp", "moe_intermediate_size"),
                       ("shared_mlp", "shared_expert_intermediate_size")):
         if getattr(target, key) < getattr(source, key):

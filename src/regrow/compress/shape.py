@@ -1,7 +1,8 @@
 """Architecture shapes: the prunable sizes of a decoder, and the target a user asks for.
 
-Five sizes every decoder has (layers, hidden, heads, kv heads, MLP width) and four a mixture of
-experts adds (experts, experts per token, expert width, shared-expert width). A target is a
+Five sizes every decoder has (layers, hidden, heads, kv heads, MLP width), four a mixture of
+experts adds (experts, experts per token, expert width, shared-expert width) and the Mamba-2
+heads of a hybrid (`mamba_num_heads`; their head size, groups and state size are kept). A target is a
 YAML/JSON file with any of the model's keys (others kept), an existing HF `config.json` to
 match, or a fraction of parameters to keep (`--target-ratio`).
 """
@@ -17,7 +18,8 @@ from regrow.reading import read_json, read_yaml
 
 DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size")
-SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS
+HYBRID_KEYS = ("mamba_num_heads",)
+SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,13 @@ class ArchShape:
     num_experts_per_tok: int = 0
     moe_intermediate_size: int = 0
     shared_expert_intermediate_size: int = 0
+    mamba_num_heads: int = 0
+    mamba_head_dim: int = 0
+    mamba_groups: int = 0
+    mamba_state: int = 0
+    # a hybrid's layers by kind ("mamba", "attention"; () = one kind): a fact of the model the shape
+    # was read from, not a size, so shapes compare without it
+    layer_kinds: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def keys(self) -> tuple[str, ...]:
         """The sizes this model has (a target may name these)."""
@@ -49,7 +58,8 @@ class ArchShape:
         """How many units of a kind one layer (or the model, for hidden) has."""
         return {"hidden": self.hidden_size, "head": self.num_attention_heads, "kv": self.num_key_value_heads,
                 "mlp": self.intermediate_size, "expert": self.num_experts, "expert_mlp": self.moe_intermediate_size,
-                "shared_mlp": self.shared_expert_intermediate_size}[unit]
+                "shared_mlp": self.shared_expert_intermediate_size, "mamba_head": self.mamba_num_heads,
+                "mamba_bc": 2 * self.mamba_groups * self.mamba_state}[unit]
 
     def replace(self, **changes) -> ArchShape:
         return dataclasses.replace(self, **changes)
@@ -66,6 +76,8 @@ class ArchShape:
             text += f", experts {self.num_experts} (top-{self.num_experts_per_tok}, width {self.moe_intermediate_size})"
         if self.shared_expert_intermediate_size:
             text += f", shared expert {self.shared_expert_intermediate_size}"
+        if self.mamba_num_heads:
+            text += f", mamba heads {self.mamba_num_heads} (head_dim {self.mamba_head_dim}, groups {self.mamba_groups})"
         return text
 
 
@@ -88,9 +100,9 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
                           "(or pass a full HF config.json)")
     absent = [k for k in spec if k not in source.keys()]
     if absent:
-        what = "no shared expert" if absent[0] == "shared_expert_intermediate_size" else (
-            "no dense MLP layer (every layer is a mixture of experts)" if absent[0] == "intermediate_size" else
-            "no experts (a dense model)")
+        what = {"shared_expert_intermediate_size": "no shared expert",
+                "intermediate_size": "no dense MLP layer (every layer is a mixture of experts)",
+                "mamba_num_heads": "no Mamba-2 layer"}.get(absent[0], "no experts (a dense model)")
         raise RegrowError(f"{where}: {absent[0]} names a part the model does not have ({what}); allowed: "
                           f"{', '.join(source.keys())}")
     values = {}
@@ -115,6 +127,15 @@ def check_target(source: ArchShape, target: ArchShape, family_rules=None, config
     if target.num_experts_per_tok > target.num_experts:
         raise RegrowError(f"target num_experts_per_tok {target.num_experts_per_tok} is above the kept experts "
                           f"({target.num_experts}); allowed: 1..{target.num_experts}")
+    kinds = sorted(set(source.layer_kinds))
+    if target.num_hidden_layers < len(kinds):
+        raise RegrowError(f"target num_hidden_layers {target.num_hidden_layers} cannot keep a layer of each kind the "
+                          f"source has ({', '.join(kinds)}); allowed: {len(kinds)}..{source.num_hidden_layers}")
+    if target.mamba_num_heads % max(target.mamba_groups, 1):
+        per_group = source.mamba_num_heads // source.mamba_groups
+        raise RegrowError(f"target mamba_num_heads {target.mamba_num_heads} does not divide into the {target.mamba_groups} "
+                          f"Mamba groups (heads share B and C within a group, each keeps the same number); allowed: "
+                          f"multiples of {target.mamba_groups} up to {source.mamba_num_heads} ({per_group} per group)")
     if family_rules is not None:
         family_rules(source, target)
     heads, groups = target.num_attention_heads, target.num_key_value_heads

@@ -43,8 +43,10 @@ class KeptUnits:
         if unit == "kv":
             keep = m.kv_keep(layer, s.num_key_value_heads)
             return (torch.arange(s.num_key_value_heads) if keep is None else torch.nonzero(keep).flatten()), None
-        if unit in ("mlp", "shared_mlp", "expert"):
-            values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert}[unit]
+        if unit == "mamba_bc":  # a Mamba group's B and C channels: kept whole
+            return torch.arange(s.units(unit)), None
+        if unit in ("mlp", "shared_mlp", "expert", "mamba_head"):
+            values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert, "mamba_head": m.mamba_head}[unit]
             kept = self._kept(None if values is None else values[layer], s.units(unit))
             return kept, None if values is None else values[layer][kept]
         if unit == "expert_mlp":  # per kept expert its own channels: [kept experts, kept channels]
@@ -112,7 +114,7 @@ def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, so
     new_index = {old: new for new, old in enumerate(kept.layers)}
     state = {}
     for name, param in model.named_parameters():
-        index, rel, axes = adapter.parameter_axes(name, source.head_dim)
+        index, rel, axes = adapter.parameter_axes(name, source)
         if index is None:
             state[name] = adapter.rescale(name, prune_tensor(param, axes, kept, None, fold), source.hidden_size,
                                           len(kept.hidden), tied)

@@ -102,7 +102,7 @@ class PrunedWriter:
         large = {f"{adapter.embedding}.weight", f"{adapter.lm_head}.weight"}
         self.groups: dict[tuple, list[str]] = {}
         for name in names:
-            index, _, _ = adapter.parameter_axes(name, source.head_dim)
+            index, _, _ = adapter.parameter_axes(name, source)
             if index is None:
                 self.groups.setdefault(("outer", name if name in large else None), []).append(name)
             elif index in self.new_index:
@@ -119,7 +119,7 @@ class PrunedWriter:
                 continue
             out = {}
             for name in group:
-                _, _, axes = self.adapter.parameter_axes(name, self.source.head_dim)
+                _, _, axes = self.adapter.parameter_axes(name, self.source)
                 if all(axis.dim > 0 for axis in axes):  # rows are independent: slice block by block (embeddings)
                     pruned = _rows_pruned(self.checkpoint, name, axes, self.kept, None)
                 else:
@@ -132,7 +132,7 @@ class PrunedWriter:
         """Source layer `index`, given as its full tensors (any float dtype: written in the source's)."""
         out = {}
         for name in self.groups[("layer", index)]:
-            _, rel, axes = self.adapter.parameter_axes(name, self.source.head_dim)
+            _, rel, axes = self.adapter.parameter_axes(name, self.source)
             tensor = tensors[name].to("cpu", self.checkpoint.dtypes[name])
             pruned = prune_tensor(tensor, axes, self.kept, index, fold=False).contiguous()
             out.update(self.checkpoint.disk_tensors(f"{self.adapter.layers_path}.{self.new_index[index]}.{rel}", pruned))
@@ -145,7 +145,7 @@ class PrunedWriter:
         model's computation, so reading it as zero changes nothing there, and slicing drops it."""
         rows = {}
         for name in self.groups[("layer", index)]:
-            _, _, axes = self.adapter.parameter_axes(name, self.source.head_dim)
+            _, _, axes = self.adapter.parameter_axes(name, self.source)
             on_rows = tuple(axis for axis in axes if axis.dim == 0)
             if on_rows:
                 kept = prune_tensor(torch.arange(self.checkpoint.shapes[name][0]), on_rows, self.kept, index, fold=False)

@@ -17,7 +17,7 @@ def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape,
     `layers`: the kept source layers. Without them, a model whose layers differ in size (dense
     and mixture-of-experts layers) is counted with the mean layer, exact once layers are chosen."""
     source = adapter.shape(model.config)
-    layer_axes = adapter.layer_axes(source.head_dim)
+    layer_axes = adapter.layer_axes(source)
     prefix = adapter.layers_path + "."
     per_layer = [0] * source.num_hidden_layers
     outer = 0
@@ -26,9 +26,9 @@ def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape,
             index_text, rel = name[len(prefix):].split(".", 1)
             index, axes = int(index_text), layer_axes.get(rel)
         else:
-            index, axes = None, adapter.parameter_axes(name, source.head_dim)[2]
+            index, axes = None, adapter.parameter_axes(name, source)[2]
         if axes is None:
-            adapter.parameter_axes(name, source.head_dim)  # raises: not described by the adapter
+            adapter.parameter_axes(name, source)  # raises: not described by the adapter
         dims = list(param.shape)
         for axis in axes:
             dims[axis.dim] = sum(shape.units(unit) * block for unit, block in axis.parts())

@@ -4,6 +4,8 @@ training FLOPs/token = 6 * N_nonembedding + 6 * lm_head_params + 12 * L * H * d_
 (attention scores and values, no causal discount); a forward pass alone is a third of that.
 In a mixture of experts a token runs through k of the E experts of a layer, so the fused expert
 weights ([experts, ...] tensors) count k/E: N_nonembedding is the active parameters (docs/ALGORITHMS.md §9).
+In a hybrid only the attention layers pay the attention term (num_layers counts those), and each
+Mamba-2 layer adds its scan, 5 x heads x head_dim x state FLOPs per token forward (docs/ALGORITHMS.md §14).
 """
 
 from __future__ import annotations
@@ -11,14 +13,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+MAMBA_LAYER_TYPES = ("mamba", "linear_attention")  # Granite-4's names for its Mamba-2 layers
+
 
 @dataclass(frozen=True)
 class ModelShape:
-    num_layers: int
+    num_layers: int  # layers with attention
     num_heads: int
     head_dim: int
     nonembedding_params: int
     lm_head_params: int
+    ssm_flops: float = 0.0  # forward FLOPs per token of every Mamba-2 scan together
+
+
+def _first(config, *names: str):
+    return next((getattr(config, name) for name in names if getattr(config, name, None) is not None), None)
+
+
+def mamba_scan_flops(config) -> tuple[int, float]:
+    """(Mamba-2 layers, their scan's forward FLOPs per token): per head and token the recurrence
+    h <- exp(dt A) h + dt x B^T costs 3 x head_dim x state (decay, outer product, add) and the
+    read-out y = h C 2 x head_dim x state; the projections and the conv are parameters (6N)."""
+    heads = _first(config, "mamba_n_heads", "mamba_num_heads")
+    types = getattr(config, "layer_types", None) or []
+    if not heads or not types:
+        return 0, 0.0
+    layers = sum(kind in MAMBA_LAYER_TYPES for kind in types)
+    per_layer = 5.0 * heads * _first(config, "mamba_d_head", "mamba_head_dim") * _first(config, "mamba_d_state", "ssm_state_size")
+    return layers, layers * per_layer
 
 
 def model_shape(model) -> ModelShape:
@@ -40,14 +62,16 @@ def model_shape(model) -> ModelShape:
     for name, param in model.named_parameters():
         if name.endswith(("wpe.weight", "embed_positions.weight")):
             nonembedding -= param.numel()
-    layers = config.num_hidden_layers
+    mamba_layers, ssm = mamba_scan_flops(config)
+    layers = config.num_hidden_layers - mamba_layers
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return ModelShape(layers, heads, head_dim, nonembedding, head_params)
+    return ModelShape(layers, heads, head_dim, nonembedding, head_params, ssm)
 
 
 def training_flops_per_token(shape: ModelShape, seq_len: int) -> float:
-    return 6.0 * shape.nonembedding_params + 6.0 * shape.lm_head_params + 12.0 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
+    attention = 12.0 * shape.num_layers * shape.num_heads * shape.head_dim * seq_len
+    return 6.0 * shape.nonembedding_params + 6.0 * shape.lm_head_params + attention + 3.0 * shape.ssm_flops
 
 
 def forward_flops_per_token(shape: ModelShape, seq_len: int) -> float:

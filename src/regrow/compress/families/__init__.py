@@ -12,6 +12,7 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     gemma2,
     gemma3,
     gpt_neox,
+    granitemoehybrid,
     llama,
     mixtral,
     olmo,

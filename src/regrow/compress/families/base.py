@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from regrow.compress.shape import ArchShape
+from regrow.compress.shape import SHAPE_KEYS, ArchShape
 from regrow.errors import RegrowError
 from regrow.registry import Registry
 
@@ -69,6 +69,11 @@ class LayerRoles:
     shared_in: tuple[str, ...] = ()  # the shared expert's gate and up projections (Qwen2-MoE)
     shared_out: str | None = None  # the shared expert's down projection
     shared_gate: str | None = None  # Linear(hidden, 1): sigmoid gate of the shared expert
+    shared_in_stacked: str | None = None  # the shared expert's fused [gate | up] projection (Granite-4)
+    # a Mamba-2 mixer (hybrids): in_proj rows [z | x | B | C | dt], conv1d over [x | B | C], per-head
+    # dt_bias / A_log / D, a gated RMSNorm over groups of channels (`norm`), out_proj; layers
+    # without it (attention layers) simply lack the module, as dense layers lack the experts
+    mamba: str | None = None
 
 
 class FamilyAdapter:
@@ -91,6 +96,10 @@ class FamilyAdapter:
     experts_key: str | None = None  # the config's expert count (num_experts, Mixtral's num_local_experts); None: dense
     expert_width_key: str = "moe_intermediate_size"  # the config's expert width (Mixtral, OLMoE: intermediate_size)
     shared_width_key: str | None = None  # the config's shared-expert width (Qwen2-MoE)
+    # Mamba-2 config names (hybrids): heads, head size, groups, state size, and the expansion
+    # factor the HF class derives its Mamba width from (width = expand x hidden_size)
+    mamba_keys: dict[str, str] = {}  # ArchShape field -> the config's name (mamba_num_heads -> mamba_n_heads ...)
+    mamba_expand_key: str | None = None
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -99,6 +108,8 @@ class FamilyAdapter:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         intermediate = getattr(config, "intermediate_size", None) or (self.mlp_ratio_fixed or 4) * config.hidden_size
         shape = ArchShape(config.num_hidden_layers, config.hidden_size, heads, kv or heads, intermediate, head_dim)
+        if self.mamba_keys:
+            shape = shape.replace(**{field: getattr(config, key) for field, key in self.mamba_keys.items()})
         if self.experts_key is None:
             return shape
         moe = self.moe_layers(config)
@@ -145,8 +156,14 @@ class FamilyAdapter:
         return spec
 
     def canonical_spec(self, spec: dict, where: str) -> dict:
-        """A target spec with the family's own config names for the expert width mapped to
-        `moe_intermediate_size` (Mixtral and OLMoE call it intermediate_size)."""
+        """A target spec with the family's own config names mapped to regrow's: the expert width to
+        `moe_intermediate_size` (Mixtral and OLMoE call it intermediate_size), a Mamba head count
+        to `mamba_num_heads` (Granite-4: mamba_n_heads)."""
+        own = {key: field for field, key in self.mamba_keys.items() if key != field and field in SHAPE_KEYS}
+        if self.shared_width_key and self.shared_width_key != "shared_expert_intermediate_size":
+            own[self.shared_width_key] = "shared_expert_intermediate_size"
+        if any(key in spec for key in own):
+            spec = {own.get(key, key): value for key, value in spec.items()}
         if self.experts_key is None or self.expert_width_key == "moe_intermediate_size" or self.expert_width_key not in spec:
             return spec
         spec = dict(spec)
@@ -172,6 +189,11 @@ class FamilyAdapter:
             if getattr(source, key) % 8 == 0 and getattr(target, key) % 8:
                 raise RegrowError(f"target {key} {getattr(target, key)} would not run in transformers' grouped expert "
                                   "kernels (rows of 16 bytes); allowed: multiples of 8")
+        width = target.mamba_num_heads * target.mamba_head_dim
+        if self.mamba_expand_key and width % target.hidden_size:
+            raise RegrowError(f"{self.name} derives its Mamba width as the whole number {self.mamba_expand_key} x hidden_size, "
+                              f"but mamba heads {target.mamba_num_heads} x head_dim {target.mamba_head_dim} = {width} is not a "
+                              f"multiple of hidden_size {target.hidden_size}; choose mamba heads and hidden_size so that it is")
         if self.mlp_ratio_fixed and target.intermediate_size != self.mlp_ratio_fixed * target.hidden_size:
             raise RegrowError(f"{self.name} fixes intermediate_size = {self.mlp_ratio_fixed} x hidden_size; allowed: "
                               f"intermediate_size {self.mlp_ratio_fixed * target.hidden_size} for hidden_size {target.hidden_size}")
@@ -213,12 +235,17 @@ class FamilyAdapter:
             new.num_experts_per_tok = target.num_experts_per_tok
             if self.shared_width_key:
                 setattr(new, self.shared_width_key, target.shared_expert_intermediate_size)
+        if self.mamba_keys:
+            setattr(new, self.mamba_keys["mamba_num_heads"], target.mamba_num_heads)
+        if self.mamba_expand_key:
+            setattr(new, self.mamba_expand_key, target.mamba_num_heads * target.mamba_head_dim // target.hidden_size)
         return new
 
     # ---- parameters ---------------------------------------------------------------------------
-    def layer_axes(self, head_dim: int) -> dict[str, tuple[Axis, ...]]:
-        """Every parameter of one decoder layer (relative name) -> the unit axes of its dims."""
-        r = self.roles
+    def layer_axes(self, shape: ArchShape) -> dict[str, tuple[Axis, ...]]:
+        """Every parameter of one decoder layer (relative name) -> the unit axes of its dims (the
+        union over the kinds of layer: a parameter a layer lacks is simply not looked up)."""
+        r, head_dim = self.roles, shape.head_dim
         hidden_in = Axis(1, "hidden", 1, None if self.norm_weights else "unit")
         axes: dict[str, tuple[Axis, ...]] = {}
 
@@ -248,6 +275,11 @@ class FamilyAdapter:
             axes[f"{name}.bias"] = (Axis(0, "hidden", 1, writer),)
         for name in r.shared_in:
             out_rows(name, "shared_mlp", 1)
+        if r.shared_in_stacked:
+            rows = Axis(0, "shared_mlp", stacked=(("shared_mlp", 1), ("shared_mlp", 1)))
+            axes[f"{r.shared_in_stacked}.weight"], axes[f"{r.shared_in_stacked}.bias"] = (rows, hidden_in), (rows,)
+        if r.mamba:
+            axes.update(self.mamba_axes(r.mamba, shape.mamba_head_dim, hidden_in))
         if r.shared_gate:
             axes[f"{r.shared_gate}.weight"] = (hidden_in,)
         if r.router:
@@ -271,6 +303,23 @@ class FamilyAdapter:
             axes[f"{name}.weight"] = ()
         return axes
 
+    def mamba_axes(self, mamba: str, head: int, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
+        """A Mamba-2 mixer's parameters: whole heads (their z and x channels, dt, A, D, conv and
+        norm channels) are cut; B and C (`mamba_bc`, shared by a group's heads) are kept whole. A
+        head's mask value folds into out_proj's columns, as an attention head's into o_proj's."""
+        rows = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_head", head), ("mamba_bc", 1),
+                                                    ("mamba_head", 1)))
+        conv = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_bc", 1)))
+        writer = "writer" if f"{mamba}.out_proj" in self.roles.writers else None
+        return {
+            f"{mamba}.in_proj.weight": (rows, hidden_in), f"{mamba}.in_proj.bias": (rows,),
+            f"{mamba}.conv1d.weight": (conv,), f"{mamba}.conv1d.bias": (conv,),
+            **{f"{mamba}.{name}": (Axis(0, "mamba_head"),) for name in ("dt_bias", "A_log", "D")},
+            f"{mamba}.norm.weight": (Axis(0, "mamba_head", head),),
+            f"{mamba}.out_proj.weight": (Axis(0, "hidden", 1, writer), Axis(1, "mamba_head", head, "unit")),
+            f"{mamba}.out_proj.bias": (Axis(0, "hidden", 1, writer),),
+        }
+
     def model_axes(self) -> dict[str, tuple[Axis, ...]]:
         """Parameters outside the decoder layers. The final norm's mask value is folded into the
         LM head, or is already in the embedding when they are tied (then `named_parameters`
@@ -284,13 +333,13 @@ class FamilyAdapter:
         axes[f"{self.lm_head}.weight"] = (Axis(1, "hidden", 1, "unit"),)
         return axes
 
-    def parameter_axes(self, name: str, head_dim: int) -> tuple[int | None, str, tuple[Axis, ...]]:
+    def parameter_axes(self, name: str, shape: ArchShape) -> tuple[int | None, str, tuple[Axis, ...]]:
         """(layer index or None, name inside the layer, unit axes) of a parameter of the model;
         a parameter the adapter does not describe cannot be pruned."""
         prefix = self.layers_path + "."
         if name.startswith(prefix):
             index_text, rel = name[len(prefix):].split(".", 1)
-            index, axes = int(index_text), self.layer_axes(head_dim).get(rel)
+            index, axes = int(index_text), self.layer_axes(shape).get(rel)
         else:
             index, rel, axes = None, name, self.model_axes().get(name)
         if axes is None:
@@ -310,7 +359,8 @@ class FamilyAdapter:
     def norm_writers(self) -> tuple[str, ...]:
         """The writers that are norms (OLMo-2's and Gemma's post-sublayer norms)."""
         r = self.roles
-        return tuple(w for w in r.writers if w not in (r.attn_out, r.mlp_out, r.moe_block))
+        mixers = (r.attn_out, r.mlp_out, r.moe_block, r.shared_out, f"{r.mamba}.out_proj" if r.mamba else None)
+        return tuple(w for w in r.writers if w not in mixers)
 
     def extra_mask_hooks(self, model, hooks) -> list:
         """Family-specific hooks for the masked model (Bloom: ALiBi slopes); returns handles."""

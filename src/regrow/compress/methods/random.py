@@ -23,8 +23,11 @@ class RandomPruning(PruningMethod):
             mlp=torch.rand(L, s.intermediate_size, generator=g),
             hidden=torch.rand(s.hidden_size, generator=g),
         )
+        if s.mamba_num_heads:
+            scores.mamba_head = torch.rand(L, s.mamba_num_heads, generator=g)
         if s.num_experts:
             scores.expert = torch.rand(L, s.num_experts, generator=g)
             scores.expert_mlp = torch.rand(L, s.num_experts, s.moe_intermediate_size, generator=g)
+        if s.shared_expert_intermediate_size:
             scores.shared_mlp = torch.rand(L, s.shared_expert_intermediate_size, generator=g)
         return MethodResult(scores, details={"seed": ctx.cfg.seed})

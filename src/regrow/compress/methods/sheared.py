@@ -84,6 +84,8 @@ def mask_layout(source: ArchShape, target: ArchShape) -> dict[str, tuple[int, in
     if target.shared_expert_intermediate_size < source.shared_expert_intermediate_size:
         width = source.shared_expert_intermediate_size
         layout["shared_mlp"] = (L, width, 1 - target.shared_expert_intermediate_size / width)
+    if target.mamba_num_heads < source.mamba_num_heads:  # a row per layer; attention layers' rows go unused
+        layout["mamba_head"] = (L, source.mamba_num_heads, 1 - target.mamba_num_heads / source.mamba_num_heads)
     return layout
 
 
@@ -99,6 +101,7 @@ def _as_masks(values: dict[str, torch.Tensor], source: ArchShape, target: ArchSh
         expert=get("expert"),
         expert_mlp=None if get("expert_mlp") is None else values["expert_mlp"].view(source.num_hidden_layers, source.num_experts, -1),
         shared_mlp=get("shared_mlp"),
+        mamba_head=get("mamba_head"),
         experts_per_token=target.num_experts_per_tok if target.num_experts_per_tok < source.num_experts_per_tok else None,
     )
 

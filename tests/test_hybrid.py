@@ -1,0 +1,181 @@
+"""Hybrid models (issue 29): Granite-4 (`granitemoehybrid`) with Mamba-2 and attention layers,
+experts and a shared MLP, and its dense variant. Every structured method's exactness and the
+streaming prune run in the every-family tests (test_prune_cli, test_prune_exact,
+test_streaming_prune); here: the Mamba-2 head score against a formula over plain transformers'
+activations, the export in a process that never imports regrow, sheared masks on Mamba heads,
+the family's own target keys, bad targets, and continued training with an exact resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import make_family_model, recipe
+from transformers import AutoModelForCausalLM
+
+from regrow.cli.main import main
+from regrow.compress.families import adapter_for
+from regrow.compress.importance import ActivationStats
+
+FAST = ["--seq-len", "16", "--batch-size", "2", "--calibration-samples", "4", "--no-progress"]
+
+
+def prune(model, target: dict, out, data_dir, tmp_path, method="activation", *extra) -> int:
+    spec = tmp_path / f"{out.name}.yaml"
+    spec.write_text(yaml.safe_dump(target))
+    return main(["prune", "--model", str(model), "--target", str(spec), "--method", method, "--data", str(data_dir),
+                 "--out", str(out), *FAST, *extra])
+
+
+def test_mamba_head_score_is_the_norm_of_its_channels_entering_out_proj():
+    """Per sample, the mean over tokens of each head's L2 norm at out_proj's input; the L2 over
+    samples (Minitron's batch reduction), computed from hooks on plain transformers' mixer."""
+    model = make_family_model("granitemoehybrid", vocab_size=97).eval()
+    adapter = adapter_for(model.config)
+    ids = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(3))
+    seen = {}
+    handles = [layer.mamba.out_proj.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].detach()))
+               for i, layer in enumerate(model.model.layers) if layer.mamba is not None]
+    with torch.no_grad():
+        model(ids)
+    for handle in handles:
+        handle.remove()
+    stats = ActivationStats(model, adapter)
+    with torch.no_grad():
+        model(ids)
+    stats.remove()
+    scores = stats.scores().mamba_head
+    heads, head_dim = model.config.mamba_n_heads, model.config.mamba_d_head
+    assert set(seen) == {0, 2, 3}
+    for layer, x in seen.items():
+        per_sample = x.view(3, 12, heads, head_dim).double().norm(dim=-1).mean(1)  # [samples, heads]
+        torch.testing.assert_close(scores[layer], per_sample.square().sum(0).sqrt(), rtol=1e-5, atol=1e-8)
+    assert not scores[1].any()  # the attention layer has no Mamba heads to score
+
+
+def test_export_loads_in_plain_transformers_with_the_target_config(family_models, data_dir, tmp_path):
+    """Pruned with the family's own keys (mamba_n_heads, shared_intermediate_size, intermediate_size
+    as the expert width): a process that never imports regrow loads it, its config says the target
+    (mamba_expand derived), its parameter count is HF's own count of that config, and it runs."""
+    out = tmp_path / "granite"
+    target = {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_local_experts": 3, "intermediate_size": 24, "shared_intermediate_size": 32, "mamba_n_heads": 6}
+    target["num_experts"] = target.pop("num_local_experts")
+    assert prune(family_models["granitemoehybrid"], target, out, data_dir, tmp_path) == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    code = (
+        "import json, sys, torch\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r})\n"
+        "assert 'regrow' not in sys.modules\n"
+        "c = m.config\n"
+        "out = m(torch.tensor([[1, 2, 3, 4, 5]])).logits\n"
+        "print(json.dumps({k: getattr(c, k) for k in ('num_hidden_layers', 'hidden_size', 'num_attention_heads',"
+        " 'num_key_value_heads', 'num_local_experts', 'intermediate_size', 'shared_intermediate_size', 'mamba_n_heads',"
+        " 'mamba_d_head', 'mamba_n_groups', 'mamba_expand', 'layer_types')}"
+        " | {'parameters': sum(p.numel() for p in m.parameters()), 'finite': bool(torch.isfinite(out).all())}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["finite"]
+    assert {k: got[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                                "intermediate_size", "shared_intermediate_size", "mamba_n_heads")} == {
+        "num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 24, "shared_intermediate_size": 32, "mamba_n_heads": 6}
+    assert got["num_local_experts"] == 3 and got["mamba_d_head"] == 16 and got["mamba_n_groups"] == 2
+    assert got["mamba_expand"] == 6 * 16 // 48
+    kinds = ["mamba", "attention", "mamba", "mamba"]
+    assert [("attention" if t == "attention" or "full" in t else "mamba") for t in got["layer_types"]] == [
+        kinds[i] for i in report["kept"]["layers"]]
+    assert "attention" in [kinds[i] for i in report["kept"]["layers"]]  # the only attention layer is kept
+    assert got["parameters"] == report["target"]["parameters"]
+
+
+def test_sheared_learns_masks_on_mamba_heads(family_models, data_dir, tmp_path):
+    out = tmp_path / "sheared"
+    target = {"mamba_num_heads": 4, "num_attention_heads": 4, "num_key_value_heads": 2}
+    assert prune(family_models["granitemoehybrid"], target, out, data_dir, tmp_path, "sheared",
+                 "--set", "sheared.steps=4") == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    learned = report["method_details"]["learned"]
+    assert learned["mamba_head"] == {"rows": 4, "units": 8, "target_sparsity": 0.5}
+    history = report["method_details"]["history"]
+    assert history[-1]["step"] == 4 and "mamba_head" in history[-1]["expected_sparsity"]
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    config = json.loads((out / "config.json").read_text())
+    assert config["mamba_n_heads"] == 4 and config["mamba_expand"] == 1
+
+
+@pytest.mark.parametrize("target, expect", [
+    ({"mamba_num_heads": 5}, "target mamba_num_heads 5 does not divide into the 2 Mamba groups"),
+    ({"mamba_n_heads": 4, "hidden_size": 48}, "mamba heads 4 x head_dim 16 = 64 is not a multiple of hidden_size 48"),
+    ({"num_hidden_layers": 1}, "cannot keep a layer of each kind the source has (attention, mamba)"),
+    ({"mamba_d_conv": 2}, "unknown key(s) mamba_d_conv; allowed: num_hidden_layers"),
+])
+def test_bad_hybrid_targets_are_refused_before_any_work(target, expect, family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert prune(family_models["granitemoehybrid"], target, tmp_path / "out", data_dir, tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_mamba_heads_on_a_model_without_mamba_layers_are_refused(family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert prune(family_models["llama"], {"mamba_num_heads": 2}, tmp_path / "out", data_dir, tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mamba_num_heads names a part the model does not have (no Mamba-2 layer)" in err
+
+
+def _train(init, tokenizer_dir, data_dir, out, steps, resume=False):
+    from regrow.config import from_dict
+    from regrow.train.config import RunConfig
+    from regrow.train.trainer import Trainer
+
+    spec = recipe(tokenizer_dir, data_dir, out, model={"init": str(init)})
+    spec["train"].update(steps=steps, checkpoint_every=2, eval_every=2)
+    spec["schedule"]["total_steps"] = 4
+    trainer = Trainer(from_dict(RunConfig, spec), resume=resume)
+    trainer.run()
+    return trainer
+
+
+@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense"])
+def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_models, tokenizer_dir, data_dir, tmp_path):
+    """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba path): the loss is finite,
+    the weights move; stopped at step 2 and resumed, the weights equal the uninterrupted run's."""
+    from conftest import FAMILY_TARGETS
+
+    init = tmp_path / "init"
+    assert prune(family_models[family], FAMILY_TARGETS[family], init, data_dir, tmp_path) == 0
+    start = {k: p.detach().clone() for k, p in AutoModelForCausalLM.from_pretrained(init).named_parameters()}
+    whole = _train(init, tokenizer_dir, data_dir, tmp_path / "whole", 4)
+    params = dict(whole.model.named_parameters())
+    assert any(not torch.equal(params[k].detach(), v) for k, v in start.items() if ".mamba." in k)
+    _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 2)
+    resumed = _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 4, resume=True)
+    for name, param in resumed.model.named_parameters():
+        assert torch.equal(param, params[name]), name
+
+
+def test_flops_count_attention_layers_and_mamba_scans():
+    """Training FLOPs/token = 6 x active non-embedding parameters + 6 x head + 12 x attention
+    layers x heads x head_dim x T + 3 x the scans' forward FLOPs (5 x heads x head_dim x state per
+    Mamba layer), with the sizes read here from the config."""
+    from regrow.models.flops import model_shape, training_flops_per_token
+
+    model = make_family_model("granitemoehybrid", vocab_size=97)
+    c = model.config
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    embed = model.model.embed_tokens.weight.numel()
+    head = model.lm_head.weight.numel()
+    active = sum(p.numel() for p in model.parameters()) - embed - head - experts + experts * 2 / 4
+    scans = 3 * 5 * c.mamba_n_heads * c.mamba_d_head * c.mamba_d_state  # three Mamba layers
+    attention = 12 * 1 * c.num_attention_heads * (c.hidden_size // c.num_attention_heads) * 32
+    expected = 6 * active + 6 * head + attention + 3 * scans
+    assert training_flops_per_token(model_shape(model), 32) == pytest.approx(expected, rel=1e-12)
