@@ -64,7 +64,6 @@ def test_export_loads_in_plain_transformers_with_the_target_config(family_models
     out = tmp_path / "granite"
     target = {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
               "num_local_experts": 3, "intermediate_size": 24, "shared_intermediate_size": 32, "mamba_n_heads": 6}
-    target["num_experts"] = target.pop("num_local_experts")
     assert prune(family_models["granitemoehybrid"], target, out, data_dir, tmp_path) == 0
     report = json.loads((out / "pruning_report.json").read_text())
     assert report["exactness"]["max_abs_logit_diff"] < 1e-4
@@ -116,6 +115,7 @@ def test_sheared_learns_masks_on_mamba_heads(family_models, data_dir, tmp_path):
     ({"mamba_n_heads": 4, "hidden_size": 48}, "mamba heads 4 x head_dim 16 = 64 is not a multiple of hidden_size 48"),
     ({"num_hidden_layers": 1}, "cannot keep a layer of each kind the source has (attention, mamba)"),
     ({"mamba_d_conv": 2}, "unknown key(s) mamba_d_conv; allowed: num_hidden_layers"),
+    ({"mamba_n_heads": 4, "mamba_num_heads": 6}, "mamba_n_heads 4 and mamba_num_heads 6 name the same size"),
 ])
 def test_bad_hybrid_targets_are_refused_before_any_work(target, expect, family_models, data_dir, tmp_path, capsys):
     capsys.readouterr()

@@ -158,10 +158,16 @@ class FamilyAdapter:
     def canonical_spec(self, spec: dict, where: str) -> dict:
         """A target spec with the family's own config names mapped to regrow's: the expert width to
         `moe_intermediate_size` (Mixtral and OLMoE call it intermediate_size), a Mamba head count
-        to `mamba_num_heads` (Granite-4: mamba_n_heads)."""
+        to `mamba_num_heads` (Granite-4: mamba_n_heads), the expert count and the shared-expert width
+        from the config's names (Mixtral's num_local_experts, Granite's shared_intermediate_size)."""
         own = {key: field for field, key in self.mamba_keys.items() if key != field and field in SHAPE_KEYS}
-        if self.shared_width_key and self.shared_width_key != "shared_expert_intermediate_size":
-            own[self.shared_width_key] = "shared_expert_intermediate_size"
+        for key, field in ((self.shared_width_key, "shared_expert_intermediate_size"), (self.experts_key, "num_experts")):
+            if key and key != field:
+                own[key] = field
+        for key, field in own.items():
+            if key in spec and field in spec and spec[key] != spec[field]:
+                raise RegrowError(f"{where}: {key} {spec[key]} and {field} {spec[field]} name the same size of {self.name} "
+                                  "with different values; give one of them")
         if any(key in spec for key in own):
             spec = {own.get(key, key): value for key, value in spec.items()}
         if self.experts_key is None or self.expert_width_key == "moe_intermediate_size" or self.expert_width_key not in spec:
