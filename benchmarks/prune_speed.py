@@ -10,8 +10,11 @@
   over the same forward pass (targets: <= 1.5x and <= 5x).
 - `--source moe`: a Mixtral-style mixture of experts (8 experts, top-2) instead of the Llama;
   targets: half the experts only, and every width (experts, expert width, hidden, heads) halved.
+- `--source hybrid`: a Granite-4-style hybrid (`granitemoehybrid`, dense variant: three Mamba-2
+  layers to one attention layer, a shared MLP); targets: half the Mamba heads only, and every
+  width (hidden, heads, Mamba heads, MLP) halved.
 
-Usage: python benchmarks/prune_speed.py [--source llama|moe] [--work DIR] [--hidden 768] [--layers 12] [--methods M ...]
+Usage: python benchmarks/prune_speed.py [--source llama|moe|hybrid] [--work DIR] [--hidden 768] [--layers 12] [--methods M ...]
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ def rss_kib(field: str) -> int:
 
 
 def model_fields(args, vocab_size: int) -> dict:
+    if args.source == "hybrid":
+        return {"model_type": "granitemoehybrid", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
+                "num_attention_heads": args.heads, "num_key_value_heads": args.heads // 4, "num_local_experts": 0,
+                "shared_intermediate_size": args.mlp, "layer_types": ["mamba", "mamba", "mamba", "attention"] * (args.layers // 4),
+                "mamba_n_heads": 2 * args.hidden // 64, "mamba_d_head": 64, "mamba_n_groups": 1, "mamba_d_state": 64,
+                "mamba_expand": 2, "mamba_chunk_size": 64, "position_embedding_type": "rope", "vocab_size": vocab_size,
+                "max_position_embeddings": 512, "tie_word_embeddings": False}
     if args.source == "moe":
         return {"model_type": "mixtral", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
                 "num_attention_heads": args.heads, "num_key_value_heads": args.heads // 4, "intermediate_size": args.mlp,
@@ -147,7 +157,7 @@ def sheared_step_ratio(args, data_dir: Path, vocab_size: int) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--source", choices=("llama", "moe"), default="llama")
+    parser.add_argument("--source", choices=("llama", "moe", "hybrid"), default="llama")
     parser.add_argument("--work")
     parser.add_argument("--child")
     parser.add_argument("--hidden", type=int)
@@ -161,7 +171,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", help="only these methods (default: all)")
     parser.add_argument("--forward-repeats", type=int, default=3, help="forward passes timed (the median is the baseline)")
     args = parser.parse_args()
-    defaults = {"llama": (768, 12, 12, 2048), "moe": (512, 8, 8, 1024)}[args.source]
+    defaults = {"llama": (768, 12, 12, 2048), "moe": (512, 8, 8, 1024), "hybrid": (512, 8, 8, 1024)}[args.source]
     for key, value in zip(("hidden", "layers", "heads", "mlp"), defaults):
         setattr(args, key, getattr(args, key) or value)
     args.work = args.work or f"/tmp/regrow-bench-prune-{args.source}"
@@ -181,8 +191,10 @@ def main() -> None:
         tokenizer.save_pretrained(work / "source")
     width = (f"hidden_size: {args.hidden // 2}\nnum_attention_heads: {args.heads // 2}\n"
              f"num_key_value_heads: {args.heads // 4}\n")
-    width += "num_experts: 4\nmoe_intermediate_size: " if args.source == "moe" else "intermediate_size: "
+    width += {"moe": "num_experts: 4\nmoe_intermediate_size: ", "hybrid": f"mamba_num_heads: {args.hidden // 64}\n"
+              "shared_expert_intermediate_size: "}.get(args.source, "intermediate_size: ")
     (work / "width.yaml").write_text(width + f"{args.mlp // 2}\n")
+    (work / "mamba.yaml").write_text(f"mamba_num_heads: {args.hidden // 64}\n")  # half the heads: mamba_expand 1
     (work / "experts.yaml").write_text("num_experts: 4\n")
     (work / "depth.yaml").write_text(f"num_hidden_layers: {args.layers // 2}\n")
 
@@ -195,6 +207,8 @@ def main() -> None:
             ("sparsegpt", "half"), ("sparsegpt", "2:4"), ("magnitude-sparse", "half")]
     if args.source == "moe":
         jobs.insert(0, ("activation", "experts"))
+    if args.source == "hybrid":
+        jobs.insert(0, ("activation", "mamba"))
     for method, target in jobs:
         if args.methods and method not in args.methods:
             continue
@@ -203,7 +217,7 @@ def main() -> None:
         print(f"{method + ' ' + target:<20}{r['fraction_kept']:>7.1%}{r['seconds']:>9.2f}{r['seconds'] / forward['seconds']:>11.2f}"
               f"{r['scoring_seconds'] / forward['seconds']:>11.2f}{r['peak_above_baseline_bytes'] / 2**20:>14,.0f}"
               f"{r['peak_above_baseline_bytes'] / forward['model_bytes']:>9.2f}")
-    if args.source == "moe" or (args.methods and "sheared" not in args.methods):
+    if args.source != "llama" or (args.methods and "sheared" not in args.methods):
         return
     sheared, plain = sheared_step_ratio(args, data_dir, vocab)
     print(f"sheared mask-training step {sheared * 1000:.0f} ms vs plain training step {plain * 1000:.0f} ms: "
