@@ -159,6 +159,11 @@ FAMILY_CONFIGS = {
                        "shared_intermediate_size": 96, "layer_types": ["attention", "mamba", "mamba", "attention"],
                        "mamba_n_heads": 4, "mamba_d_head": 32, "mamba_n_groups": 1, "mamba_d_state": 16,
                        "mamba_expand": 2, "position_embedding_type": "rope", "mamba_chunk_size": 8},
+    # Nemotron-H: one mixer per layer (Mamba-2, attention or a relu^2 MLP)
+    "nemotron_h": {"model_type": "nemotron_h", "num_key_value_heads": 4, "head_dim": 8, "intermediate_size": 96,
+                   "layers_block_type": ["mamba", "attention", "mlp", "mamba"], "mamba_num_heads": 8,
+                   "mamba_head_dim": 12, "n_groups": 2, "ssm_state_size": 8, "chunk_size": 8, "use_bias": True,
+                   "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
 }
 # A target per family that prunes every kind of unit (and keeps each family's rules).
 FAMILY_TARGETS = {
@@ -194,9 +199,16 @@ FAMILY_TARGETS = {
                          "shared_expert_intermediate_size": 32, "mamba_num_heads": 6},
     "granite4-dense": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
                        "shared_expert_intermediate_size": 64, "mamba_num_heads": 3},
+    "nemotron_h": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                   "intermediate_size": 64, "mamba_num_heads": 4},
 }
 MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid")
-HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense")
+HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h")
+
+
+def depth_target(family: str) -> dict:
+    """Half the layers, but a layer of each kind a hybrid has (Nemotron-H's tiny model: three kinds)."""
+    return {"num_hidden_layers": 3 if family == "nemotron_h" else 2}
 
 
 def make_family_model(family: str, vocab_size: int, seed: int = 0):

@@ -145,7 +145,7 @@ def _train(init, tokenizer_dir, data_dir, out, steps, resume=False):
     return trainer
 
 
-@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense"])
+@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h"])
 def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba path): the loss is finite,
     the weights move; stopped at step 2 and resumed, the weights equal the uninterrupted run's."""
@@ -156,7 +156,7 @@ def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_m
     start = {k: p.detach().clone() for k, p in AutoModelForCausalLM.from_pretrained(init).named_parameters()}
     whole = _train(init, tokenizer_dir, data_dir, tmp_path / "whole", 4)
     params = dict(whole.model.named_parameters())
-    assert any(not torch.equal(params[k].detach(), v) for k, v in start.items() if ".mamba." in k)
+    assert any(not torch.equal(params[k].detach(), v) for k, v in start.items() if ".in_proj." in k)  # Mamba weights
     _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 2)
     resumed = _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 4, resume=True)
     for name, param in resumed.model.named_parameters():
@@ -179,3 +179,32 @@ def test_flops_count_attention_layers_and_mamba_scans():
     attention = 12 * 1 * c.num_attention_heads * (c.hidden_size // c.num_attention_heads) * 32
     expected = 6 * active + 6 * head + attention + 3 * scans
     assert training_flops_per_token(model_shape(model), 32) == pytest.approx(expected, rel=1e-12)
+
+
+def test_nemotron_h_flops_count_its_attention_layers_only():
+    """Nemotron-H's layers are Mamba, attention or MLP mixers: the attention term counts the one
+    attention layer, the scans the two Mamba layers."""
+    from regrow.models.flops import model_shape
+
+    model = make_family_model("nemotron_h", vocab_size=97)
+    c = model.config
+    shape = model_shape(model)
+    assert shape.num_layers == 1
+    assert shape.ssm_flops == 2 * 5 * c.mamba_num_heads * c.mamba_head_dim * c.ssm_state_size
+
+
+def test_nemotron_h_with_experts_is_refused_in_one_line(tokenizer_dir, data_dir, tmp_path, capsys):
+    from conftest import FAMILY_CONFIGS
+    from transformers import AutoConfig
+
+    fields = dict(FAMILY_CONFIGS["nemotron_h"]) | {"layers_block_type": ["mamba", "moe", "attention", "mlp"],
+                                                    "n_routed_experts": 4, "num_experts_per_tok": 2,
+                                                    "moe_intermediate_size": 16, "moe_shared_expert_intermediate_size": 16}
+    fields.pop("model_type")
+    config = AutoConfig.for_model("nemotron_h", vocab_size=97, hidden_size=32, num_attention_heads=4, **fields)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "moe")
+    capsys.readouterr()
+    assert prune(tmp_path / "moe", {"num_hidden_layers": 3}, tmp_path / "out", data_dir, tmp_path, "magnitude") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nemotron_h with mixture-of-experts layers" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import FAMILY_CONFIGS, FAMILY_TARGETS
+from conftest import FAMILY_CONFIGS, FAMILY_TARGETS, depth_target
 
 from regrow.cli.main import main
 from regrow.compress.methods import METHODS
@@ -34,7 +34,7 @@ def pruned_folders(family_models, data_dir, tmp_path_factory):
     folders = {}
     for f, family in enumerate(FAMILY_CONFIGS):
         for m, method in enumerate(methods):
-            spec = {"num_hidden_layers": 2} if method == "depth" else FAMILY_TARGETS[family]
+            spec = depth_target(family) if method == "depth" else FAMILY_TARGETS[family]
             target = write_target(root / f"{family}-{method}.yaml", spec)
             reinit = reinits[(f + m) % len(reinits)]
             out = root / f"{family}-{method}"
@@ -54,7 +54,8 @@ def test_every_method_and_reinit_runs_on_every_family(pruned_folders):
         assert report["exactness"]["max_abs_logit_diff"] < 1e-4
         for key, value in spec.items():
             assert report["target"]["shape"][key] == value
-        assert config.get("num_hidden_layers", config.get("n_layer")) == spec["num_hidden_layers"]
+        layers = config.get("num_hidden_layers", config.get("n_layer")) or len(config["layers_block_type"])  # Nemotron-H
+        assert layers == spec["num_hidden_layers"]
         assert len(report["kept"]["layers"]) == spec["num_hidden_layers"]
         assert report["target"]["parameters"] < report["source"]["parameters"]
         assert report["wall_seconds"]["total"] > 0

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import FAMILY_CONFIGS, FAMILY_TARGETS
+from conftest import FAMILY_CONFIGS, FAMILY_TARGETS, depth_target
 from safetensors.torch import load_file
 
 from regrow.cli.main import main
@@ -44,7 +44,7 @@ def weights(folder):
 @pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
 def test_streaming_equals_in_memory(family, sharded_models, data_dir, tmp_path):
     for method, extra in CASES:
-        spec = {"num_hidden_layers": 2} if method == "depth" else FAMILY_TARGETS[family]
+        spec = depth_target(family) if method == "depth" else FAMILY_TARGETS[family]
         target = tmp_path / "target.yaml"
         target.write_text(yaml.safe_dump(spec))
         outs = {}

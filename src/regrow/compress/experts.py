@@ -108,6 +108,13 @@ class RoutedExperts:
         return out
 
 
+def find_mamba(layer: nn.Module, name: str | None) -> nn.Module | None:
+    """The layer's Mamba-2 mixer, or None in a layer whose module of that name is something else
+    (Nemotron-H calls every layer's mixer `mixer`: Mamba, attention or MLP)."""
+    module = find(layer, name)
+    return module if module is not None and hasattr(module, "A_log") else None
+
+
 def find(layer: nn.Module, name: str | None) -> nn.Module | None:
     """The submodule `name` of a layer, or None when the name is empty or this layer lacks it
     (dense and mixture-of-experts layers of one model have different MLP modules)."""

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from regrow.compress.experts import RoutedExperts, find
+from regrow.compress.experts import RoutedExperts, find, find_mamba
 from regrow.compress.families.base import FamilyAdapter
 from regrow.compress.masks import Masks
 from regrow.compress.shape import ArchShape
@@ -82,7 +82,7 @@ class ActivationStats:
         handles = []
         if (attn_out := find(layer, r.attn_out)) is not None:
             handles.append(attn_out.register_forward_pre_hook(self._head_hook(index, self.head)))
-        if (mamba := find(layer, r.mamba)) is not None:
+        if (mamba := find_mamba(layer, r.mamba)) is not None:
             handles.append(mamba.get_submodule("out_proj").register_forward_pre_hook(self._head_hook(index, self.mamba_head)))
         for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp)):
             if (module := find(layer, name)) is not None:

@@ -34,11 +34,19 @@ class _Caught(Exception):
 
 
 class _Catcher(nn.Module):
-    """Stands in for layer 0: records its inputs and stops the forward."""
+    """Stands in for layer 0: records its inputs and stops the forward. Other attributes are the
+    replaced layer's (Nemotron-H picks each layer's attention mask by its `block_type`)."""
 
-    def __init__(self):
+    def __init__(self, replaced: nn.Module):
         super().__init__()
         self.caught: tuple[torch.Tensor, tuple, dict] | None = None
+        self._replaced = (replaced,)  # in a tuple: not a child module
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_replaced"][0], name)
 
     def forward(self, hidden_states, *args, **kwargs):
         self.caught = (hidden_states, args, kwargs)
@@ -173,7 +181,7 @@ class LayerwiseModel:
 
     def _first_layer_inputs(self, skeleton: nn.Module, kind, embeds: torch.Tensor, autocast) -> tuple:
         layers = self.adapter.layers(skeleton)
-        catcher = _Catcher()
+        catcher = _Catcher(layers[0])
         layers[0] = catcher
         try:
             try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from regrow.compress.experts import RoutedExperts, find
+from regrow.compress.experts import RoutedExperts, find, find_mamba
 from regrow.compress.families.base import FamilyAdapter
 
 
@@ -132,7 +132,7 @@ class MaskHooks:
             get = layer.get_submodule
             if (attn_out := find(layer, r.attn_out)) is not None:  # a hybrid's Mamba layers have no attention
                 self.handles.append(attn_out.register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
-            if (mamba := find(layer, r.mamba)) is not None:
+            if (mamba := find_mamba(layer, r.mamba)) is not None:
                 self.handles.append(mamba.get_submodule("norm").register_forward_hook(self._mamba_norm_hook(index),
                                                                                        with_kwargs=True))
             for name, kind in ((r.mlp_out, "mlp"), (r.shared_out, "shared_mlp")):

@@ -63,7 +63,9 @@ def model_shape(model) -> ModelShape:
         if name.endswith(("wpe.weight", "embed_positions.weight")):
             nonembedding -= param.numel()
     mamba_layers, ssm = mamba_scan_flops(config)
-    layers = config.num_hidden_layers - mamba_layers
+    layers = config.num_hidden_layers
+    if mamba_layers:  # a hybrid: only its attention layers (not its Mamba or MLP-only layers) attend
+        layers = sum("attention" in kind and kind not in MAMBA_LAYER_TYPES for kind in config.layer_types)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return ModelShape(layers, heads, head_dim, nonembedding, head_params, ssm)

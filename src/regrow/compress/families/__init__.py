@@ -15,6 +15,7 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     granitemoehybrid,
     llama,
     mixtral,
+    nemotron_h,
     olmo,
     olmo2,
     olmoe,
