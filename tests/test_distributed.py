@@ -342,3 +342,20 @@ def test_sparse_training_with_two_processes_matches_one(family_models, tokenizer
     for name, kept in masks.items():
         assert bool((weights[name][~kept] == 0).all()), name
         assert bool(((weights[name] != 0).reshape(kept.shape[0], -1, 4).sum(-1) <= 2).all()), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h"])
+def test_a_pruned_hybrid_trains_with_two_processes_as_with_one(family, family_models, tokenizer_dir, data_dir, tmp_path):
+    """A pruned hybrid (Mamba-2 layers, sharded by FSDP2 like any layer) trained by 2 processes,
+    stopped half-way and resumed, equals 1 process."""
+    from conftest import FAMILY_TARGETS
+
+    from regrow.cli.main import main
+
+    target = tmp_path / "target.yaml"
+    target.write_text(yaml.safe_dump(FAMILY_TARGETS[family]))
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(family_models[family]), "--method", "magnitude", "--target", str(target),
+                 "--out", str(pruned), "--no-progress"]) == 0
+    one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, pruned)
