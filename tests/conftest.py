@@ -164,6 +164,19 @@ FAMILY_CONFIGS = {
                    "layers_block_type": ["mamba", "attention", "mlp", "mamba"], "mamba_num_heads": 8,
                    "mamba_head_dim": 12, "n_groups": 2, "ssm_state_size": 8, "chunk_size": 8, "use_bias": True,
                    "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    # Falcon-H1: Mamba-2 and attention in parallel in every layer, muP multipliers; with the gated
+    # norm normalising before the gate, and without the norm
+    "falcon_h1": {"model_type": "falcon_h1", "num_key_value_heads": 4, "intermediate_size": 96, "mamba_n_heads": 8,
+                  "mamba_d_head": 12, "mamba_d_ssm": 96, "mamba_n_groups": 2, "mamba_d_state": 8, "mamba_chunk_size": 8,
+                  "mamba_rms_norm": True, "mamba_norm_before_gate": True, "mamba_proj_bias": True,
+                  "projectors_bias": True, "embedding_multiplier": 2.0, "lm_head_multiplier": 0.5,
+                  "mlp_multipliers": [1.5, 0.5], "ssm_multipliers": [1.2, 0.8, 1.1, 0.9, 1.3], "key_multiplier": 0.7,
+                  "attention_in_multiplier": 1.1, "attention_out_multiplier": 0.9, "ssm_in_multiplier": 1.2,
+                  "ssm_out_multiplier": 0.8, "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    "falcon_h1-nonorm": {"model_type": "falcon_h1", "num_key_value_heads": 2, "intermediate_size": 96,
+                         "mamba_n_heads": 4, "mamba_d_head": 16, "mamba_d_ssm": 64, "mamba_n_groups": 1,
+                         "mamba_d_state": 8, "mamba_chunk_size": 8, "mamba_rms_norm": False,
+                         "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
 }
 # A target per family that prunes every kind of unit (and keeps each family's rules).
 FAMILY_TARGETS = {
@@ -201,9 +214,13 @@ FAMILY_TARGETS = {
                        "shared_expert_intermediate_size": 64, "mamba_num_heads": 3},
     "nemotron_h": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
                    "intermediate_size": 64, "mamba_num_heads": 4},
+    "falcon_h1": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "intermediate_size": 64, "mamba_num_heads": 4},
+    "falcon_h1-nonorm": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 1,
+                         "intermediate_size": 48, "mamba_num_heads": 3},
 }
 MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid")
-HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h")
+HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm")
 
 
 def depth_target(family: str) -> dict:

@@ -145,7 +145,7 @@ def _train(init, tokenizer_dir, data_dir, out, steps, resume=False):
     return trainer
 
 
-@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h"])
+@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1"])
 def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba path): the loss is finite,
     the weights move; stopped at step 2 and resumed, the weights equal the uninterrupted run's."""
@@ -208,3 +208,14 @@ def test_nemotron_h_with_experts_is_refused_in_one_line(tokenizer_dir, data_dir,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nemotron_h with mixture-of-experts layers" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_falcon_h1_flops_count_both_mixers_of_every_layer():
+    """Falcon-H1 runs Mamba-2 and attention side by side in each of its 4 layers."""
+    from regrow.models.flops import model_shape
+
+    model = make_family_model("falcon_h1", vocab_size=97)
+    c = model.config
+    shape = model_shape(model)
+    assert shape.num_layers == 4
+    assert shape.ssm_flops == 4 * 5 * c.mamba_n_heads * c.mamba_d_head * c.mamba_d_state

@@ -14,9 +14,9 @@ rows computes); a kept expert's mask value scales its gate (its output); expert-
 scale each expert's intermediate activations (compress/experts.py); `experts_per_token` is the
 target top-k. During sheared mask training an expert is routed while its sampled gate is above 0.
 
-Mamba-2 heads (hybrids, docs/ALGORITHMS.md §14): a head's mask scales its channels at the output
-of the mixer's gated RMSNorm, and the norm's per-group statistics are taken over the kept
-heads' channels only, which is what the sliced mixer (fewer heads per group) computes.
+Mamba-2 heads (hybrids, docs/ALGORITHMS.md §14): a head's mask scales its channels at the input
+of the mixer's out_proj, and the gated RMSNorm before it takes each group's statistics over the
+kept heads' channels only, which is what the sliced mixer (fewer heads per group) computes.
 """
 
 from __future__ import annotations
@@ -94,14 +94,19 @@ def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor, offset: 
 def masked_gated_norm(module: nn.Module, x: torch.Tensor, gate: torch.Tensor | None, keep: torch.Tensor,
                       groups: int) -> torch.Tensor:
     """A Mamba-2 gated RMSNorm (x times silu(gate), normalised per group of channels, times the
-    gain) with each group's mean square taken over its kept channels only."""
+    gain; Falcon-H1 may normalise before the gate: `norm_before_gate`) with each group's mean
+    square taken over its kept channels only, the dropped channels zero."""
+    before_gate = getattr(module, "norm_before_gate", False)
     h = x.float()
-    if gate is not None:
+    if gate is not None and not before_gate:
         h = h * nn.functional.silu(gate.float())
     k = keep.to(h.device, torch.float32).view(groups, -1)
     grouped = h.view(*h.shape[:-1], groups, k.shape[-1])
     variance = (grouped * grouped * k).sum(-1, keepdim=True) / k.sum(-1, keepdim=True)
     normed = (grouped * torch.rsqrt(variance + module.variance_epsilon) * k).view(h.shape)
+    if before_gate:  # Falcon-H1 scales in float32 and casts last
+        out = module.weight.float() * normed
+        return (out * nn.functional.silu(gate.float()) if gate is not None else out).to(x.dtype)
     return module.weight * normed.to(x.dtype)
 
 
@@ -133,8 +138,10 @@ class MaskHooks:
             if (attn_out := find(layer, r.attn_out)) is not None:  # a hybrid's Mamba layers have no attention
                 self.handles.append(attn_out.register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
             if (mamba := find_mamba(layer, r.mamba)) is not None:
-                self.handles.append(mamba.get_submodule("norm").register_forward_hook(self._mamba_norm_hook(index),
-                                                                                       with_kwargs=True))
+                self.handles.append(mamba.out_proj.register_forward_pre_hook(
+                    self._input_scale_hook(index, "mamba_head", self.mamba_head_dim)))
+                if hasattr(mamba.norm, "weight"):  # Falcon-H1 may have no norm there (nn.Identity)
+                    self.handles.append(mamba.norm.register_forward_hook(self._mamba_norm_hook(index), with_kwargs=True))
             for name, kind in ((r.mlp_out, "mlp"), (r.shared_out, "shared_mlp")):
                 if (module := find(layer, name)) is not None:
                     self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, kind, 1)))
@@ -246,16 +253,16 @@ class MaskHooks:
         return hook
 
     def _mamba_norm_hook(self, index: int):
-        """The gated RMSNorm of a Mamba-2 mixer over the kept heads' channels of each group, times
-        the heads' mask values."""
+        """The gated RMSNorm of a Mamba-2 mixer over the kept heads' channels of each group (the
+        heads' mask values are applied at out_proj's input, where they fold)."""
 
         def hook(module, args, kwargs, output):
             m = self.masks
             if m is None or m.mamba_head is None:
                 return None
-            values = m.mamba_head[index].repeat_interleave(self.mamba_head_dim)
+            keep = m.mamba_head[index].ne(0).repeat_interleave(self.mamba_head_dim)
             gate = args[1] if len(args) > 1 else kwargs.get("gate")
-            return _times(masked_gated_norm(module, args[0], gate, values.ne(0), self.mamba_groups), values)
+            return masked_gated_norm(module, args[0], gate, keep, self.mamba_groups)
 
         return hook
 

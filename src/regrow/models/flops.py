@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-MAMBA_LAYER_TYPES = ("mamba", "linear_attention")  # Granite-4's names for its Mamba-2 layers
+MAMBA_LAYER_TYPES = ("mamba", "linear_attention")  # Granite-4's and Nemotron-H's names for their Mamba-2 layers
+PARALLEL = "hybrid"  # Falcon-H1: Mamba-2 and attention side by side in one layer
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def mamba_scan_flops(config) -> tuple[int, float]:
     types = getattr(config, "layer_types", None) or []
     if not heads or not types:
         return 0, 0.0
-    layers = sum(kind in MAMBA_LAYER_TYPES for kind in types)
+    layers = sum(kind in MAMBA_LAYER_TYPES or kind == PARALLEL for kind in types)
     per_layer = 5.0 * heads * _first(config, "mamba_d_head", "mamba_head_dim") * _first(config, "mamba_d_state", "ssm_state_size")
     return layers, layers * per_layer
 
@@ -65,7 +66,7 @@ def model_shape(model) -> ModelShape:
     mamba_layers, ssm = mamba_scan_flops(config)
     layers = config.num_hidden_layers
     if mamba_layers:  # a hybrid: only its attention layers (not its Mamba or MLP-only layers) attend
-        layers = sum("attention" in kind and kind not in MAMBA_LAYER_TYPES for kind in config.layer_types)
+        layers = sum(("attention" in kind and kind not in MAMBA_LAYER_TYPES) or kind == PARALLEL for kind in config.layer_types)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return ModelShape(layers, heads, head_dim, nonembedding, head_params, ssm)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from regrow.compress.families import (  # noqa: F401  (registration)
     bloom,
+    falcon_h1,
     gemma2,
     gemma3,
     gpt_neox,

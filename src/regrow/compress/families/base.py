@@ -100,6 +100,7 @@ class FamilyAdapter:
     # factor the HF class derives its Mamba width from (width = expand x hidden_size)
     mamba_keys: dict[str, str] = {}  # ArchShape field -> the config's name (mamba_num_heads -> mamba_n_heads ...)
     mamba_expand_key: str | None = None
+    mamba_width_key: str | None = None  # or the config states the Mamba width itself (Falcon-H1: mamba_d_ssm)
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -245,6 +246,8 @@ class FamilyAdapter:
             setattr(new, self.mamba_keys["mamba_num_heads"], target.mamba_num_heads)
         if self.mamba_expand_key:
             setattr(new, self.mamba_expand_key, target.mamba_num_heads * target.mamba_head_dim // target.hidden_size)
+        if self.mamba_width_key:
+            setattr(new, self.mamba_width_key, target.mamba_num_heads * target.mamba_head_dim)
         return new
 
     # ---- parameters ---------------------------------------------------------------------------
