@@ -45,7 +45,7 @@ def curve(out_dir) -> tuple[list[float], list[dict]]:
             [{k: v for k, v in r.items() if k.startswith("eval/")} for r in rows if r["event"] == "eval"])
 
 
-def assert_same_run(a, b):
+def assert_same_run(a, b, compare_files: bool = True):
     losses_a, evals_a = curve(a)
     losses_b, evals_b = curve(b)
     assert len(losses_a) == len(losses_b) == STEPS
@@ -53,15 +53,23 @@ def assert_same_run(a, b):
     assert len(evals_a) == len(evals_b)
     for x, y in zip(evals_a, evals_b):
         assert x == pytest.approx(y, rel=1e-5)
-    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    if compare_files:
+        wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    else:
+        from transformers import AutoModelForCausalLM
+
+        wa, wb = ({k: v.detach() for k, v in AutoModelForCausalLM.from_pretrained(f / "model").state_dict().items()}
+                  for f in (a, b))
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
 
 
-def one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, init, **train) -> None:
+def one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, init, compare_files: bool = True, **train) -> None:
     """From `init`: one process for STEPS steps (`one`), two for half of them then resumed to the
-    end (`two`); the two runs must be the same."""
+    end (`two`); the two runs must be the same. `compare_files=False` compares the exported models
+    as transformers loads them (Nemotron-H: a one-process export, loaded by from_pretrained, is
+    written back with the hub's legacy `backbone.` prefix, a sharded one with the model's names)."""
     def recipe_path(name, steps):
         cfg = recipe(tokenizer_dir, data_dir, tmp_path / name, schedule=SCHEDULE, model={"init": str(init)},
                      train={**TRAIN, "steps": steps, **train})
@@ -72,7 +80,7 @@ def one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, init, **train) -> No
     ok(launch(recipe_path("one", STEPS), 1))
     ok(launch(recipe_path("two", STEPS // 2), 2))
     ok(launch(recipe_path("two", STEPS), 2, "--resume"))
-    assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert_same_run(tmp_path / "one", tmp_path / "two", compare_files)
 
 
 def ok(result):
@@ -345,7 +353,7 @@ def test_sparse_training_with_two_processes_matches_one(family_models, tokenizer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h"])
+@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h", "falcon_h1"])
 def test_a_pruned_hybrid_trains_with_two_processes_as_with_one(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """A pruned hybrid (Mamba-2 layers, sharded by FSDP2 like any layer) trained by 2 processes,
     stopped half-way and resumed, equals 1 process."""
@@ -358,4 +366,4 @@ def test_a_pruned_hybrid_trains_with_two_processes_as_with_one(family, family_mo
     pruned = tmp_path / "pruned"
     assert main(["prune", "--model", str(family_models[family]), "--method", "magnitude", "--target", str(target),
                  "--out", str(pruned), "--no-progress"]) == 0
-    one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, pruned)
+    one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, pruned, compare_files=False)
