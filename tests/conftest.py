@@ -177,6 +177,10 @@ FAMILY_CONFIGS = {
                          "mamba_n_heads": 4, "mamba_d_head": 16, "mamba_d_ssm": 64, "mamba_n_groups": 1,
                          "mamba_d_state": 8, "mamba_chunk_size": 8, "mamba_rms_norm": False,
                          "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    # LFM2: short-convolution and attention layers, per-head q/k norms, the MLP width derived
+    "lfm2": {"model_type": "lfm2", "num_key_value_heads": 4, "intermediate_size": 144, "block_multiple_of": 16,
+             "layer_types": ["conv", "full_attention", "conv", "conv"], "conv_bias": True, "tie_word_embeddings": True,
+             "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
 }
 # A target per family that prunes every kind of unit (and keeps each family's rules).
 FAMILY_TARGETS = {
@@ -218,9 +222,11 @@ FAMILY_TARGETS = {
                   "intermediate_size": 64, "mamba_num_heads": 4},
     "falcon_h1-nonorm": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 1,
                          "intermediate_size": 48, "mamba_num_heads": 3},
+    "lfm2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 64},
 }
 MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid")
-HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm")
+HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2")
 
 
 def depth_target(family: str) -> dict:

@@ -145,7 +145,7 @@ def _train(init, tokenizer_dir, data_dir, out, steps, resume=False):
     return trainer
 
 
-@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1"])
+@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "lfm2"])
 def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba path): the loss is finite,
     the weights move; stopped at step 2 and resumed, the weights equal the uninterrupted run's."""
@@ -156,7 +156,7 @@ def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_m
     start = {k: p.detach().clone() for k, p in AutoModelForCausalLM.from_pretrained(init).named_parameters()}
     whole = _train(init, tokenizer_dir, data_dir, tmp_path / "whole", 4)
     params = dict(whole.model.named_parameters())
-    assert any(not torch.equal(params[k].detach(), v) for k, v in start.items() if ".in_proj." in k)  # Mamba weights
+    assert any(not torch.equal(params[k].detach(), v) for k, v in start.items() if ".in_proj." in k)  # Mamba / conv
     _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 2)
     resumed = _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 4, resume=True)
     for name, param in resumed.model.named_parameters():
@@ -219,3 +219,32 @@ def test_falcon_h1_flops_count_both_mixers_of_every_layer():
     shape = model_shape(model)
     assert shape.num_layers == 4
     assert shape.ssm_flops == 4 * 5 * c.mamba_n_heads * c.mamba_d_head * c.mamba_d_state
+
+
+def test_lfm2_conv_channels_are_units_of_their_own_and_the_mlp_width_is_the_real_one(family_models, data_dir, tmp_path):
+    """LFM2's MLP is 2/3 of intermediate_size rounded up to block_multiple_of (144 -> 96, computed
+    here); the export states the pruned width with the adjustment off. Its short convs keep as
+    many channels as the new hidden size, chosen by their own score: the kept conv channels of a
+    layer are the top-48 of mean |y| at its out_proj's input, not the kept hidden channels; only
+    the one attention layer attends in the FLOPs."""
+    from regrow.models.flops import model_shape
+
+    source = AutoModelForCausalLM.from_pretrained(family_models["lfm2"])
+    assert source.model.layers[0].feed_forward.w1.out_features == 16 * -(-int(2 * 144 / 3) // 16) == 96
+    assert model_shape(source).num_layers == 1
+    out = tmp_path / "lfm2"
+    target = {"hidden_size": 48, "intermediate_size": 64}
+    assert prune(family_models["lfm2"], target, out, data_dir, tmp_path, "magnitude") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["block_auto_adjust_ff_dim"] is False and config["intermediate_size"] == 64
+    pruned = AutoModelForCausalLM.from_pretrained(out)
+    assert pruned.model.layers[0].feed_forward.w1.out_features == 64 and pruned.model.layers[0].conv.conv.weight.shape[0] == 48
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    # magnitude: a conv channel's score is the norm of its three in_proj rows, conv row and out_proj column
+    conv = source.model.layers[0].conv
+    squares = (conv.in_proj.weight.detach().view(3, 64, -1).square().sum((0, 2)) + conv.in_proj.bias.detach().view(3, 64).square().sum(0)
+               + conv.conv.weight.detach().square().sum((1, 2)) + conv.conv.bias.detach().square()
+               + conv.out_proj.weight.detach().square().sum(0))
+    kept = squares.argsort(descending=True)[:48].sort().values
+    torch.testing.assert_close(pruned.model.layers[0].conv.conv.weight.detach(), conv.conv.weight.detach()[kept])

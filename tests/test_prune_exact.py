@@ -35,7 +35,9 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
         scores.shared_mlp = torch.rand(L, source.shared_expert_intermediate_size, generator=g)
     if source.mamba_num_heads:
         scores.mamba_head = torch.rand(L, source.mamba_num_heads, generator=g)
-    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head")
+    if "conv" in source.layer_kinds:  # a short conv's channels (LFM2), as many as hidden
+        scores.conv = torch.rand(L, d, generator=g)
+    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head", "conv")
     values = Masks(**{k: 0.9 + 0.1 * torch.rand(getattr(scores, k).shape, generator=g) for k in kinds
                       if getattr(scores, k) is not None})
     return scores, values

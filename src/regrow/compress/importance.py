@@ -55,6 +55,8 @@ class ActivationStats:
         self.hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
         self.shared_mlp = torch.zeros(L, shape.shared_expert_intermediate_size, dtype=torch.float64)
         self.mamba_head = torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64)
+        self.has_conv = "conv" in shape.layer_kinds
+        self.conv = torch.zeros(L, shape.hidden_size if self.has_conv else 0, dtype=torch.float64)
         self.expert_mlp = torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64)
         self.routed = torch.zeros(L, shape.num_experts, dtype=torch.float64)  # tokens routed to each expert
         self.reap = torch.zeros(L, shape.num_experts, dtype=torch.float64)  # sum of gate x ||expert output||
@@ -84,7 +86,8 @@ class ActivationStats:
             handles.append(attn_out.register_forward_pre_hook(self._head_hook(index, self.head)))
         if (mamba := find_mamba(layer, r.mamba)) is not None:
             handles.append(mamba.get_submodule("out_proj").register_forward_pre_hook(self._head_hook(index, self.mamba_head)))
-        for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp)):
+        conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
+        for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp), (conv_out, self.conv)):
             if (module := find(layer, name)) is not None:
                 handles.append(module.register_forward_pre_hook(self._mlp_hook(index, acc)))
         for name in (*r.norms, *self.norm_writers):
@@ -183,6 +186,8 @@ class ActivationStats:
         )
         if self.shape.mamba_num_heads:
             masks.mamba_head = self._reduce(self.mamba_head)
+        if self.has_conv:
+            masks.conv = self._reduce(self.conv)
         if self.shape.shared_expert_intermediate_size:
             masks.shared_mlp = self._reduce(self.shared_mlp)
         if self.shape.num_experts:
@@ -214,6 +219,7 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         "expert": torch.zeros(L, shape.num_experts, dtype=torch.float64),
         "expert_mlp": torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64),
         "mamba_head": torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64),
+        "conv": torch.zeros(L, shape.hidden_size, dtype=torch.float64),
     }
     hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
     layer = torch.zeros(L, dtype=torch.float64)
@@ -250,6 +256,8 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
     masks = Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
     if shape.mamba_num_heads:
         masks.mamba_head = sums["mamba_head"].sqrt()
+    if "conv" in shape.layer_kinds:
+        masks.conv = sums["conv"].sqrt()
     if shape.shared_expert_intermediate_size:
         masks.shared_mlp = sums["shared_mlp"].sqrt()
     if shape.num_experts:

@@ -37,7 +37,8 @@ class Masks:
     layer [L], head [L, H] (query heads), mlp [L, m], hidden [d]; mixtures of experts: expert
     [L, E], expert_mlp [L, E, m_e] (each expert's channels), shared_mlp [L, m_s] (the shared
     expert's channels) and experts_per_token (the top-k, None = the model's own); hybrids:
-    mamba_head [L, H_m] (a row for every layer; only Mamba layers use theirs).
+    mamba_head [L, H_m] and conv [L, d] (a short conv's channels): a row for every layer, only the
+    layers with that mixer use theirs.
     """
 
     layer: torch.Tensor | None = None
@@ -48,6 +49,7 @@ class Masks:
     expert_mlp: torch.Tensor | None = None
     shared_mlp: torch.Tensor | None = None
     mamba_head: torch.Tensor | None = None
+    conv: torch.Tensor | None = None
     experts_per_token: int | None = None
 
     def for_layer(self, index: int) -> Masks:
@@ -57,7 +59,7 @@ class Masks:
 
         return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden,
                      expert=row(self.expert), expert_mlp=row(self.expert_mlp), shared_mlp=row(self.shared_mlp),
-                     mamba_head=row(self.mamba_head), experts_per_token=self.experts_per_token)
+                     mamba_head=row(self.mamba_head), conv=row(self.conv), experts_per_token=self.experts_per_token)
 
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
         """Which key/value heads of layer `index` serve at least one kept query head."""
@@ -142,7 +144,8 @@ class MaskHooks:
                     self._input_scale_hook(index, "mamba_head", self.mamba_head_dim)))
                 if hasattr(mamba.norm, "weight"):  # Falcon-H1 may have no norm there (nn.Identity)
                     self.handles.append(mamba.norm.register_forward_hook(self._mamba_norm_hook(index), with_kwargs=True))
-            for name, kind in ((r.mlp_out, "mlp"), (r.shared_out, "shared_mlp")):
+            conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
+            for name, kind in ((r.mlp_out, "mlp"), (r.shared_out, "shared_mlp"), (conv_out, "conv")):
                 if (module := find(layer, name)) is not None:
                     self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, kind, 1)))
             for name in r.norms:

@@ -71,6 +71,8 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
         out.mlp = scaled(top_k_mask(need("mlp", scores.mlp), target.intermediate_size), "mlp")
     if target.hidden_size < source.hidden_size:
         out.hidden = scaled(top_k_mask(need("hidden", scores.hidden), target.hidden_size), "hidden")
+        if "conv" in source.layer_kinds:  # a short conv's channels follow the hidden size's count
+            out.conv = scaled(top_k_mask(need("conv", scores.conv), target.hidden_size), "conv")
     if target.mamba_num_heads < source.mamba_num_heads:
         scores_ = need("mamba_head", scores.mamba_head)
         per_group = top_k_mask(scores_.view(len(scores_), source.mamba_groups, -1), target.mamba_num_heads // source.mamba_groups)

@@ -59,7 +59,8 @@ class ArchShape:
         return {"hidden": self.hidden_size, "head": self.num_attention_heads, "kv": self.num_key_value_heads,
                 "mlp": self.intermediate_size, "expert": self.num_experts, "expert_mlp": self.moe_intermediate_size,
                 "shared_mlp": self.shared_expert_intermediate_size, "mamba_head": self.mamba_num_heads,
-                "mamba_bc": 2 * self.mamba_groups * self.mamba_state}[unit]
+                "mamba_bc": 2 * self.mamba_groups * self.mamba_state,
+                "conv": self.hidden_size}[unit]  # a short conv's channels: as many as the hidden size
 
     def replace(self, **changes) -> ArchShape:
         return dataclasses.replace(self, **changes)

@@ -45,8 +45,9 @@ class KeptUnits:
             return (torch.arange(s.num_key_value_heads) if keep is None else torch.nonzero(keep).flatten()), None
         if unit == "mamba_bc":  # a Mamba group's B and C channels: kept whole
             return torch.arange(s.units(unit)), None
-        if unit in ("mlp", "shared_mlp", "expert", "mamba_head"):
-            values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert, "mamba_head": m.mamba_head}[unit]
+        if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "conv"):
+            values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert, "mamba_head": m.mamba_head,
+                      "conv": m.conv}[unit]
             kept = self._kept(None if values is None else values[layer], s.units(unit))
             return kept, None if values is None else values[layer][kept]
         if unit == "expert_mlp":  # per kept expert its own channels: [kept experts, kept channels]

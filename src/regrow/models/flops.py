@@ -4,8 +4,8 @@ training FLOPs/token = 6 * N_nonembedding + 6 * lm_head_params + 12 * L * H * d_
 (attention scores and values, no causal discount); a forward pass alone is a third of that.
 In a mixture of experts a token runs through k of the E experts of a layer, so the fused expert
 weights ([experts, ...] tensors) count k/E: N_nonembedding is the active parameters (docs/ALGORITHMS.md §9).
-In a hybrid only the attention layers pay the attention term (num_layers counts those), and each
-Mamba-2 layer adds its scan, 5 x heads x head_dim x state FLOPs per token forward (docs/ALGORITHMS.md §14).
+In a hybrid only the attention layers pay the attention term (num_layers counts those; a short
+convolution is parameters, in 6N), and each Mamba-2 layer adds its scan, 5 x heads x head_dim x state FLOPs per token forward (docs/ALGORITHMS.md §14).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 MAMBA_LAYER_TYPES = ("mamba", "linear_attention")  # Granite-4's and Nemotron-H's names for their Mamba-2 layers
 PARALLEL = "hybrid"  # Falcon-H1: Mamba-2 and attention side by side in one layer
+NOT_ATTENDING = ("conv", "mlp", "moe")  # LFM2's short-conv layers, Nemotron-H's MLP and MoE layers
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,12 @@ def model_shape(model) -> ModelShape:
     for name, param in model.named_parameters():
         if name.endswith(("wpe.weight", "embed_positions.weight")):
             nonembedding -= param.numel()
-    mamba_layers, ssm = mamba_scan_flops(config)
+    _, ssm = mamba_scan_flops(config)
     layers = config.num_hidden_layers
-    if mamba_layers:  # a hybrid: only its attention layers (not its Mamba or MLP-only layers) attend
-        layers = sum(("attention" in kind and kind not in MAMBA_LAYER_TYPES) or kind == PARALLEL for kind in config.layer_types)
+    types = getattr(config, "layer_types", None) or []
+    if any(kind in MAMBA_LAYER_TYPES + NOT_ATTENDING or kind == PARALLEL for kind in types):
+        # a hybrid: only its attention layers attend (not its Mamba, short-conv or MLP-only layers)
+        layers = sum(("attention" in kind and kind not in MAMBA_LAYER_TYPES) or kind == PARALLEL for kind in types)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return ModelShape(layers, heads, head_dim, nonembedding, head_params, ssm)

@@ -14,6 +14,7 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     gemma3,
     gpt_neox,
     granitemoehybrid,
+    lfm2,
     llama,
     mixtral,
     nemotron_h,

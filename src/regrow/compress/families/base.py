@@ -74,6 +74,9 @@ class LayerRoles:
     # dt_bias / A_log / D, a gated RMSNorm over groups of channels (`norm`), out_proj; layers
     # without it (attention layers) simply lack the module, as dense layers lack the experts
     mamba: str | None = None
+    # a short-convolution operator (LFM2): in_proj rows [B | C | x], a depthwise conv over B x, C
+    # times it, out_proj; its channels (`conv` units) are as many as the hidden size
+    short_conv: str | None = None
 
 
 class FamilyAdapter:
@@ -289,6 +292,15 @@ class FamilyAdapter:
             axes[f"{r.shared_in_stacked}.weight"], axes[f"{r.shared_in_stacked}.bias"] = (rows, hidden_in), (rows,)
         if r.mamba:
             axes.update(self.mamba_axes(r.mamba, shape.mamba_head_dim, hidden_in))
+        if r.short_conv:
+            rows = Axis(0, "conv", stacked=(("conv", 1), ("conv", 1), ("conv", 1)))
+            writer = "writer" if f"{r.short_conv}.out_proj" in r.writers else None
+            axes.update({
+                f"{r.short_conv}.in_proj.weight": (rows, hidden_in), f"{r.short_conv}.in_proj.bias": (rows,),
+                f"{r.short_conv}.conv.weight": (Axis(0, "conv"),), f"{r.short_conv}.conv.bias": (Axis(0, "conv"),),
+                f"{r.short_conv}.out_proj.weight": (Axis(0, "hidden", 1, writer), Axis(1, "conv", 1, "unit")),
+                f"{r.short_conv}.out_proj.bias": (Axis(0, "hidden", 1, writer),),
+            })
         if r.shared_gate:
             axes[f"{r.shared_gate}.weight"] = (hidden_in,)
         if r.router:
@@ -368,7 +380,8 @@ class FamilyAdapter:
     def norm_writers(self) -> tuple[str, ...]:
         """The writers that are norms (OLMo-2's and Gemma's post-sublayer norms)."""
         r = self.roles
-        mixers = (r.attn_out, r.mlp_out, r.moe_block, r.shared_out, f"{r.mamba}.out_proj" if r.mamba else None)
+        mixers = (r.attn_out, r.mlp_out, r.moe_block, r.shared_out, f"{r.mamba}.out_proj" if r.mamba else None,
+                  f"{r.short_conv}.out_proj" if r.short_conv else None)
         return tuple(w for w in r.writers if w not in mixers)
 
     def extra_mask_hooks(self, model, hooks) -> list:

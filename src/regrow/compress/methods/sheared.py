@@ -76,6 +76,8 @@ def mask_layout(source: ArchShape, target: ArchShape) -> dict[str, tuple[int, in
         layout["mlp"] = (L, source.intermediate_size, 1 - target.intermediate_size / source.intermediate_size)
     if target.hidden_size < source.hidden_size:
         layout["hidden"] = (1, source.hidden_size, 1 - target.hidden_size / source.hidden_size)
+        if "conv" in source.layer_kinds:  # a short conv's channels, as many as hidden (a row per layer)
+            layout["conv"] = (L, source.hidden_size, 1 - target.hidden_size / source.hidden_size)
     if target.num_experts < source.num_experts:
         layout["expert"] = (L, source.num_experts, 1 - target.num_experts / source.num_experts)
     if target.moe_intermediate_size < source.moe_intermediate_size:  # one constraint per expert
@@ -102,6 +104,7 @@ def _as_masks(values: dict[str, torch.Tensor], source: ArchShape, target: ArchSh
         expert_mlp=None if get("expert_mlp") is None else values["expert_mlp"].view(source.num_hidden_layers, source.num_experts, -1),
         shared_mlp=get("shared_mlp"),
         mamba_head=get("mamba_head"),
+        conv=get("conv"),
         experts_per_token=target.num_experts_per_tok if target.num_experts_per_tok < source.num_experts_per_tok else None,
     )
 
