@@ -248,3 +248,17 @@ def test_lfm2_conv_channels_are_units_of_their_own_and_the_mlp_width_is_the_real
                + conv.out_proj.weight.detach().square().sum(0))
     kept = squares.argsort(descending=True)[:48].sort().values
     torch.testing.assert_close(pruned.model.layers[0].conv.conv.weight.detach(), conv.conv.weight.detach()[kept])
+
+
+@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h", "falcon_h1", "lfm2"])
+def test_sensitivity_runs_on_a_hybrid(family, family_models, data_dir, capsys):
+    """Parameter sensitivity (noise on every weight, Mamba and conv ones included) on each hybrid:
+    finite, and larger noise hurts more."""
+    args = ["sensitivity", "--model", str(family_models[family]), "--data", str(data_dir), "--gamma", "0.1", "8",
+            "--seeds", "1", "--seq-len", "16", "--max-tokens", "512", "--json"]
+    capsys.readouterr()
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)["models"][0]["sensitivity"]
+    for domain in ("prose", "code"):
+        small, large = result["0.1"][domain]["mean"], result["8"][domain]["mean"]
+        assert torch.isfinite(torch.tensor([small, large])).all() and large > small
