@@ -181,6 +181,27 @@ FAMILY_CONFIGS = {
     "lfm2": {"model_type": "lfm2", "num_key_value_heads": 4, "intermediate_size": 144, "block_multiple_of": 16,
              "layer_types": ["conv", "full_attention", "conv", "conv"], "conv_bias": True, "tie_word_embeddings": True,
              "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    # Qwen3-Next: gated DeltaNet (fused per-key-head projections) and gated attention, experts with a
+    # shared expert and a dense MLP layer
+    "qwen3_next": {"model_type": "qwen3_next", "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 96,
+                   "moe_intermediate_size": 24, "shared_expert_intermediate_size": 32, "num_experts": 6,
+                   "num_experts_per_tok": 2, "norm_topk_prob": True, "mlp_only_layers": [2],
+                   "layer_types": ["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+                   "linear_num_key_heads": 2, "linear_num_value_heads": 6, "linear_key_head_dim": 8,
+                   "linear_value_head_dim": 12, "linear_conv_kernel_dim": 4, "partial_rotary_factor": 0.5,
+                   "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    # Qwen3.5: the DeltaNet's projections unfused; dense MLPs, or experts with a shared expert in every layer
+    "qwen3_5": {"model_type": "qwen3_5_text", "num_key_value_heads": 4, "head_dim": 8, "intermediate_size": 96,
+                "layer_types": ["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+                "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 12,
+                "linear_value_head_dim": 8, "linear_conv_kernel_dim": 4, "tie_word_embeddings": True,
+                "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    "qwen3_5_moe": {"model_type": "qwen3_5_moe_text", "num_key_value_heads": 2, "head_dim": 8,
+                    "moe_intermediate_size": 24, "shared_expert_intermediate_size": 32, "num_experts": 6,
+                    "num_experts_per_tok": 2, "layer_types": ["full_attention", "linear_attention"] * 2,
+                    "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 8,
+                    "linear_value_head_dim": 8, "linear_conv_kernel_dim": 3,
+                    "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
 }
 # A target per family that prunes every kind of unit (and keeps each family's rules).
 FAMILY_TARGETS = {
@@ -224,9 +245,19 @@ FAMILY_TARGETS = {
                          "intermediate_size": 48, "mamba_num_heads": 3},
     "lfm2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
              "intermediate_size": 64},
+    "qwen3_next": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
+                   "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
+                   "shared_expert_intermediate_size": 24, "linear_num_key_heads": 1, "linear_num_value_heads": 2},
+    "qwen3_5": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "intermediate_size": 64, "linear_num_key_heads": 2, "linear_num_value_heads": 2},
+    "qwen3_5_moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
+                    "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
+                    "shared_expert_intermediate_size": 24, "linear_num_key_heads": 3, "linear_num_value_heads": 3},
 }
-MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid")
-HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2")
+MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid", "qwen3_next",
+                "qwen3_5_moe")
+HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2", "qwen3_next",
+                   "qwen3_5", "qwen3_5_moe")
 
 
 def depth_target(family: str) -> dict:

@@ -1,5 +1,6 @@
 """Hybrid models (issue 29): Granite-4 (`granitemoehybrid`) with Mamba-2 and attention layers,
-experts and a shared MLP, and its dense variant. Every structured method's exactness and the
+experts and a shared MLP, and its dense variant; Nemotron-H, Falcon-H1, LFM2; the gated-DeltaNet
+hybrids Qwen3-Next and Qwen3.5. Every structured method's exactness and the
 streaming prune run in the every-family tests (test_prune_cli, test_prune_exact,
 test_streaming_prune); here: the Mamba-2 head score against a formula over plain transformers'
 activations, the export in a process that never imports regrow, sheared masks on Mamba heads,
@@ -145,10 +146,12 @@ def _train(init, tokenizer_dir, data_dir, out, steps, resume=False):
     return trainer
 
 
-@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "lfm2"])
+@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "lfm2", "qwen3_next",
+                                    "qwen3_5", "qwen3_5_moe"])
 def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_models, tokenizer_dir, data_dir, tmp_path):
-    """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba path): the loss is finite,
-    the weights move; stopped at step 2 and resumed, the weights equal the uninterrupted run's."""
+    """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba / DeltaNet paths): the
+    weights of its Mamba, short-conv or DeltaNet input projections move; stopped at step 2 and
+    resumed, the weights equal the uninterrupted run's."""
     from conftest import FAMILY_TARGETS
 
     init = tmp_path / "init"
@@ -156,7 +159,7 @@ def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_m
     start = {k: p.detach().clone() for k, p in AutoModelForCausalLM.from_pretrained(init).named_parameters()}
     whole = _train(init, tokenizer_dir, data_dir, tmp_path / "whole", 4)
     params = dict(whole.model.named_parameters())
-    assert any(not torch.equal(params[k].detach(), v) for k, v in start.items() if ".in_proj." in k)  # Mamba / conv
+    assert any(not torch.equal(params[k].detach(), v) for k, v in start.items() if ".in_proj" in k)  # Mamba, conv, DeltaNet
     _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 2)
     resumed = _train(init, tokenizer_dir, data_dir, tmp_path / "resumed", 4, resume=True)
     for name, param in resumed.model.named_parameters():
@@ -250,7 +253,7 @@ def test_lfm2_conv_channels_are_units_of_their_own_and_the_mlp_width_is_the_real
     torch.testing.assert_close(pruned.model.layers[0].conv.conv.weight.detach(), conv.conv.weight.detach()[kept])
 
 
-@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h", "falcon_h1", "lfm2"])
+@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h", "falcon_h1", "lfm2", "qwen3_next"])
 def test_sensitivity_runs_on_a_hybrid(family, family_models, data_dir, capsys):
     """Parameter sensitivity (noise on every weight, Mamba and conv ones included) on each hybrid:
     finite, and larger noise hurts more."""
@@ -262,3 +265,162 @@ def test_sensitivity_runs_on_a_hybrid(family, family_models, data_dir, capsys):
     for domain in ("prose", "code"):
         small, large = result["0.1"][domain]["mean"], result["8"][domain]["mean"]
         assert torch.isfinite(torch.tensor([small, large])).all() and large > small
+
+
+def test_deltanet_value_head_score_is_the_norm_of_its_channels_entering_out_proj():
+    """As for Mamba heads: per sample the mean over tokens of each value head's L2 norm at the
+    DeltaNet's out_proj input, then the L2 over samples (hooks on plain transformers' mixer)."""
+    model = make_family_model("qwen3_next", vocab_size=97).eval()
+    ids = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(3))
+    seen = {}
+    handles = [layer.linear_attn.out_proj.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].detach()))
+               for i, layer in enumerate(model.model.layers) if hasattr(layer, "linear_attn")]
+    with torch.no_grad():
+        model(ids)
+    for handle in handles:
+        handle.remove()
+    stats = ActivationStats(model, adapter_for(model.config))
+    with torch.no_grad():
+        model(ids)
+    stats.remove()
+    scores = stats.scores().linear_head
+    heads, head_dim = model.config.linear_num_value_heads, model.config.linear_value_head_dim
+    assert set(seen) == {0, 2, 3}
+    for layer, x in seen.items():
+        per_sample = x.view(3, 12, heads, head_dim).double().norm(dim=-1).mean(1)
+        torch.testing.assert_close(scores[layer], per_sample.square().sum(0).sqrt(), rtol=1e-5, atol=1e-8)
+    assert not scores[1].any()  # the attention layer has no DeltaNet heads
+
+
+def test_deltanet_magnitude_shares_key_rows_among_their_value_heads():
+    """Magnitude of a value head: the squares of its rows (v, z, b, a, conv, dt_bias, A_log) and
+    out_proj columns, plus an equal share of its key head's q / k rows and conv channels; here
+    Qwen3.5's unfused projections, read directly."""
+    from regrow.compress.importance import weight_magnitude
+
+    model = make_family_model("qwen3_5", vocab_size=97)
+    c = model.config
+    hk, hv, dk, dv = c.linear_num_key_heads, c.linear_num_value_heads, c.linear_key_head_dim, c.linear_value_head_dim
+    r = hv // hk
+    scores = weight_magnitude(model, adapter_for(model.config)).linear_head
+    mixer = model.model.layers[0].linear_attn
+    qkv, conv = mixer.in_proj_qkv.weight.detach().double(), mixer.conv1d.weight.detach().double().flatten(1)
+    for head in range(hv):
+        key, values = head // r, slice(2 * hk * dk + head * dv, 2 * hk * dk + (head + 1) * dv)
+        keys = [slice(key * dk, (key + 1) * dk), slice(hk * dk + key * dk, hk * dk + (key + 1) * dk)]
+        own = (qkv[values].square().sum() + conv[values].square().sum()
+               + mixer.in_proj_z.weight.detach().double()[head * dv:(head + 1) * dv].square().sum()
+               + mixer.in_proj_b.weight.detach().double()[head].square().sum()
+               + mixer.in_proj_a.weight.detach().double()[head].square().sum()
+               + mixer.dt_bias.detach().double()[head] ** 2 + mixer.A_log.detach().double()[head] ** 2
+               + mixer.out_proj.weight.detach().double()[:, head * dv:(head + 1) * dv].square().sum())
+        shared = sum(qkv[k].square().sum() + conv[k].square().sum() for k in keys) / r
+        torch.testing.assert_close(scores[0, head], (own + shared).sqrt(), rtol=1e-6, atol=0)
+
+
+def test_deltanet_export_loads_in_plain_transformers_with_the_target_config(family_models, data_dir, tmp_path):
+    """Qwen3-Next pruned to one key head with two of its three value heads: a process that never
+    imports regrow loads it with exactly those sizes and HF's own parameter count, and it runs."""
+    out = tmp_path / "next"
+    target = {"num_hidden_layers": 3, "linear_num_key_heads": 1, "linear_num_value_heads": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 1, "num_experts": 4, "moe_intermediate_size": 16}
+    assert prune(family_models["qwen3_next"], target, out, data_dir, tmp_path) == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    code = (
+        "import json, sys, torch\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r})\n"
+        "assert 'regrow' not in sys.modules\n"
+        "c = m.config\n"
+        "out = m(torch.tensor([[1, 2, 3, 4, 5]])).logits\n"
+        "l = m.model.layers[0].linear_attn\n"
+        "print(json.dumps({k: getattr(c, k) for k in ('num_hidden_layers', 'linear_num_key_heads', 'linear_num_value_heads',"
+        " 'num_attention_heads', 'num_key_value_heads', 'num_experts', 'moe_intermediate_size', 'layer_types')}"
+        " | {'qkvz': list(l.in_proj_qkvz.weight.shape), 'conv': list(l.conv1d.weight.shape),"
+        " 'parameters': sum(p.numel() for p in m.parameters()), 'finite': bool(torch.isfinite(out).all())}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["finite"] and got["parameters"] == report["target"]["parameters"]
+    assert {k: got[k] for k in target} == target
+    assert got["qkvz"] == [2 * 8 + 2 * 2 * 12, 64] and got["conv"] == [2 * 8 + 2 * 12, 1, 4]
+    kinds = ["linear_attention", "full_attention", "linear_attention", "linear_attention"]
+    assert got["layer_types"] == [kinds[i] for i in report["kept"]["layers"]] and "full_attention" in got["layer_types"]
+
+
+def test_sheared_learns_masks_on_deltanet_value_heads(family_models, data_dir, tmp_path):
+    out = tmp_path / "sheared"
+    target = {"linear_num_key_heads": 2, "linear_num_value_heads": 2}
+    assert prune(family_models["qwen3_5"], target, out, data_dir, tmp_path, "sheared", "--set", "sheared.steps=4") == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["method_details"]["learned"]["linear_head"] == {"rows": 4, "units": 4, "target_sparsity": 0.5}
+    assert "linear_head" in report["method_details"]["history"][-1]["expected_sparsity"]
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    config = json.loads((out / "config.json").read_text())
+    assert (config["linear_num_key_heads"], config["linear_num_value_heads"]) == (2, 2)
+
+
+@pytest.mark.parametrize("target, expect", [
+    ({"linear_num_key_heads": 2, "linear_num_value_heads": 3},
+     "target linear_num_value_heads 3 is not a multiple of linear_num_key_heads 2"),
+    ({"linear_num_key_heads": 1, "linear_num_value_heads": 4},
+     "target has 4 value heads per linear-attention key head but the source only 2; with 1 key heads allowed "
+     "linear_num_value_heads: multiples of 1 up to 2"),
+    ({"linear_num_value_heads": 8}, "target linear_num_value_heads 8 is larger than the source's 4"),
+    ({"linear_key_head_dim": 6}, "unknown key(s) linear_key_head_dim; allowed: num_hidden_layers"),
+])
+def test_bad_deltanet_targets_are_refused_before_any_work(target, expect, family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert prune(family_models["qwen3_5"], target, tmp_path / "out", data_dir, tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_deltanet_heads_on_a_model_without_them_are_refused(family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert prune(family_models["granitemoehybrid"], {"linear_num_value_heads": 2}, tmp_path / "out", data_dir,
+                 tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert "linear_num_value_heads names a part the model does not have (no gated-DeltaNet layer)" in err
+
+
+def test_qwen3_next_flops_count_its_attention_layers_and_deltanet_recurrences():
+    """One gated-attention layer attends; each of the three DeltaNet layers adds 7 x value heads x
+    key head_dim x value head_dim forward FLOPs per token; parameters are counted whole."""
+    from regrow.models.flops import model_shape
+
+    model = make_family_model("qwen3_next", vocab_size=97)
+    c = model.config
+    shape = model_shape(model)
+    assert shape.num_layers == 1
+    assert shape.ssm_flops == 3 * 7 * c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim
+
+
+def test_a_multimodal_qwen3_5_checkpoint_prunes_as_its_text_model(data_dir, tmp_path):
+    """A Qwen3.5 checkpoint with a vision tower (model_type qwen3_5) loads as its text model: the
+    prune of it equals the prune of that text model saved alone, and the export is text-only."""
+    from conftest import FAMILY_CONFIGS, FAMILY_TARGETS
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+    from transformers.models.qwen3_5 import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    text = {k: v for k, v in FAMILY_CONFIGS["qwen3_5"].items() if k != "model_type"}
+    text.update(vocab_size=97, hidden_size=64, num_hidden_layers=4, num_attention_heads=8, max_position_embeddings=128)
+    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 64}
+    torch.manual_seed(0)
+    multimodal = Qwen3_5ForConditionalGeneration(Qwen3_5Config(text_config=text, vision_config=vision,
+                                                               tie_word_embeddings=True))
+    multimodal.save_pretrained(tmp_path / "mm")
+    text_only = AutoModelForCausalLM.from_config(AutoConfig.for_model("qwen3_5_text", **text))
+    text_only.load_state_dict({k.replace("model.language_model.", "model."): v for k, v in multimodal.state_dict().items()
+                               if not k.startswith("model.visual.")})
+    text_only.save_pretrained(tmp_path / "text")
+    target = FAMILY_TARGETS["qwen3_5"]
+    assert prune(tmp_path / "mm", target, tmp_path / "from_mm", data_dir, tmp_path, "magnitude") == 0
+    assert prune(tmp_path / "text", target, tmp_path / "from_text", data_dir, tmp_path, "magnitude") == 0
+    a, b = load_file(tmp_path / "from_mm" / "model.safetensors"), load_file(tmp_path / "from_text" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any("visual" in k for k in a)
+    assert json.loads((tmp_path / "from_mm" / "config.json").read_text())["model_type"] == "qwen3_5_text"

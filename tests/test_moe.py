@@ -20,9 +20,10 @@ from regrow.compress.importance import ActivationStats
 from regrow.compress.masks import MaskHooks, Masks
 
 EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts",
-               "granitemoehybrid": "num_local_experts"}
+               "granitemoehybrid": "num_local_experts", "qwen3_next": "num_experts", "qwen3_5_moe": "num_experts"}
 WIDTH_KEY = {"mixtral": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
-             "qwen2_moe": "moe_intermediate_size", "granitemoehybrid": "intermediate_size"}
+             "qwen2_moe": "moe_intermediate_size", "granitemoehybrid": "intermediate_size",
+             "qwen3_next": "moe_intermediate_size", "qwen3_5_moe": "moe_intermediate_size"}
 
 
 def moe_blocks(model):
@@ -73,7 +74,7 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
         hooks.remove()
         for h in handles:
             h.remove()
-    renormalise = family in ("mixtral", "granitemoehybrid") or model.config.norm_topk_prob
+    renormalise = family in ("mixtral", "granitemoehybrid", "qwen3_5_moe") or model.config.norm_topk_prob  # Qwen3.5 always
     for layer, entry, block in zip(moe_layers, seen, moe_blocks(model)):
         kept = torch.nonzero(keep[layer]).flatten()
         assert set(entry["index"].flatten().tolist()) <= set(kept.tolist())  # a masked expert never wins

@@ -9,7 +9,7 @@ from conftest import FAMILY_CONFIGS, FAMILY_TARGETS, make_family_model
 
 from regrow.compress.families import adapter_for
 from regrow.compress.masks import MaskHooks, Masks
-from regrow.compress.select import head_mask, select
+from regrow.compress.select import grouped_mask, select
 from regrow.compress.shape import check_target
 from regrow.compress.slicing import KeptUnits, slice_model
 from regrow.compress.targets import count_parameters, resolve_target
@@ -37,7 +37,9 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
         scores.mamba_head = torch.rand(L, source.mamba_num_heads, generator=g)
     if "conv" in source.layer_kinds:  # a short conv's channels (LFM2), as many as hidden
         scores.conv = torch.rand(L, d, generator=g)
-    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head", "conv")
+    if source.linear_num_value_heads:
+        scores.linear_head = torch.rand(L, source.linear_num_value_heads, generator=g)
+    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head", "conv", "linear_head")
     values = Masks(**{k: 0.9 + 0.1 * torch.rand(getattr(scores, k).shape, generator=g) for k in kinds
                       if getattr(scores, k) is not None})
     return scores, values
@@ -98,13 +100,10 @@ def test_masked_model_equals_sliced_model(family, fold, what, tmp_path):
 
 def test_grouped_attention_selection_is_legal():
     """Whole kv groups by summed score, then the best heads within each kept group."""
-    from regrow.compress.shape import ArchShape
-
-    source = ArchShape(1, 64, 8, 4, 96, 8)  # groups of 2 query heads
-    scores = torch.tensor([[9.0, 0.0, 1.0, 1.0, 5.0, 6.0, 0.0, 0.5]])
-    both = head_mask(scores, source, source.replace(num_attention_heads=4, num_key_value_heads=2))
+    scores = torch.tensor([[9.0, 0.0, 1.0, 1.0, 5.0, 6.0, 0.0, 0.5]])  # 4 groups of 2 heads
+    both = grouped_mask(scores, 4, 2, 2)
     assert both.tolist() == [[1, 1, 0, 0, 1, 1, 0, 0]]  # groups 0 (9.0) and 2 (11.0)
-    within = head_mask(scores, source, source.replace(num_attention_heads=4, num_key_value_heads=4))
+    within = grouped_mask(scores, 4, 4, 1)
     assert within.tolist() == [[1, 0, 1, 0, 0, 1, 0, 1]]  # one head per group, the better one
 
 

@@ -55,6 +55,7 @@ class ActivationStats:
         self.hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
         self.shared_mlp = torch.zeros(L, shape.shared_expert_intermediate_size, dtype=torch.float64)
         self.mamba_head = torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64)
+        self.linear_head = torch.zeros(L, shape.linear_num_value_heads, dtype=torch.float64)
         self.has_conv = "conv" in shape.layer_kinds
         self.conv = torch.zeros(L, shape.hidden_size if self.has_conv else 0, dtype=torch.float64)
         self.expert_mlp = torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64)
@@ -86,6 +87,8 @@ class ActivationStats:
             handles.append(attn_out.register_forward_pre_hook(self._head_hook(index, self.head)))
         if (mamba := find_mamba(layer, r.mamba)) is not None:
             handles.append(mamba.get_submodule("out_proj").register_forward_pre_hook(self._head_hook(index, self.mamba_head)))
+        if (deltanet_out := find(layer, r.deltanet_out)) is not None:
+            handles.append(deltanet_out.register_forward_pre_hook(self._head_hook(index, self.linear_head)))
         conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
         for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp), (conv_out, self.conv)):
             if (module := find(layer, name)) is not None:
@@ -112,7 +115,7 @@ class ActivationStats:
         acc += (stat * stat).sum(0) if self.reduction == "l2" else stat.sum(0)
 
     def _head_hook(self, index, acc: torch.Tensor):
-        """Attention heads (o_proj's input) or Mamba-2 heads (out_proj's input)."""
+        """Attention heads (o_proj's input), Mamba-2 or gated-DeltaNet heads (out_proj's input)."""
 
         def hook(module, args):
             x = args[0]
@@ -186,6 +189,8 @@ class ActivationStats:
         )
         if self.shape.mamba_num_heads:
             masks.mamba_head = self._reduce(self.mamba_head)
+        if self.shape.linear_num_value_heads:
+            masks.linear_head = self._reduce(self.linear_head)
         if self.has_conv:
             masks.conv = self._reduce(self.conv)
         if self.shape.shared_expert_intermediate_size:
@@ -209,7 +214,7 @@ def weight_magnitude(model: nn.Module, adapter: FamilyAdapter) -> Masks:
 def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: FamilyAdapter, shape: ArchShape) -> Masks:
     """Unit weight norms from (name, tensor) pairs, one tensor at a time (a model's parameters
     or a checkpoint read lazily). Key/value rows count towards every query head of their group,
-    shared equally."""
+    shared equally (a gated DeltaNet's key-head rows likewise towards its value heads)."""
     L = shape.num_hidden_layers
     sums = {
         "head": torch.zeros(L, shape.num_attention_heads, dtype=torch.float64),
@@ -219,6 +224,8 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         "expert": torch.zeros(L, shape.num_experts, dtype=torch.float64),
         "expert_mlp": torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64),
         "mamba_head": torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64),
+        "linear_key": torch.zeros(L, shape.linear_num_key_heads, dtype=torch.float64),
+        "linear_head": torch.zeros(L, shape.linear_num_value_heads, dtype=torch.float64),
         "conv": torch.zeros(L, shape.hidden_size, dtype=torch.float64),
     }
     hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
@@ -241,9 +248,10 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
                         sums["expert"][index, expert] += float(rows.sum())
                         continue
                     squares = rows if axis.dim - per_expert == 0 else cols
-                    pieces = squares.split([shape.units(unit) * block for unit, block in axis.parts()])
-                    for part, (unit, block) in zip(pieces, axis.parts()):
-                        values = part.view(-1, block).sum(-1)
+                    segments = axis.segments(shape)
+                    pieces = squares.split([count * block for _, block, _, count in segments])
+                    for part, (unit, block, first, count) in zip(pieces, segments):
+                        values, units = part.view(-1, block).sum(-1), slice(first, first + count)
                         if unit == "hidden":
                             hidden += values
                         elif unit == "mamba_bc":  # B and C are shared by a group's heads: kept whole
@@ -251,11 +259,14 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
                         elif unit == "expert_mlp":
                             sums[unit][index, expert] += values
                         else:  # head, kv, mlp and expert axes exist only inside layers
-                            sums[unit][index] += values
+                            sums[unit][index, units] += values
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
     masks = Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
     if shape.mamba_num_heads:
         masks.mamba_head = sums["mamba_head"].sqrt()
+    if shape.linear_num_value_heads:
+        r = shape.linear_group_size
+        masks.linear_head = (sums["linear_head"] + (sums["linear_key"] / r).repeat_interleave(r, dim=1)).sqrt()
     if "conv" in shape.layer_kinds:
         masks.conv = sums["conv"].sqrt()
     if shape.shared_expert_intermediate_size:

@@ -14,6 +14,10 @@ rows computes); a kept expert's mask value scales its gate (its output); expert-
 scale each expert's intermediate activations (compress/experts.py); `experts_per_token` is the
 target top-k. During sheared mask training an expert is routed while its sampled gate is above 0.
 
+Gated-DeltaNet value heads (hybrids): a head's mask scales its channels at the output projection's
+input; its gated norm is per head, and a key head whose value heads are all masked contributes
+nothing, so the sliced mixer (fewer heads) computes the same.
+
 Mamba-2 heads (hybrids, docs/ALGORITHMS.md §14): a head's mask scales its channels at the input
 of the mixer's out_proj, and the gated RMSNorm before it takes each group's statistics over the
 kept heads' channels only, which is what the sliced mixer (fewer heads per group) computes.
@@ -37,8 +41,8 @@ class Masks:
     layer [L], head [L, H] (query heads), mlp [L, m], hidden [d]; mixtures of experts: expert
     [L, E], expert_mlp [L, E, m_e] (each expert's channels), shared_mlp [L, m_s] (the shared
     expert's channels) and experts_per_token (the top-k, None = the model's own); hybrids:
-    mamba_head [L, H_m] and conv [L, d] (a short conv's channels): a row for every layer, only the
-    layers with that mixer use theirs.
+    mamba_head [L, H_m], conv [L, d] (a short conv's channels) and linear_head [L, H_v] (a gated
+    DeltaNet's value heads): a row for every layer, only the layers with that mixer use theirs.
     """
 
     layer: torch.Tensor | None = None
@@ -50,6 +54,7 @@ class Masks:
     shared_mlp: torch.Tensor | None = None
     mamba_head: torch.Tensor | None = None
     conv: torch.Tensor | None = None
+    linear_head: torch.Tensor | None = None
     experts_per_token: int | None = None
 
     def for_layer(self, index: int) -> Masks:
@@ -59,13 +64,21 @@ class Masks:
 
         return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden,
                      expert=row(self.expert), expert_mlp=row(self.expert_mlp), shared_mlp=row(self.shared_mlp),
-                     mamba_head=row(self.mamba_head), conv=row(self.conv), experts_per_token=self.experts_per_token)
+                     mamba_head=row(self.mamba_head), conv=row(self.conv), linear_head=row(self.linear_head),
+                     experts_per_token=self.experts_per_token)
 
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
         """Which key/value heads of layer `index` serve at least one kept query head."""
-        if self.head is None:
-            return None
-        return self.head[index].view(kv_heads, -1).ne(0).any(dim=-1)
+        return None if self.head is None else served(self.head[index], kv_heads)
+
+    def linear_key_keep(self, index: int, key_heads: int) -> torch.Tensor | None:
+        """Which gated-DeltaNet key heads of layer `index` serve at least one kept value head."""
+        return None if self.linear_head is None else served(self.linear_head[index], key_heads)
+
+
+def served(values: torch.Tensor, groups: int) -> torch.Tensor:
+    """Which of `groups` shared heads serve a kept head (heads in consecutive groups)."""
+    return values.view(groups, -1).ne(0).any(dim=-1)
 
 
 def masked_norm(module: nn.Module, x: torch.Tensor, keep: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
@@ -131,6 +144,7 @@ class MaskHooks:
         shape = adapter.shape(config)
         self.head_dim, self.kv_heads = shape.head_dim, shape.num_key_value_heads
         self.mamba_head_dim, self.mamba_groups = shape.mamba_head_dim, shape.mamba_groups
+        self.linear_value_head_dim = shape.linear_value_head_dim
         self.handles: list = []
         self.routed: list[RoutedExperts] = []
         r = adapter.roles
@@ -145,9 +159,10 @@ class MaskHooks:
                 if hasattr(mamba.norm, "weight"):  # Falcon-H1 may have no norm there (nn.Identity)
                     self.handles.append(mamba.norm.register_forward_hook(self._mamba_norm_hook(index), with_kwargs=True))
             conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
-            for name, kind in ((r.mlp_out, "mlp"), (r.shared_out, "shared_mlp"), (conv_out, "conv")):
+            for name, kind, repeat in ((r.mlp_out, "mlp", 1), (r.shared_out, "shared_mlp", 1), (conv_out, "conv", 1),
+                                       (r.deltanet_out, "linear_head", self.linear_value_head_dim)):
                 if (module := find(layer, name)) is not None:
-                    self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, kind, 1)))
+                    self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, kind, repeat)))
             for name in r.norms:
                 self.handles.append(get(name).register_forward_hook(self._norm_hook(None)))
             for name in r.writers:

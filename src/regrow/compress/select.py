@@ -5,6 +5,8 @@ Every layer gets the same widths (homogeneous shapes); which units stay may diff
 Grouped-query attention: the kept key/value groups are the best by summed head score, then
 the best query heads within each kept group, so the result is always a legal HF config.
 Mamba-2 heads: every group is kept and keeps its best heads, the same number in each.
+Gated-DeltaNet heads as grouped-query attention: the best key heads by their value heads' summed
+score, then the best value heads of each kept key head, the same number for each.
 Layers of a hybrid: the best by score, but every kind of layer the source has keeps at least
 its best layer (a Granite-4 without attention layers does not run in transformers).
 """
@@ -24,13 +26,14 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.scatter_(-1, order, 1.0)
 
 
-def head_mask(scores: torch.Tensor, source: ArchShape, target: ArchShape) -> torch.Tensor:
-    """[L, H] scores -> [L, H] 0/1: target kv groups by group sum, then heads within each group."""
+def grouped_mask(scores: torch.Tensor, groups: int, keep_groups: int, keep_per_group: int) -> torch.Tensor:
+    """[L, H] scores of heads in `groups` consecutive groups -> [L, H] 0/1: the best
+    `keep_groups` groups by summed score, then the best `keep_per_group` heads within each."""
     layers = scores.shape[0]
-    grouped = scores.view(layers, source.num_key_value_heads, source.group_size)
-    groups = top_k_mask(grouped.sum(-1), target.num_key_value_heads)  # [L, G]
-    within = top_k_mask(grouped, target.group_size)  # [L, G, r]
-    return (within * groups.unsqueeze(-1)).view(layers, -1)
+    grouped = scores.view(layers, groups, -1)
+    kept_groups = top_k_mask(grouped.sum(-1), keep_groups)  # [L, G]
+    within = top_k_mask(grouped, keep_per_group)  # [L, G, r]
+    return (within * kept_groups.unsqueeze(-1)).view(layers, -1)
 
 
 def layer_mask(scores: torch.Tensor, keep: int, kinds: tuple[str, ...]) -> torch.Tensor:
@@ -66,7 +69,8 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
     if target.num_hidden_layers < source.num_hidden_layers:
         out.layer = scaled(layer_mask(need("layer", scores.layer), target.num_hidden_layers, source.layer_kinds), "layer")
     if (target.num_attention_heads, target.num_key_value_heads) != (source.num_attention_heads, source.num_key_value_heads):
-        out.head = scaled(head_mask(need("head", scores.head), source, target), "head")
+        out.head = scaled(grouped_mask(need("head", scores.head), source.num_key_value_heads, target.num_key_value_heads,
+                                       target.group_size), "head")
     if target.intermediate_size < source.intermediate_size:
         out.mlp = scaled(top_k_mask(need("mlp", scores.mlp), target.intermediate_size), "mlp")
     if target.hidden_size < source.hidden_size:
@@ -77,6 +81,10 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
         scores_ = need("mamba_head", scores.mamba_head)
         per_group = top_k_mask(scores_.view(len(scores_), source.mamba_groups, -1), target.mamba_num_heads // source.mamba_groups)
         out.mamba_head = scaled(per_group.view(len(scores_), -1), "mamba_head")
+    if (target.linear_num_key_heads, target.linear_num_value_heads) != (source.linear_num_key_heads,
+                                                                         source.linear_num_value_heads):
+        out.linear_head = scaled(grouped_mask(need("linear_head", scores.linear_head), source.linear_num_key_heads,
+                                              target.linear_num_key_heads, target.linear_group_size), "linear_head")
     for kind, key in (("expert", "num_experts"), ("expert_mlp", "moe_intermediate_size"),
                       ("shared_mlp", "shared_expert_intermediate_size")):
         if getattr(target, key) < getattr(source, key):

@@ -2,7 +2,9 @@
 
 Five sizes every decoder has (layers, hidden, heads, kv heads, MLP width), four a mixture of
 experts adds (experts, experts per token, expert width, shared-expert width) and the Mamba-2
-heads of a hybrid (`mamba_num_heads`; their head size, groups and state size are kept). A target is a
+heads of a hybrid (`mamba_num_heads`; their head size, groups and state size are kept) and its
+gated-DeltaNet key and value heads (`linear_num_key_heads`, `linear_num_value_heads`; their head
+sizes are kept; each key head serves the same number of consecutive value heads). A target is a
 YAML/JSON file with any of the model's keys (others kept), an existing HF `config.json` to
 match, or a fraction of parameters to keep (`--target-ratio`).
 """
@@ -18,7 +20,7 @@ from regrow.reading import read_json, read_yaml
 
 DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size")
-HYBRID_KEYS = ("mamba_num_heads",)
+HYBRID_KEYS = ("mamba_num_heads", "linear_num_key_heads", "linear_num_value_heads")
 SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS
 
 
@@ -42,6 +44,10 @@ class ArchShape:
     mamba_head_dim: int = 0
     mamba_groups: int = 0
     mamba_state: int = 0
+    linear_num_key_heads: int = 0  # gated DeltaNet (Qwen3-Next, Qwen3.5): query/key heads
+    linear_num_value_heads: int = 0  # value heads, a whole multiple of the key heads
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
     # a hybrid's layers by kind ("mamba", "attention"; () = one kind): a fact of the model the shape
     # was read from, not a size, so shapes compare without it
     layer_kinds: tuple[str, ...] = dataclasses.field(default=(), compare=False)
@@ -59,7 +65,8 @@ class ArchShape:
         return {"hidden": self.hidden_size, "head": self.num_attention_heads, "kv": self.num_key_value_heads,
                 "mlp": self.intermediate_size, "expert": self.num_experts, "expert_mlp": self.moe_intermediate_size,
                 "shared_mlp": self.shared_expert_intermediate_size, "mamba_head": self.mamba_num_heads,
-                "mamba_bc": 2 * self.mamba_groups * self.mamba_state,
+                "mamba_bc": 2 * self.mamba_groups * self.mamba_state, "linear_key": self.linear_num_key_heads,
+                "linear_head": self.linear_num_value_heads,
                 "conv": self.hidden_size}[unit]  # a short conv's channels: as many as the hidden size
 
     def replace(self, **changes) -> ArchShape:
@@ -79,7 +86,15 @@ class ArchShape:
             text += f", shared expert {self.shared_expert_intermediate_size}"
         if self.mamba_num_heads:
             text += f", mamba heads {self.mamba_num_heads} (head_dim {self.mamba_head_dim}, groups {self.mamba_groups})"
+        if self.linear_num_value_heads:
+            text += (f", linear-attention heads {self.linear_num_key_heads} key x {self.linear_key_head_dim} / "
+                     f"{self.linear_num_value_heads} value x {self.linear_value_head_dim}")
         return text
+
+    @property
+    def linear_group_size(self) -> int:
+        """Value heads per key head of a gated DeltaNet."""
+        return self.linear_num_value_heads // max(self.linear_num_key_heads, 1)
 
 
 def read_target_spec(path: str | Path) -> dict:
@@ -103,7 +118,8 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
     if absent:
         what = {"shared_expert_intermediate_size": "no shared expert",
                 "intermediate_size": "no dense MLP layer (every layer is a mixture of experts)",
-                "mamba_num_heads": "no Mamba-2 layer"}.get(absent[0], "no experts (a dense model)")
+                "mamba_num_heads": "no Mamba-2 layer", "linear_num_key_heads": "no gated-DeltaNet layer",
+                "linear_num_value_heads": "no gated-DeltaNet layer"}.get(absent[0], "no experts (a dense model)")
         raise RegrowError(f"{where}: {absent[0]} names a part the model does not have ({what}); allowed: "
                           f"{', '.join(source.keys())}")
     values = {}
@@ -137,6 +153,15 @@ def check_target(source: ArchShape, target: ArchShape, family_rules=None, config
         raise RegrowError(f"target mamba_num_heads {target.mamba_num_heads} does not divide into the {target.mamba_groups} "
                           f"Mamba groups (heads share B and C within a group, each keeps the same number); allowed: "
                           f"multiples of {target.mamba_groups} up to {source.mamba_num_heads} ({per_group} per group)")
+    keys, values = target.linear_num_key_heads, target.linear_num_value_heads
+    if values % max(keys, 1):
+        raise RegrowError(f"target linear_num_value_heads {values} is not a multiple of linear_num_key_heads {keys}; every "
+                          "key head of a gated DeltaNet serves the same number of value heads")
+    if keys and values // keys > source.linear_group_size:
+        raise RegrowError(
+            f"target has {values // keys} value heads per linear-attention key head but the source only "
+            f"{source.linear_group_size}; with {keys} key heads allowed linear_num_value_heads: multiples of {keys} up to "
+            f"{keys * source.linear_group_size}")
     if family_rules is not None:
         family_rules(source, target)
     heads, groups = target.num_attention_heads, target.num_key_value_heads

@@ -43,11 +43,14 @@ class KeptUnits:
         if unit == "kv":
             keep = m.kv_keep(layer, s.num_key_value_heads)
             return (torch.arange(s.num_key_value_heads) if keep is None else torch.nonzero(keep).flatten()), None
+        if unit == "linear_key":
+            keep = m.linear_key_keep(layer, s.linear_num_key_heads)
+            return (torch.arange(s.linear_num_key_heads) if keep is None else torch.nonzero(keep).flatten()), None
         if unit == "mamba_bc":  # a Mamba group's B and C channels: kept whole
             return torch.arange(s.units(unit)), None
-        if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "conv"):
+        if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "conv", "linear_head"):
             values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert, "mamba_head": m.mamba_head,
-                      "conv": m.conv}[unit]
+                      "conv": m.conv, "linear_head": m.linear_head}[unit]
             kept = self._kept(None if values is None else values[layer], s.units(unit))
             return kept, None if values is None else values[layer][kept]
         if unit == "expert_mlp":  # per kept expert its own channels: [kept experts, kept channels]
@@ -58,6 +61,14 @@ class KeptUnits:
             kept = torch.nonzero(rows)[:, 1].view(len(experts), -1)
             return kept, rows.gather(1, kept)
         raise ValueError(unit)
+
+    def units_in(self, unit: str, layer: int | None, first: int, count: int) -> torch.Tensor:
+        """The kept units of a kind among [first, first + count), numbered from `first`."""
+        kept = self.units(unit, layer)[0]
+        if first == 0 and count == self.source.units(unit):
+            return kept  # the whole range (per-expert channels stay [experts, n])
+        inside = kept[(kept >= first) & (kept < first + count)]
+        return inside - first
 
     def gate(self, layer: int) -> float:
         return 1.0 if self.masks.layer is None else float(self.masks.layer[layer])
@@ -82,9 +93,10 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
     out = tensor.detach()
     for axis in axes:
         if axis.stacked:  # a fused projection: slice each unit range on its own
-            pieces = out.split([kept.source.units(unit) * block for unit, block in axis.stacked], axis.dim)
-            out = torch.cat([select_units(piece, axis.dim, kept.units(unit, layer)[0], block)
-                             for piece, (unit, block) in zip(pieces, axis.stacked)], axis.dim)
+            segments = axis.segments(kept.source)
+            pieces = out.split([count * block for _, block, _, count in segments], axis.dim)
+            out = torch.cat([select_units(piece, axis.dim, kept.units_in(unit, layer, first, count), block)
+                             for piece, (unit, block, first, count) in zip(pieces, segments)], axis.dim)
             continue
         units, values = kept.units(axis.unit, layer)
         out = select_units(out, axis.dim, units, axis.block)

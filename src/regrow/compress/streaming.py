@@ -187,6 +187,7 @@ class StreamingModel:
         except (OSError, ValueError, KeyError) as err:
             raise RegrowError(f"config.json of {cfg.model!r} could not be read: {str(err).splitlines()[0]}") from err
         self.module = meta_model(self.config)
+        self.config = self.module.config  # a multimodal checkpoint's (Qwen3.5's) is its text model's
         self.checkpoint.bind(self.module)
         self.names = _parameters(self.module, self.checkpoint)
         self.activations = "memory"

@@ -5,7 +5,9 @@ training FLOPs/token = 6 * N_nonembedding + 6 * lm_head_params + 12 * L * H * d_
 In a mixture of experts a token runs through k of the E experts of a layer, so the fused expert
 weights ([experts, ...] tensors) count k/E: N_nonembedding is the active parameters (docs/ALGORITHMS.md §9).
 In a hybrid only the attention layers pay the attention term (num_layers counts those; a short
-convolution is parameters, in 6N), and each Mamba-2 layer adds its scan, 5 x heads x head_dim x state FLOPs per token forward (docs/ALGORITHMS.md §14).
+convolution is parameters, in 6N), and each Mamba-2 layer adds its scan, 5 x heads x head_dim x
+state FLOPs per token forward, each gated-DeltaNet layer its recurrence, 7 x value heads x
+key head_dim x value head_dim (docs/ALGORITHMS.md §14).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-MAMBA_LAYER_TYPES = ("mamba", "linear_attention")  # Granite-4's and Nemotron-H's names for their Mamba-2 layers
+MAMBA_LAYER_TYPES = ("mamba", "linear_attention")  # Mamba-2 layers (Granite-4, Nemotron-H); "linear_attention" is a gated DeltaNet in Qwen3-Next and Qwen3.5
 PARALLEL = "hybrid"  # Falcon-H1: Mamba-2 and attention side by side in one layer
 NOT_ATTENDING = ("conv", "mlp", "moe")  # LFM2's short-conv layers, Nemotron-H's MLP and MoE layers
 
@@ -25,7 +27,7 @@ class ModelShape:
     head_dim: int
     nonembedding_params: int
     lm_head_params: int
-    ssm_flops: float = 0.0  # forward FLOPs per token of every Mamba-2 scan together
+    ssm_flops: float = 0.0  # forward FLOPs per token of every Mamba-2 scan and DeltaNet recurrence together
 
 
 def _first(config, *names: str):
@@ -43,6 +45,18 @@ def mamba_scan_flops(config) -> tuple[int, float]:
     layers = sum(kind in MAMBA_LAYER_TYPES or kind == PARALLEL for kind in types)
     per_layer = 5.0 * heads * _first(config, "mamba_d_head", "mamba_head_dim") * _first(config, "mamba_d_state", "ssm_state_size")
     return layers, layers * per_layer
+
+
+def deltanet_flops(config) -> float:
+    """Forward FLOPs per token of every gated-DeltaNet recurrence: per value head the state S
+    [key head_dim x value head_dim] decays (1 x dk x dv), predicts the value S^T k (2), takes the
+    delta rule's rank-one update (2) and is read out by the query S^T q (2): 7 x dk x dv."""
+    heads = getattr(config, "linear_num_value_heads", None)
+    types = getattr(config, "layer_types", None) or []
+    if not heads or not types:
+        return 0.0
+    layers = sum(kind == "linear_attention" for kind in types)
+    return 7.0 * layers * heads * config.linear_key_head_dim * config.linear_value_head_dim
 
 
 def model_shape(model) -> ModelShape:
@@ -64,7 +78,7 @@ def model_shape(model) -> ModelShape:
     for name, param in model.named_parameters():
         if name.endswith(("wpe.weight", "embed_positions.weight")):
             nonembedding -= param.numel()
-    _, ssm = mamba_scan_flops(config)
+    ssm = mamba_scan_flops(config)[1] + deltanet_flops(config)
     layers = config.num_hidden_layers
     types = getattr(config, "layer_types", None) or []
     if any(kind in MAMBA_LAYER_TYPES + NOT_ATTENDING or kind == PARALLEL for kind in types):

@@ -301,10 +301,13 @@ class KeyNames:
 
     def __init__(self, model):
         from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightConverter
+        from transformers.core_model_loading import PrefixChange, WeightConverter
 
         conversions = get_model_conversion_mapping(model)
-        reverse = [c.reverse_transform() for c in conversions]
+        # written as save_pretrained writes a model built from its config: no legacy renaming and no
+        # prefix change (a multimodal checkpoint's text model is saved under the text model's names)
+        saved = [c for c in get_model_conversion_mapping(model, add_legacy=False) if not isinstance(c, PrefixChange)]
+        reverse = [c.reverse_transform() for c in saved[::-1]]
         self._load = ([c for c in conversions if not isinstance(c, WeightConverter)],
                       [c for c in conversions if isinstance(c, WeightConverter)])
         self._save = ([c for c in reverse if not isinstance(c, WeightConverter)],

@@ -24,7 +24,9 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     phi3,
     qwen2_moe,
     qwen3,
+    qwen3_5,
     qwen3_moe,
+    qwen3_next,
     smollm3,
 )
 from regrow.compress.families.base import FAMILIES, Axis, FamilyAdapter, LayerRoles

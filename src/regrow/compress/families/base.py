@@ -18,6 +18,7 @@ from regrow.errors import RegrowError
 from regrow.registry import Registry
 
 FAMILIES: Registry[type[FamilyAdapter]] = Registry("family")
+DELTANET_KEYS = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Axis:
     stacked: a fused projection whose dimension is several unit ranges one after another (Phi-3's
     qkv_proj: all query heads, then all key heads, then all value heads), as (unit, block) pairs;
     sliced part by part, never folded.
+    groups: the stacked parts repeat once per unit of this kind, each repeat over that unit's
+    share of every part's units (Qwen3-Next's in_proj_qkvz: per key head [its q | its k | its value
+    heads' v | their z]).
     """
 
     dim: int
@@ -37,10 +41,17 @@ class Axis:
     fold: str | None = None
     offset: float = 0.0  # a norm gain applied as (offset + weight) (Gemma: 1): folds as (offset + w) m - offset
     stacked: tuple[tuple[str, int], ...] = ()
+    groups: str | None = None
 
     def parts(self) -> tuple[tuple[str, int], ...]:
-        """The (unit, block) ranges along the dimension, in order."""
+        """The (unit, block) ranges along the dimension, in order (one repeat of them, if grouped)."""
         return self.stacked or ((self.unit, self.block),)
+
+    def segments(self, shape: ArchShape) -> list[tuple[str, int, int, int]]:
+        """The dimension as consecutive (unit, block, first unit, unit count) runs."""
+        repeats = shape.units(self.groups) if self.groups else 1
+        return [(unit, block, g * (shape.units(unit) // repeats), shape.units(unit) // repeats)
+                for g in range(repeats) for unit, block in self.parts()]
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,9 @@ class LayerRoles:
     # a short-convolution operator (LFM2): in_proj rows [B | C | x], a depthwise conv over B x, C
     # times it, out_proj; its channels (`conv` units) are as many as the hidden size
     short_conv: str | None = None
+    # a gated DeltaNet (Qwen3-Next, Qwen3.5): the output projection, whose input is the value heads'
+    # gated-normed outputs (head_v_dim each); its other parameters are the family's `deltanet_axes`
+    deltanet_out: str | None = None
 
 
 class FamilyAdapter:
@@ -104,6 +118,7 @@ class FamilyAdapter:
     mamba_keys: dict[str, str] = {}  # ArchShape field -> the config's name (mamba_num_heads -> mamba_n_heads ...)
     mamba_expand_key: str | None = None
     mamba_width_key: str | None = None  # or the config states the Mamba width itself (Falcon-H1: mamba_d_ssm)
+    query_gate: bool = False  # gated attention (Qwen3-Next): q_proj rows are per head [query | output gate]
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -114,6 +129,8 @@ class FamilyAdapter:
         shape = ArchShape(config.num_hidden_layers, config.hidden_size, heads, kv or heads, intermediate, head_dim)
         if self.mamba_keys:
             shape = shape.replace(**{field: getattr(config, key) for field, key in self.mamba_keys.items()})
+        if self.roles.deltanet_out:
+            shape = shape.replace(**{key: getattr(config, key) for key in DELTANET_KEYS})
         if self.experts_key is None:
             return shape
         moe = self.moe_layers(config)
@@ -227,7 +244,7 @@ class FamilyAdapter:
         new.num_attention_heads = target.num_attention_heads
         if self.grouped_attention:
             new.num_key_value_heads = target.num_key_value_heads
-        if not self.mlp_ratio_fixed:
+        if not self.mlp_ratio_fixed and (target.intermediate_size or hasattr(config, "intermediate_size")):
             new.intermediate_size = target.intermediate_size
         if not self.head_dim_from_hidden:
             new.head_dim = target.head_dim  # stated explicitly: hidden_size / heads may no longer give it
@@ -240,7 +257,8 @@ class FamilyAdapter:
                 new.intermediate_size = target.moe_intermediate_size
             else:
                 new.moe_intermediate_size = target.moe_intermediate_size
-                new.intermediate_size = target.intermediate_size or config.intermediate_size
+                if hasattr(config, "intermediate_size"):  # Qwen3.5-MoE's config has no dense width
+                    new.intermediate_size = target.intermediate_size or config.intermediate_size
             setattr(new, self.experts_key, target.num_experts)
             new.num_experts_per_tok = target.num_experts_per_tok
             if self.shared_width_key:
@@ -251,6 +269,8 @@ class FamilyAdapter:
             setattr(new, self.mamba_expand_key, target.mamba_num_heads * target.mamba_head_dim // target.hidden_size)
         if self.mamba_width_key:
             setattr(new, self.mamba_width_key, target.mamba_num_heads * target.mamba_head_dim)
+        if self.roles.deltanet_out:
+            new.linear_num_key_heads, new.linear_num_value_heads = target.linear_num_key_heads, target.linear_num_value_heads
         return new
 
     # ---- parameters ---------------------------------------------------------------------------
@@ -266,7 +286,7 @@ class FamilyAdapter:
             axes[f"{name}.bias"] = (Axis(0, unit, block),)
 
         for name in r.q:
-            out_rows(name, "head", head_dim)
+            out_rows(name, "head", 2 * head_dim if self.query_gate else head_dim)
         if r.qkv_fused:
             out_rows(r.qkv_fused, "head", 3 * head_dim)
         for name in r.kv:
@@ -292,6 +312,12 @@ class FamilyAdapter:
             axes[f"{r.shared_in_stacked}.weight"], axes[f"{r.shared_in_stacked}.bias"] = (rows, hidden_in), (rows,)
         if r.mamba:
             axes.update(self.mamba_axes(r.mamba, shape.mamba_head_dim, hidden_in))
+        if r.deltanet_out:
+            writer = "writer" if r.deltanet_out in r.writers else None
+            axes.update(self.deltanet_axes(r.deltanet_out.rsplit(".", 1)[0], shape, hidden_in))
+            axes[f"{r.deltanet_out}.weight"] = (Axis(0, "hidden", 1, writer),
+                                                Axis(1, "linear_head", shape.linear_value_head_dim, "unit"))
+            axes[f"{r.deltanet_out}.bias"] = (Axis(0, "hidden", 1, writer),)
         if r.short_conv:
             rows = Axis(0, "conv", stacked=(("conv", 1), ("conv", 1), ("conv", 1)))
             writer = "writer" if f"{r.short_conv}.out_proj" in r.writers else None
@@ -341,6 +367,22 @@ class FamilyAdapter:
             f"{mamba}.out_proj.bias": (Axis(0, "hidden", 1, writer),),
         }
 
+    def deltanet_axes(self, mixer: str, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
+        """A gated DeltaNet's input side, laid out as Qwen3.5's: in_proj_qkv rows [all q | all k |
+        all v] (the depthwise conv1d's channels likewise), in_proj_z (the output gate, per value
+        channel), in_proj_b / in_proj_a (one row per value head), per-value-head dt_bias and
+        A_log; the gated norm is over one head's channels, shared by every head (kept whole).
+        A key head goes when all the value heads it serves go (`linear_key`)."""
+        k, v = shape.linear_key_head_dim, shape.linear_value_head_dim
+        qkv = Axis(0, "linear_key", k, stacked=(("linear_key", k), ("linear_key", k), ("linear_head", v)))
+        return {
+            f"{mixer}.in_proj_qkv.weight": (qkv, hidden_in), f"{mixer}.conv1d.weight": (qkv,),
+            f"{mixer}.in_proj_z.weight": (Axis(0, "linear_head", v), hidden_in),
+            **{f"{mixer}.{name}.weight": (Axis(0, "linear_head"), hidden_in) for name in ("in_proj_b", "in_proj_a")},
+            **{f"{mixer}.{name}": (Axis(0, "linear_head"),) for name in ("dt_bias", "A_log")},
+            f"{mixer}.norm.weight": (),
+        }
+
     def model_axes(self) -> dict[str, tuple[Axis, ...]]:
         """Parameters outside the decoder layers. The final norm's mask value is folded into the
         LM head, or is already in the embedding when they are tied (then `named_parameters`
@@ -380,7 +422,7 @@ class FamilyAdapter:
     def norm_writers(self) -> tuple[str, ...]:
         """The writers that are norms (OLMo-2's and Gemma's post-sublayer norms)."""
         r = self.roles
-        mixers = (r.attn_out, r.mlp_out, r.moe_block, r.shared_out, f"{r.mamba}.out_proj" if r.mamba else None,
+        mixers = (r.attn_out, r.mlp_out, r.moe_block, r.shared_out, r.deltanet_out, f"{r.mamba}.out_proj" if r.mamba else None,
                   f"{r.short_conv}.out_proj" if r.short_conv else None)
         return tuple(w for w in r.writers if w not in mixers)
 

@@ -25,6 +25,8 @@ class RandomPruning(PruningMethod):
         )
         if s.mamba_num_heads:
             scores.mamba_head = torch.rand(L, s.mamba_num_heads, generator=g)
+        if s.linear_num_value_heads:
+            scores.linear_head = torch.rand(L, s.linear_num_value_heads, generator=g)
         if "conv" in s.layer_kinds:
             scores.conv = torch.rand(L, s.hidden_size, generator=g)
         if s.num_experts:
