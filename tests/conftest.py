@@ -181,6 +181,11 @@ FAMILY_CONFIGS = {
     "lfm2": {"model_type": "lfm2", "num_key_value_heads": 4, "intermediate_size": 144, "block_multiple_of": 16,
              "layer_types": ["conv", "full_attention", "conv", "conv"], "conv_bias": True, "tie_word_embeddings": True,
              "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    # LFM2-MoE: LFM2's layers, a dense first layer, then experts with a sigmoid router and a selection bias
+    "lfm2_moe": {"model_type": "lfm2_moe", "num_key_value_heads": 4, "intermediate_size": 96,
+                 "moe_intermediate_size": 24, "num_experts": 6, "num_experts_per_tok": 2, "num_dense_layers": 1,
+                 "routed_scaling_factor": 1.5, "layer_types": ["conv", "conv", "full_attention", "conv"],
+                 "conv_bias": True, "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
     # Qwen3-Next: gated DeltaNet (fused per-key-head projections) and gated attention, experts with a
     # shared expert and a dense MLP layer
     "qwen3_next": {"model_type": "qwen3_next", "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 96,
@@ -245,6 +250,8 @@ FAMILY_TARGETS = {
                          "intermediate_size": 48, "mamba_num_heads": 3},
     "lfm2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
              "intermediate_size": 64},
+    "lfm2_moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                 "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16},
     "qwen3_next": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
                    "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
                    "shared_expert_intermediate_size": 24, "linear_num_key_heads": 1, "linear_num_value_heads": 2},
@@ -255,9 +262,9 @@ FAMILY_TARGETS = {
                     "shared_expert_intermediate_size": 24, "linear_num_key_heads": 3, "linear_num_value_heads": 3},
 }
 MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid", "qwen3_next",
-                "qwen3_5_moe")
+                "qwen3_5_moe", "lfm2_moe")
 HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2", "qwen3_next",
-                   "qwen3_5", "qwen3_5_moe")
+                   "qwen3_5", "qwen3_5_moe", "lfm2_moe")
 
 
 def depth_target(family: str) -> dict:
@@ -284,6 +291,9 @@ def make_family_model(family: str, vocab_size: int, seed: int = 0):
                 param.add_(torch.randn_like(param) * 0.2)
             elif param.dim() == 2 and param.abs().max() == 0:  # routers (and gates) HF starts at zero: route for real
                 param.normal_(0.0, 1.0)
+        for name, buffer in model.named_buffers():
+            if name.endswith("expert_bias"):  # a router's selection bias (LFM2-MoE) starts at zero: make it choose
+                buffer.normal_(0.0, 0.5)
     return model
 
 

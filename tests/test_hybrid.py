@@ -146,7 +146,7 @@ def _train(init, tokenizer_dir, data_dir, out, steps, resume=False):
     return trainer
 
 
-@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "lfm2", "qwen3_next",
+@pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "lfm2", "lfm2_moe", "qwen3_next",
                                     "qwen3_5", "qwen3_5_moe"])
 def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba / DeltaNet paths): the

@@ -20,14 +20,17 @@ from regrow.compress.importance import ActivationStats
 from regrow.compress.masks import MaskHooks, Masks
 
 EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts",
-               "granitemoehybrid": "num_local_experts", "qwen3_next": "num_experts", "qwen3_5_moe": "num_experts"}
+               "granitemoehybrid": "num_local_experts", "qwen3_next": "num_experts", "qwen3_5_moe": "num_experts",
+               "lfm2_moe": "num_experts"}
 WIDTH_KEY = {"mixtral": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
              "qwen2_moe": "moe_intermediate_size", "granitemoehybrid": "intermediate_size",
-             "qwen3_next": "moe_intermediate_size", "qwen3_5_moe": "moe_intermediate_size"}
+             "qwen3_next": "moe_intermediate_size", "qwen3_5_moe": "moe_intermediate_size",
+             "lfm2_moe": "moe_intermediate_size"}
 
 
 def moe_blocks(model):
-    blocks = [getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) for layer in model.model.layers]
+    blocks = [getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) or getattr(layer, "feed_forward", None)
+              for layer in model.model.layers]
     return [block for block in blocks if hasattr(block, "experts")]
 
 
@@ -75,12 +78,19 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
         for h in handles:
             h.remove()
     renormalise = family in ("mixtral", "granitemoehybrid", "qwen3_5_moe") or model.config.norm_topk_prob  # Qwen3.5 always
+    assert len(seen) == len(moe_layers) > 0
     for layer, entry, block in zip(moe_layers, seen, moe_blocks(model)):
         kept = torch.nonzero(keep[layer]).flatten()
         assert set(entry["index"].flatten().tolist()) <= set(kept.tolist())  # a masked expert never wins
-        probs = torch.softmax((entry["x"] @ router(block).weight.T)[:, kept].double(), dim=-1)  # the sliced router
-        top, chosen = torch.topk(probs, k, dim=-1)
-        if renormalise:
+        logits = (entry["x"] @ router(block).weight.T)[:, kept].double()  # the sliced router
+        if family == "lfm2_moe":  # sigmoid scores, chosen by score + selection bias, scaled
+            probs = torch.sigmoid(logits)
+            chosen = torch.topk(probs + block.expert_bias[kept].double(), k, dim=-1).indices
+            top = probs.gather(-1, chosen)
+            top = top / (top.sum(-1, keepdim=True) + 1e-6) * model.config.routed_scaling_factor
+        else:
+            top, chosen = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
+        if renormalise and family != "lfm2_moe":
             top = top / top.sum(-1, keepdim=True)
         assert torch.equal(entry["index"], kept[chosen])
         torch.testing.assert_close(entry["weight"].double(), top, rtol=1e-5, atol=1e-6)

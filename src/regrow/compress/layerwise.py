@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
-from regrow.compress.slicing import empty_model
+from regrow.compress.slicing import empty_model, named_tensors
 from regrow.errors import RegrowError
 from regrow.models.lazy import LazyCheckpoint
 
@@ -203,7 +203,7 @@ class LayerwiseModel:
         prefix = self.layer_prefix(index)
         kind = self.kinds[index]
         layer = self.layers[kind]
-        rels = [name for name, _ in layer.named_parameters()]
+        rels = [name for name, _ in named_tensors(layer)]
         missing = [prefix + rel for rel in rels if prefix + rel not in self.checkpoint.shapes]
         if missing:
             raise RegrowError(f"layer {index} of {str(self.checkpoint.folder)!r} lacks weights: {', '.join(missing[:3])}")

@@ -148,7 +148,6 @@ class MaskHooks:
         self.handles: list = []
         self.routed: list[RoutedExperts] = []
         r = adapter.roles
-        renormalise = adapter.renormalises_top_k(config)
         for index, layer in enumerate(adapter.layers(model)):
             get = layer.get_submodule
             if (attn_out := find(layer, r.attn_out)) is not None:  # a hybrid's Mamba layers have no attention
@@ -174,7 +173,7 @@ class MaskHooks:
             if r.k_norm:
                 self.handles.append(get(r.k_norm).register_forward_hook(self._head_norm_hook(index, "kv")))
             if (router := find(layer, r.router)) is not None:
-                self.handles.append(router.register_forward_hook(self._router_hook(index, renormalise)))
+                self.handles.append(router.register_forward_hook(self._router_hook(index, config)))
                 self.routed.append(RoutedExperts(get(r.experts), self._expert_channels(index)))
         self.handles.append(model.get_submodule(adapter.embedding).register_forward_hook(self._embedding_hook))
         for name in (adapter.embedding_norm, adapter.final_norm):
@@ -230,9 +229,9 @@ class MaskHooks:
 
         return hook
 
-    def _router_hook(self, index: int, renormalise: bool):
-        """Route among the kept experts only (masked logits -inf), top-k of the target, gates
-        renormalised as the family does, then scaled by the kept experts' mask values."""
+    def _router_hook(self, index: int, config):
+        """Route among the kept experts only, top-k of the target, as the family routes (its
+        adapter's `route`), then scale the gates by the kept experts' mask values."""
 
         def hook(module, args, output):
             m = self.masks
@@ -240,12 +239,9 @@ class MaskHooks:
                 return None
             logits, scores = output[0], output[1]
             values = m.expert[index].to(logits.device) if m.expert is not None else None
-            masked = logits.float()
-            if values is not None:
-                masked = masked.masked_fill(values == 0, torch.finfo(torch.float32).min)
-            top, chosen = torch.topk(torch.softmax(masked, dim=-1), m.experts_per_token or module.top_k, dim=-1)
-            if renormalise:
-                top = top / top.sum(dim=-1, keepdim=True)
+            dropped = values == 0 if values is not None else torch.zeros(logits.shape[-1], dtype=torch.bool,
+                                                                          device=logits.device)
+            top, chosen = self.adapter.route(config, logits, dropped, m.experts_per_token or module.top_k, args)
             top = top.to(scores.dtype)
             if values is not None:
                 top = top * values.to(top.dtype)[chosen]

@@ -118,6 +118,18 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
     return out
 
 
+def persistent_buffers(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """A module's buffers that are saved with its weights (LFM2-MoE's per-expert routing bias),
+    not the ones it computes itself (rotary frequencies)."""
+    saved = set(module.state_dict(keep_vars=True))
+    return [(name, buffer) for name, buffer in module.named_buffers() if name in saved]
+
+
+def named_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Everything a checkpoint of the module holds: its parameters and persistent buffers."""
+    return [*module.named_parameters(), *persistent_buffers(module)]
+
+
 def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, source: ArchShape, fold: bool = True,
                       consume: bool = False, tied: bool = False) -> dict:
     """Every parameter of the pruned model (layers renumbered), folded and sliced. Tensors that
@@ -126,7 +138,7 @@ def pruned_state_dict(model: nn.Module, adapter: FamilyAdapter, masks: Masks, so
     kept = KeptUnits(masks, source)
     new_index = {old: new for new, old in enumerate(kept.layers)}
     state = {}
-    for name, param in model.named_parameters():
+    for name, param in named_tensors(model):
         index, rel, axes = adapter.parameter_axes(name, source)
         if index is None:
             state[name] = adapter.rescale(name, prune_tensor(param, axes, kept, None, fold), source.hidden_size,

@@ -23,7 +23,7 @@ from regrow.compress.importance import hidden_of
 from regrow.compress.layerwise import LayerwiseModel
 from regrow.compress.masks import Masks
 from regrow.compress.methods import METHODS, PruneContext
-from regrow.compress.slicing import KeptUnits, prune_tensor
+from regrow.compress.slicing import KeptUnits, named_tensors, prune_tensor
 from regrow.errors import RegrowError
 from regrow.models.lazy import INDEX, LazyCheckpoint
 from regrow.resources import peak_rss_bytes, return_freed_memory_promptly
@@ -52,9 +52,10 @@ def meta_model(config):
         return AutoModelForCausalLM.from_config(config)
 
 
-def _parameters(meta, checkpoint: LazyCheckpoint) -> list[str]:
-    """The model's parameters (a tied head once), all of which the checkpoint must hold."""
-    names = [name for name, _ in meta.named_parameters()]
+def _tensors(meta, checkpoint: LazyCheckpoint) -> tuple[list[str], list[str]]:
+    """(the model's parameters (a tied head once), its saved buffers), all of which the checkpoint must hold."""
+    tensors = dict(named_tensors(meta))
+    names = list(tensors)
     missing = [n for n in names if n not in checkpoint.shapes]
     if missing:
         raise RegrowError(f"model folder {str(checkpoint.folder)!r} lacks weights: {', '.join(missing[:5])}")
@@ -62,10 +63,11 @@ def _parameters(meta, checkpoint: LazyCheckpoint) -> list[str]:
     if extra:
         raise RegrowError(f"model folder {str(checkpoint.folder)!r} holds tensors its config.json's model does not "
                           f"have (another architecture's weights?): {', '.join(extra[:5])}")
-    wrong = [n for n in names if list(dict(meta.named_parameters())[n].shape) != checkpoint.shapes[n]]
+    wrong = [n for n in names if list(tensors[n].shape) != checkpoint.shapes[n]]
     if wrong:
         raise RegrowError(f"weights of {str(checkpoint.folder)!r} do not match its config.json: {', '.join(wrong[:5])}")
-    return names
+    parameters = {name for name, _ in meta.named_parameters()}
+    return [n for n in names if n in parameters], [n for n in names if n not in parameters]
 
 
 def _compute_dtype(cfg: PruneConfig, checkpoint: LazyCheckpoint) -> torch.dtype:
@@ -189,7 +191,7 @@ class StreamingModel:
         self.module = meta_model(self.config)
         self.config = self.module.config  # a multimodal checkpoint's (Qwen3.5's) is its text model's
         self.checkpoint.bind(self.module)
-        self.names = _parameters(self.module, self.checkpoint)
+        self.names, self.buffers = _tensors(self.module, self.checkpoint)  # scored: parameters; written: both
         self.activations = "memory"
 
     def describe(self) -> str:
@@ -216,7 +218,7 @@ class StreamingModel:
     def write(self, adapter, masks: Masks, target, fold: bool, device, tmp: Path) -> dict:
         assert not fold, "streaming writes the kept weights as they are (no method that folds streams)"
         source = adapter.shape(self.config)
-        writer = PrunedWriter(self.checkpoint, self.names, adapter, source, masks, tmp,
+        writer = PrunedWriter(self.checkpoint, self.names + self.buffers, adapter, source, masks, tmp,
                               bool(getattr(self.config, "tie_word_embeddings", False)))
         writer.write_outer()
         new_config = adapter.target_config(self.config, target, KeptUnits(masks, source).layers)
@@ -226,7 +228,10 @@ class StreamingModel:
                 shutil.copy(self.checkpoint.folder / extra, tmp / extra)
         exactness = self.write_and_check_layers(writer, adapter, masks, source, new_config, device, tmp)
         self.written = writer.summary()
-        self.written_parameters = sum(math.prod(shape) for shape in LazyCheckpoint(tmp).shapes.values())
+        written = LazyCheckpoint(tmp)
+        pruned = meta_model(new_config)
+        written.bind(pruned)
+        self.written_parameters = sum(math.prod(written.shapes[name]) for name, _ in pruned.named_parameters())
         return exactness
 
     @torch.no_grad()
@@ -269,7 +274,7 @@ class StreamingModel:
                 pruned.release()  # the previous pruned layer: not held beside this source layer and its slices
                 layer = original.load_layer(old_index, writer.kept_rows(old_index))
                 writer.write_layer(old_index, {original.layer_prefix(old_index) + rel: param
-                                               for rel, param in layer.named_parameters()})
+                                               for rel, param in named_tensors(layer)})
                 expected = hidden_of(inputs.run(layer, old_index, full))
                 pruned.checkpoint = written()
                 hidden = hidden_of(pruned_inputs.run(pruned.load_layer(new_index), new_index, hidden))

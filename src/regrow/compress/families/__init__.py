@@ -15,6 +15,7 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     gpt_neox,
     granitemoehybrid,
     lfm2,
+    lfm2_moe,
     llama,
     mixtral,
     nemotron_h,

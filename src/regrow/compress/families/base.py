@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from regrow.compress.shape import SHAPE_KEYS, ArchShape
@@ -80,6 +81,7 @@ class LayerRoles:
     shared_in: tuple[str, ...] = ()  # the shared expert's gate and up projections (Qwen2-MoE)
     shared_out: str | None = None  # the shared expert's down projection
     shared_gate: str | None = None  # Linear(hidden, 1): sigmoid gate of the shared expert
+    router_bias: str | None = None  # a per-expert bias added to the scores that choose experts (a saved buffer)
     shared_in_stacked: str | None = None  # the shared expert's fused [gate | up] projection (Granite-4)
     # a Mamba-2 mixer (hybrids): in_proj rows [z | x | B | C | dt], conv1d over [x | B | C], per-head
     # dt_bias / A_log / D, a gated RMSNorm over groups of channels (`norm`), out_proj; layers
@@ -154,6 +156,17 @@ class FamilyAdapter:
     def renormalises_top_k(self, config) -> bool:
         """Whether the router divides the chosen experts' probabilities by their sum."""
         return bool(getattr(config, "norm_topk_prob", False))
+
+    def route(self, config, logits: torch.Tensor, dropped: torch.Tensor, top_k: int,
+              router_args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """The family's routing among the kept experts (`dropped`: bool [experts]; the router's
+        logits and its call's arguments given): (gate weights, chosen experts), what the sliced
+        router computes. Here: softmax, top-k, renormalised over the chosen if the family does."""
+        masked = logits.float().masked_fill(dropped, torch.finfo(torch.float32).min)
+        top, chosen = torch.topk(torch.softmax(masked, dim=-1), top_k, dim=-1)
+        if self.renormalises_top_k(config):
+            top = top / top.sum(dim=-1, keepdim=True)
+        return top, chosen
 
     def check_model(self, model) -> None:
         """Refuse configurations of the family that the adapter does not handle."""
@@ -331,6 +344,8 @@ class FamilyAdapter:
             axes[f"{r.shared_gate}.weight"] = (hidden_in,)
         if r.router:
             axes[f"{r.router}.weight"] = (Axis(0, "expert"), hidden_in)
+        if r.router_bias:
+            axes[r.router_bias] = (Axis(0, "expert"),)
         if r.experts:
             width = Axis(1, "expert_mlp", stacked=(("expert_mlp", 1), ("expert_mlp", 1)))
             axes[f"{r.experts}.gate_up_proj"] = (Axis(0, "expert"), width, Axis(2, "hidden", 1, hidden_in.fold))
