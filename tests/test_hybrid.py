@@ -424,3 +424,61 @@ def test_a_multimodal_qwen3_5_checkpoint_prunes_as_its_text_model(data_dir, tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not any("visual" in k for k in a)
     assert json.loads((tmp_path / "from_mm" / "config.json").read_text())["model_type"] == "qwen3_5_text"
+
+
+def test_layer_mask_keeps_the_best_layers_of_each_named_kind():
+    """Named kinds keep their best (by score) that many; the other kinds share the rest, each
+    keeping at least its best layer."""
+    from regrow.compress.select import layer_mask
+
+    kinds = ("mamba", "attention", "mamba", "mamba", "attention", "conv")
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.7, 0.2, 0.05])
+    # attention: both; the other two layers: the best mamba and the only conv
+    assert layer_mask(scores, 4, kinds, (("attention", 2),)).tolist() == [1, 1, 0, 0, 1, 1]
+    assert layer_mask(scores, 4, kinds, (("mamba", 2),)).tolist() == [1, 0, 0, 1, 1, 1]
+    assert layer_mask(scores, 3, kinds, (("mamba", 1), ("attention", 1), ("conv", 1))).tolist() == [1, 0, 0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("family, counts, total, kinds", [
+    ("granitemoehybrid", {"mamba": 1}, 2, ("mamba", "attention", "mamba", "mamba")),
+    ("qwen3_next", {"deltanet": 2}, 3, ("deltanet", "attention", "deltanet", "deltanet")),
+])
+def test_a_target_may_fix_the_layers_of_a_kind(family, counts, total, kinds, family_models, data_dir, tmp_path):
+    """`num_layers_by_kind` alone: that many of the named kind (the best by block influence) and
+    every layer of the others; the export's layer types say so."""
+    out = tmp_path / "out"
+    assert prune(family_models[family], {"num_layers_by_kind": counts}, out, data_dir, tmp_path, "depth") == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    kept = report["kept"]["layers"]
+    influence = report["method_details"]["block_influence"]
+    (kind, count), = counts.items()
+    mine = [i for i, k in enumerate(kinds) if k == kind]
+    assert len(kept) == total and [i for i in kept if kinds[i] == kind] == sorted(
+        sorted(mine, key=lambda i: -influence[i])[:count])
+    assert all(i in kept for i, k in enumerate(kinds) if k != kind)
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == total and len(config["layer_types"]) == total
+
+
+@pytest.mark.parametrize("target, expect", [
+    ({"num_layers_by_kind": {"attention": 2}}, "asks for 2 attention layers; the source has 1 (allowed: 1..1"),
+    ({"num_layers_by_kind": {"ssm": 1}}, "names layer kind 'ssm', which the model does not have; allowed: mamba (1..3), "
+                                         "attention (1..1)"),
+    ({"num_layers_by_kind": {"mamba": 1}, "num_hidden_layers": 4}, "target num_hidden_layers 4 does not fit "
+                                                                   "num_layers_by_kind (mamba 1); allowed: 2"),
+    ({"num_layers_by_kind": {"mamba": 0}}, "asks for 0 mamba layers"),
+    ({"num_layers_by_kind": [1]}, "num_layers_by_kind must map layer kinds to counts"),
+])
+def test_bad_layer_counts_are_refused_before_any_work(target, expect, family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert prune(family_models["granitemoehybrid"], target, tmp_path / "out", data_dir, tmp_path, "depth") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_layer_counts_on_a_model_of_one_kind_are_refused(family_models, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert prune(family_models["llama"], {"num_layers_by_kind": {"attention": 2}}, tmp_path / "out", data_dir,
+                 tmp_path, "depth") == 2
+    assert "this model's layers are all of one kind; give num_hidden_layers" in capsys.readouterr().err

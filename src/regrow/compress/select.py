@@ -8,7 +8,8 @@ Mamba-2 heads: every group is kept and keeps its best heads, the same number in 
 Gated-DeltaNet heads as grouped-query attention: the best key heads by their value heads' summed
 score, then the best value heads of each kept key head, the same number for each.
 Layers of a hybrid: the best by score, but every kind of layer the source has keeps at least
-its best layer (a Granite-4 without attention layers does not run in transformers).
+its best layer (a Granite-4 without attention layers does not run in transformers); a target's
+`num_layers_by_kind` fixes how many of a kind stay (its best), the other kinds share the rest.
 """
 
 from __future__ import annotations
@@ -36,9 +37,22 @@ def grouped_mask(scores: torch.Tensor, groups: int, keep_groups: int, keep_per_g
     return (within * kept_groups.unsqueeze(-1)).view(layers, -1)
 
 
-def layer_mask(scores: torch.Tensor, keep: int, kinds: tuple[str, ...]) -> torch.Tensor:
+def layer_mask(scores: torch.Tensor, keep: int, kinds: tuple[str, ...],
+               by_kind: tuple[tuple[str, int], ...] = ()) -> torch.Tensor:
     """[L] scores -> 0/1: the `keep` best layers, swapping the weakest kept layer of a kind kept
-    more than once for the best layer of a kind not kept at all."""
+    more than once for the best layer of a kind not kept at all. Kinds with a count of their own
+    (`by_kind`) keep their best that many; the other kinds share the rest by the same rule."""
+    named = dict(by_kind)
+    if named:
+        mask = torch.zeros_like(scores, dtype=torch.float32)
+        for kind, count in named.items():
+            mine = torch.tensor([i for i, k in enumerate(kinds) if k == kind])
+            mask[mine] = top_k_mask(scores[mine], count)
+        rest = [i for i, k in enumerate(kinds) if k not in named]
+        if rest:
+            index = torch.tensor(rest)
+            mask[index] = layer_mask(scores[index], keep - sum(named.values()), tuple(kinds[i] for i in rest))
+        return mask
     mask = top_k_mask(scores, keep)
     for kind in dict.fromkeys(kinds):
         mine = [i for i, k in enumerate(kinds) if k == kind]
@@ -67,7 +81,8 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
 
     out = Masks()
     if target.num_hidden_layers < source.num_hidden_layers:
-        out.layer = scaled(layer_mask(need("layer", scores.layer), target.num_hidden_layers, source.layer_kinds), "layer")
+        out.layer = scaled(layer_mask(need("layer", scores.layer), target.num_hidden_layers, source.layer_kinds,
+                                      target.layers_by_kind), "layer")
     if (target.num_attention_heads, target.num_key_value_heads) != (source.num_attention_heads, source.num_key_value_heads):
         out.head = scaled(grouped_mask(need("head", scores.head), source.num_key_value_heads, target.num_key_value_heads,
                                        target.group_size), "head")

@@ -22,6 +22,7 @@ DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_ke
 EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size")
 HYBRID_KEYS = ("mamba_num_heads", "linear_num_key_heads", "linear_num_value_heads")
 SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS
+LAYER_COUNTS = "num_layers_by_kind"  # a hybrid target's layers per kind, e.g. {attention: 4}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ArchShape:
     # a hybrid's layers by kind ("mamba", "attention"; () = one kind): a fact of the model the shape
     # was read from, not a size, so shapes compare without it
     layer_kinds: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    # a target's layers to keep of some kinds ((kind, count), ...; the others share the rest)
+    layers_by_kind: tuple[tuple[str, int], ...] = dataclasses.field(default=(), compare=False)
 
     def keys(self) -> tuple[str, ...]:
         """The sizes this model has (a target may name these)."""
@@ -108,12 +111,43 @@ def read_target_spec(path: str | Path) -> dict:
     return data
 
 
+def allowed_keys(source: ArchShape) -> tuple[str, ...]:
+    return source.keys() + ((LAYER_COUNTS,) if len(set(source.layer_kinds)) > 1 else ())
+
+
+def layer_counts(value, source: ArchShape, where: str) -> tuple[tuple[str, int], ...]:
+    """A target's `num_layers_by_kind` checked against the source: kinds it has, 1..its count of each."""
+    have = {kind: source.layer_kinds.count(kind) for kind in dict.fromkeys(source.layer_kinds)}
+    if not isinstance(value, dict) or not value:
+        raise RegrowError(f"{where}: {LAYER_COUNTS} must map layer kinds to counts, e.g. {{{next(iter(have))}: 1}}; "
+                          f"kinds of this model: {', '.join(f'{k} ({n})' for k, n in have.items())}")
+    for kind, count in value.items():
+        if kind not in have:
+            raise RegrowError(f"{where}: {LAYER_COUNTS} names layer kind {kind!r}, which the model does not have; "
+                              f"allowed: {', '.join(f'{k} (1..{n})' for k, n in have.items())}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= have[kind]:
+            raise RegrowError(f"{where}: {LAYER_COUNTS} asks for {count!r} {kind} layers; the source has {have[kind]} "
+                              f"(allowed: 1..{have[kind]}: every kind keeps at least one layer)")
+    return tuple(value.items())
+
+
 def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
-    """Apply a shape spec (any of the source's keys) to the source shape; everything unnamed is kept."""
-    unknown = sorted(set(spec) - set(SHAPE_KEYS))
+    """Apply a shape spec (any of the source's keys) to the source shape; everything unnamed is kept.
+    Layers per kind (`num_layers_by_kind`) set the layer count when it is not named: the named
+    kinds' counts plus every layer of the other kinds."""
+    unknown = sorted(set(spec) - set(SHAPE_KEYS) - {LAYER_COUNTS})
     if unknown:
-        raise RegrowError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(source.keys())} "
+        raise RegrowError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed_keys(source))} "
                           "(or pass a full HF config.json)")
+    spec = dict(spec)
+    by_kind = ()
+    if LAYER_COUNTS in spec:
+        if len(set(source.layer_kinds)) < 2:
+            raise RegrowError(f"{where}: {LAYER_COUNTS} names layer kinds, but this model's layers are all of one kind; "
+                              "give num_hidden_layers")
+        by_kind = layer_counts(spec.pop(LAYER_COUNTS), source, where)
+        named = dict(by_kind)
+        spec.setdefault("num_hidden_layers", sum(named.values()) + sum(k not in named for k in source.layer_kinds))
     absent = [k for k in spec if k not in source.keys()]
     if absent:
         what = {"shared_expert_intermediate_size": "no shared expert",
@@ -121,13 +155,13 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
                 "mamba_num_heads": "no Mamba-2 layer", "linear_num_key_heads": "no gated-DeltaNet layer",
                 "linear_num_value_heads": "no gated-DeltaNet layer"}.get(absent[0], "no experts (a dense model)")
         raise RegrowError(f"{where}: {absent[0]} names a part the model does not have ({what}); allowed: "
-                          f"{', '.join(source.keys())}")
+                          f"{', '.join(allowed_keys(source))}")
     values = {}
     for key, value in spec.items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise RegrowError(f"{where}: {key} is {value!r}; it must be a whole number")
         values[key] = value
-    return source.replace(**values)
+    return source.replace(**values, layers_by_kind=by_kind)
 
 
 def check_target(source: ArchShape, target: ArchShape, family_rules=None, config_error=None) -> None:
@@ -148,6 +182,16 @@ def check_target(source: ArchShape, target: ArchShape, family_rules=None, config
     if target.num_hidden_layers < len(kinds):
         raise RegrowError(f"target num_hidden_layers {target.num_hidden_layers} cannot keep a layer of each kind the "
                           f"source has ({', '.join(kinds)}); allowed: {len(kinds)}..{source.num_hidden_layers}")
+    if target.layers_by_kind:
+        named = dict(target.layers_by_kind)
+        others = [k for k in source.layer_kinds if k not in named]
+        low, high = sum(named.values()) + len(set(others)), sum(named.values()) + len(others)
+        if not low <= target.num_hidden_layers <= high:
+            described = ", ".join(f"{k} {n}" for k, n in named.items())
+            raise RegrowError(f"target num_hidden_layers {target.num_hidden_layers} does not fit {LAYER_COUNTS} "
+                              f"({described}) and at least one, at most all, layers of each other kind; allowed: "
+                              f"{low}..{high}" if low < high else f"target num_hidden_layers {target.num_hidden_layers} "
+                              f"does not fit {LAYER_COUNTS} ({described}); allowed: {low}")
     if target.mamba_num_heads % max(target.mamba_groups, 1):
         per_group = source.mamba_num_heads // source.mamba_groups
         raise RegrowError(f"target mamba_num_heads {target.mamba_num_heads} does not divide into the {target.mamba_groups} "

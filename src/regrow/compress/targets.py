@@ -8,7 +8,13 @@ import math
 from torch import nn
 
 from regrow.compress.families.base import FamilyAdapter
-from regrow.compress.shape import ArchShape, check_target, read_target_spec, shape_from_spec
+from regrow.compress.shape import (
+    ArchShape,
+    check_target,
+    layer_counts,
+    read_target_spec,
+    shape_from_spec,
+)
 from regrow.errors import RegrowError, reason_of
 
 
@@ -147,6 +153,9 @@ def resolve_target(model: nn.Module, adapter: FamilyAdapter, spec_path: str | No
     if target.head_dim != source.head_dim:
         raise RegrowError(f"--target {spec_path} has head_dim {target.head_dim} but the model {source.head_dim}; "
                           "pruning keeps or drops whole heads, so head_dim must stay")
+    if len(set(source.layer_kinds)) > 1 and target.num_hidden_layers < source.num_hidden_layers:
+        counts = {kind: target.layer_kinds.count(kind) for kind in dict.fromkeys(target.layer_kinds)}
+        target = target.replace(layers_by_kind=layer_counts(counts, source, f"--target {spec_path} (its layer types)"))
     return target
 
 

@@ -14,6 +14,7 @@ from regrow.compress.methods.base import (
     PruningMethod,
     register,
 )
+from regrow.errors import RegrowError
 
 
 @register("depth")
@@ -25,6 +26,9 @@ class DepthPruning(PruningMethod):
     def run(self, ctx: PruneContext) -> MethodResult:
         removed = ctx.source.num_hidden_layers - ctx.target.num_hidden_layers
         contiguous = ctx.cfg.depth_mode == "contiguous"
+        if contiguous and ctx.target.layers_by_kind:
+            raise RegrowError("--depth-mode contiguous removes one run of consecutive layers, which cannot keep the "
+                              "target's num_layers_by_kind; drop one of them")
         stats = calibrate(ctx, block_size=removed if contiguous else 0)
         influence = stats.influence / max(stats.tokens, 1)
         details = {"calibration_samples": stats.samples, "calibration_tokens": stats.tokens,
