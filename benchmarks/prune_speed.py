@@ -13,8 +13,11 @@
 - `--source hybrid`: a Granite-4-style hybrid (`granitemoehybrid`, dense variant: three Mamba-2
   layers to one attention layer, a shared MLP); targets: half the Mamba heads only, and every
   width (hidden, heads, Mamba heads, MLP) halved.
+- `--source deltanet`: a Qwen3.5-style hybrid (`qwen3_5_text`: three gated-DeltaNet layers to one
+  gated-attention layer, dense MLPs); targets: half the DeltaNet value heads only (one per key
+  head), and every width (hidden, heads, DeltaNet key and value heads, MLP) halved.
 
-Usage: python benchmarks/prune_speed.py [--source llama|moe|hybrid] [--work DIR] [--hidden 768] [--layers 12] [--methods M ...]
+Usage: python benchmarks/prune_speed.py [--source llama|moe|hybrid|deltanet] [--work DIR] [--hidden 768] [--layers 12] [--methods M ...]
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ def model_fields(args, vocab_size: int) -> dict:
                 "shared_intermediate_size": args.mlp, "layer_types": ["mamba", "mamba", "mamba", "attention"] * (args.layers // 4),
                 "mamba_n_heads": 2 * args.hidden // 64, "mamba_d_head": 64, "mamba_n_groups": 1, "mamba_d_state": 64,
                 "mamba_expand": 2, "mamba_chunk_size": 64, "position_embedding_type": "rope", "vocab_size": vocab_size,
+                "max_position_embeddings": 512, "tie_word_embeddings": False}
+    if args.source == "deltanet":
+        return {"model_type": "qwen3_5_text", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
+                "num_attention_heads": args.heads, "num_key_value_heads": args.heads // 4, "head_dim": 64,
+                "intermediate_size": args.mlp, "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * (args.layers // 4),
+                "linear_num_key_heads": args.hidden // 128, "linear_num_value_heads": args.hidden // 64,
+                "linear_key_head_dim": 64, "linear_value_head_dim": 64, "vocab_size": vocab_size,
                 "max_position_embeddings": 512, "tie_word_embeddings": False}
     if args.source == "moe":
         return {"model_type": "mixtral", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
@@ -157,7 +167,7 @@ def sheared_step_ratio(args, data_dir: Path, vocab_size: int) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--source", choices=("llama", "moe", "hybrid"), default="llama")
+    parser.add_argument("--source", choices=("llama", "moe", "hybrid", "deltanet"), default="llama")
     parser.add_argument("--work")
     parser.add_argument("--child")
     parser.add_argument("--hidden", type=int)
@@ -171,7 +181,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", help="only these methods (default: all)")
     parser.add_argument("--forward-repeats", type=int, default=3, help="forward passes timed (the median is the baseline)")
     args = parser.parse_args()
-    defaults = {"llama": (768, 12, 12, 2048), "moe": (512, 8, 8, 1024), "hybrid": (512, 8, 8, 1024)}[args.source]
+    defaults = {"llama": (768, 12, 12, 2048), "moe": (512, 8, 8, 1024), "hybrid": (512, 8, 8, 1024),
+                "deltanet": (512, 8, 8, 1024)}[args.source]
     for key, value in zip(("hidden", "layers", "heads", "mlp"), defaults):
         setattr(args, key, getattr(args, key) or value)
     args.work = args.work or f"/tmp/regrow-bench-prune-{args.source}"
@@ -192,9 +203,11 @@ def main() -> None:
     width = (f"hidden_size: {args.hidden // 2}\nnum_attention_heads: {args.heads // 2}\n"
              f"num_key_value_heads: {args.heads // 4}\n")
     width += {"moe": "num_experts: 4\nmoe_intermediate_size: ", "hybrid": f"mamba_num_heads: {args.hidden // 64}\n"
-              "shared_expert_intermediate_size: "}.get(args.source, "intermediate_size: ")
+              "shared_expert_intermediate_size: ", "deltanet": f"linear_num_key_heads: {args.hidden // 256}\n"
+              f"linear_num_value_heads: {args.hidden // 128}\nintermediate_size: "}.get(args.source, "intermediate_size: ")
     (work / "width.yaml").write_text(width + f"{args.mlp // 2}\n")
     (work / "mamba.yaml").write_text(f"mamba_num_heads: {args.hidden // 64}\n")  # half the heads: mamba_expand 1
+    (work / "deltanet.yaml").write_text(f"linear_num_value_heads: {args.hidden // 128}\n")  # one per key head
     (work / "experts.yaml").write_text("num_experts: 4\n")
     (work / "depth.yaml").write_text(f"num_hidden_layers: {args.layers // 2}\n")
 
@@ -207,8 +220,8 @@ def main() -> None:
             ("sparsegpt", "half"), ("sparsegpt", "2:4"), ("magnitude-sparse", "half")]
     if args.source == "moe":
         jobs.insert(0, ("activation", "experts"))
-    if args.source == "hybrid":
-        jobs.insert(0, ("activation", "mamba"))
+    if args.source in ("hybrid", "deltanet"):
+        jobs.insert(0, ("activation", "mamba" if args.source == "hybrid" else "deltanet"))
     for method, target in jobs:
         if args.methods and method not in args.methods:
             continue

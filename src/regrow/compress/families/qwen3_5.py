@@ -13,41 +13,19 @@ import dataclasses
 from regrow.compress.families.base import FAMILIES
 from regrow.compress.families.llama import LlamaAdapter
 from regrow.compress.families.qwen2_moe import Qwen2MoeAdapter
-from regrow.compress.families.qwen3_next import deltanet_kinds
-from regrow.compress.shape import ArchShape
+from regrow.compress.families.qwen3_next import GatedDeltaNetHybrid, deltanet_roles
 
 
 @FAMILIES.register("qwen3_5_text")
-class Qwen35Adapter(LlamaAdapter):
+class Qwen35Adapter(GatedDeltaNetHybrid, LlamaAdapter):
     model_types = ("qwen3_5_text",)
-    norm_offset = 1.0
-    query_gate = True
-    roles = dataclasses.replace(
-        LlamaAdapter.roles,
-        writers=("self_attn.o_proj", "linear_attn.out_proj", "mlp.down_proj"),
-        head_norms=("self_attn.q_norm", "self_attn.k_norm"),
-        deltanet_out="linear_attn.out_proj",
-    )
-
-    def shape(self, config) -> ArchShape:
-        return super().shape(config).replace(layer_kinds=deltanet_kinds(config))
+    roles = deltanet_roles(LlamaAdapter.roles, "mlp.down_proj")
 
 
 @FAMILIES.register("qwen3_5_moe_text")
-class Qwen35MoeAdapter(Qwen2MoeAdapter):
+class Qwen35MoeAdapter(GatedDeltaNetHybrid, Qwen2MoeAdapter):
     model_types = ("qwen3_5_moe_text",)
-    norm_offset = 1.0
-    query_gate = True
-    roles = dataclasses.replace(
-        Qwen2MoeAdapter.roles,
-        mlp_in=(), mlp_out="",
-        writers=("self_attn.o_proj", "linear_attn.out_proj", "mlp"),
-        head_norms=("self_attn.q_norm", "self_attn.k_norm"),
-        deltanet_out="linear_attn.out_proj",
-    )
-
-    def shape(self, config) -> ArchShape:
-        return super().shape(config).replace(layer_kinds=deltanet_kinds(config))
+    roles = deltanet_roles(dataclasses.replace(Qwen2MoeAdapter.roles, mlp_in=(), mlp_out=""), "mlp")
 
     def moe_layers(self, config) -> list[bool]:
         return [True] * config.num_hidden_layers

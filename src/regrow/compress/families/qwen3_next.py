@@ -14,30 +14,34 @@ same number in each) and key heads go with all their value heads (docs/PRUNING.m
 
 import dataclasses
 
-from regrow.compress.families.base import FAMILIES, Axis
+from regrow.compress.families.base import FAMILIES, Axis, LayerRoles
 from regrow.compress.families.qwen2_moe import Qwen2MoeAdapter
 from regrow.compress.shape import ArchShape
 
 
-def deltanet_kinds(config) -> tuple[str, ...]:
-    """Layer kinds of a gated-DeltaNet hybrid, from its `layer_types`."""
-    return tuple("deltanet" if kind == "linear_attention" else "attention" for kind in config.layer_types)
+def deltanet_roles(roles: LayerRoles, mlp_writer: str) -> LayerRoles:
+    """A Llama-like family's roles with Qwen's gated-DeltaNet mixer (`linear_attn`) beside
+    attention and per-head q/k norms; `mlp_writer` writes the MLP's output into the residual."""
+    return dataclasses.replace(roles, writers=("self_attn.o_proj", "linear_attn.out_proj", mlp_writer),
+                               head_norms=("self_attn.q_norm", "self_attn.k_norm"), deltanet_out="linear_attn.out_proj")
+
+
+class GatedDeltaNetHybrid:
+    """What Qwen3-Next and Qwen3.5 share: gated attention, norms scaling by (1 + weight), and
+    layers of two kinds from `layer_types` (mixed in before the family's base adapter)."""
+
+    norm_offset = 1.0
+    query_gate = True
+
+    def shape(self, config) -> ArchShape:
+        kinds = tuple("deltanet" if kind == "linear_attention" else "attention" for kind in config.layer_types)
+        return super().shape(config).replace(layer_kinds=kinds)
 
 
 @FAMILIES.register("qwen3_next")
-class Qwen3NextAdapter(Qwen2MoeAdapter):
+class Qwen3NextAdapter(GatedDeltaNetHybrid, Qwen2MoeAdapter):
     model_types = ("qwen3_next",)
-    norm_offset = 1.0
-    query_gate = True
-    roles = dataclasses.replace(
-        Qwen2MoeAdapter.roles,
-        writers=("self_attn.o_proj", "linear_attn.out_proj", "mlp"),
-        head_norms=("self_attn.q_norm", "self_attn.k_norm"),
-        deltanet_out="linear_attn.out_proj",
-    )
-
-    def shape(self, config) -> ArchShape:
-        return super().shape(config).replace(layer_kinds=deltanet_kinds(config))
+    roles = deltanet_roles(Qwen2MoeAdapter.roles, "mlp")
 
     def deltanet_axes(self, mixer: str, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
         k, v = shape.linear_key_head_dim, shape.linear_value_head_dim
