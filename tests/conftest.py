@@ -245,7 +245,7 @@ FAMILY_TARGETS = {
     "nemotron_h": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
                    "intermediate_size": 64, "mamba_num_heads": 4},
     "falcon_h1": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
-                  "intermediate_size": 64, "mamba_num_heads": 4},
+                  "intermediate_size": 64, "mamba_num_heads": 3, "mamba_groups": 1},  # a whole Mamba group goes
     "falcon_h1-nonorm": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 1,
                          "intermediate_size": 48, "mamba_num_heads": 3},
     "lfm2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,

@@ -116,6 +116,8 @@ def test_sheared_learns_masks_on_mamba_heads(family_models, data_dir, tmp_path):
     ({"mamba_n_heads": 4, "hidden_size": 48}, "mamba heads 4 x head_dim 16 = 64 is not a multiple of hidden_size 48"),
     ({"num_hidden_layers": 1}, "cannot keep a layer of each kind the source has (attention, mamba)"),
     ({"mamba_d_conv": 2}, "unknown key(s) mamba_d_conv; allowed: num_hidden_layers"),
+    ({"mamba_n_groups": 1, "mamba_n_heads": 6}, "target has 6 Mamba heads per group but the source only 4; with 1 groups "
+                                                "allowed mamba_num_heads: multiples of 1 up to 4"),
     ({"mamba_n_heads": 4, "mamba_num_heads": 6}, "mamba_n_heads 4 and mamba_num_heads 6 name the same size"),
 ])
 def test_bad_hybrid_targets_are_refused_before_any_work(target, expect, family_models, data_dir, tmp_path, capsys):
@@ -482,3 +484,31 @@ def test_layer_counts_on_a_model_of_one_kind_are_refused(family_models, data_dir
     assert prune(family_models["llama"], {"num_layers_by_kind": {"attention": 2}}, tmp_path / "out", data_dir,
                  tmp_path, "depth") == 2
     assert "this model's layers are all of one kind; give num_hidden_layers" in capsys.readouterr().err
+
+
+def test_whole_mamba_groups_go_with_their_b_and_c(family_models, data_dir, tmp_path):
+    """Granite-4 with 2 groups of 4 heads pruned to 1 group of 4 (the config's own key
+    mamba_n_groups): the better group by summed head score stays whole, with its B and C rows;
+    the export loads with exactly that shape, and masked == sliced."""
+    out = tmp_path / "groups"
+    assert prune(family_models["granitemoehybrid"], {"mamba_n_groups": 1, "mamba_n_heads": 4}, out, data_dir,
+                 tmp_path) == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    config = json.loads((out / "config.json").read_text())
+    assert (config["mamba_n_groups"], config["mamba_n_heads"], config["mamba_expand"]) == (1, 4, 1)
+    source = AutoModelForCausalLM.from_pretrained(family_models["granitemoehybrid"])
+    pruned = AutoModelForCausalLM.from_pretrained(out)
+    kept_layer = report["kept"]["layers"][0]  # a Mamba layer (layer 0 of the source is one)
+    scores = torch.tensor(report["scores"]["mamba_head"][kept_layer]).view(2, 4).sum(-1)
+    group = int(scores.argmax())
+    assert report["kept"]["per_layer"][str(kept_layer)]["mamba_groups"] == [group]
+    assert report["kept"]["per_layer"][str(kept_layer)]["mamba_heads"] == [4 * group + i for i in range(4)]
+    n, p, heads = 8, 16, 8
+    b_rows = slice(2 * heads * p + group * n, 2 * heads * p + (group + 1) * n)
+    c_rows = slice(2 * heads * p + 2 * n + group * n, 2 * heads * p + 2 * n + (group + 1) * n)
+    src = source.model.layers[kept_layer].mamba.in_proj.weight.detach()
+    new = pruned.model.layers[0].mamba.in_proj.weight.detach()
+    kept_hidden = torch.tensor(report["kept"]["hidden"]) if "hidden" in report["kept"] else torch.arange(64)
+    torch.testing.assert_close(new[2 * 4 * p: 2 * 4 * p + n], src[b_rows][:, kept_hidden])
+    torch.testing.assert_close(new[2 * 4 * p + n: 2 * 4 * p + 2 * n], src[c_rows][:, kept_hidden])

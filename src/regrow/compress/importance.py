@@ -224,6 +224,7 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         "expert": torch.zeros(L, shape.num_experts, dtype=torch.float64),
         "expert_mlp": torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64),
         "mamba_head": torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64),
+        "mamba_group": torch.zeros(L, shape.mamba_groups, dtype=torch.float64),
         "linear_key": torch.zeros(L, shape.linear_num_key_heads, dtype=torch.float64),
         "linear_head": torch.zeros(L, shape.linear_num_value_heads, dtype=torch.float64),
         "conv": torch.zeros(L, shape.hidden_size, dtype=torch.float64),
@@ -254,8 +255,6 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
                         values, units = part.view(-1, block).sum(-1), slice(first, first + count)
                         if unit == "hidden":
                             hidden += values
-                        elif unit == "mamba_bc":  # B and C are shared by a group's heads: kept whole
-                            continue
                         elif unit == "expert_mlp":
                             sums[unit][index, expert] += values
                         else:  # head, kv, mlp and expert axes exist only inside layers
@@ -263,7 +262,8 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
     head = sums["head"] + (sums["kv"] / shape.group_size).repeat_interleave(shape.group_size, dim=1)
     masks = Masks(layer=layer.sqrt(), head=head.sqrt(), mlp=sums["mlp"].sqrt(), hidden=hidden.sqrt())
     if shape.mamba_num_heads:
-        masks.mamba_head = sums["mamba_head"].sqrt()
+        per = shape.mamba_num_heads // shape.mamba_groups  # a group's B and C are shared by its heads
+        masks.mamba_head = (sums["mamba_head"] + (sums["mamba_group"] / per).repeat_interleave(per, dim=1)).sqrt()
     if shape.linear_num_value_heads:
         r = shape.linear_group_size
         masks.linear_head = (sums["linear_head"] + (sums["linear_key"] / r).repeat_interleave(r, dim=1)).sqrt()

@@ -71,6 +71,10 @@ class Masks:
         """Which key/value heads of layer `index` serve at least one kept query head."""
         return None if self.head is None else served(self.head[index], kv_heads)
 
+    def mamba_group_keep(self, index: int, groups: int) -> torch.Tensor | None:
+        """Which Mamba groups (their B and C) of layer `index` serve at least one kept head."""
+        return None if self.mamba_head is None else served(self.mamba_head[index], groups)
+
     def linear_key_keep(self, index: int, key_heads: int) -> torch.Tensor | None:
         """Which gated-DeltaNet key heads of layer `index` serve at least one kept value head."""
         return None if self.linear_head is None else served(self.linear_head[index], key_heads)
@@ -117,7 +121,7 @@ def masked_gated_norm(module: nn.Module, x: torch.Tensor, gate: torch.Tensor | N
         h = h * nn.functional.silu(gate.float())
     k = keep.to(h.device, torch.float32).view(groups, -1)
     grouped = h.view(*h.shape[:-1], groups, k.shape[-1])
-    variance = (grouped * grouped * k).sum(-1, keepdim=True) / k.sum(-1, keepdim=True)
+    variance = (grouped * grouped * k).sum(-1, keepdim=True) / k.sum(-1, keepdim=True).clamp_min(1)  # a dropped group: 0
     normed = (grouped * torch.rsqrt(variance + module.variance_epsilon) * k).view(h.shape)
     if before_gate:  # Falcon-H1 scales in float32 and casts last
         out = module.weight.float() * normed

@@ -13,7 +13,8 @@ CONFIG = "prune_config.yaml"
 
 def scores_for_report(scores: Masks) -> dict:
     return {kind: [round(float(v), 6) for v in t.flatten()] if t.dim() == 1 else [[round(float(v), 6) for v in row] for row in t]
-            for kind in ("layer", "head", "mlp", "hidden", "expert") if (t := getattr(scores, kind)) is not None}
+            for kind in ("layer", "head", "mlp", "hidden", "expert", "mamba_head", "linear_head", "conv")
+            if (t := getattr(scores, kind)) is not None}
 
 
 def kept_report(masks: Masks, source) -> dict:
@@ -25,8 +26,14 @@ def kept_report(masks: Masks, source) -> dict:
             "kv_heads": kept.units("kv", layer)[0].tolist(),
             "mlp": kept.units("mlp", layer)[0].tolist(),
         }
-        if source.num_experts:
-            per_layer[str(layer)]["experts"] = kept.units("expert", layer)[0].tolist()
+        kind = source.layer_kinds[layer] if source.layer_kinds else None  # a hybrid's mixers: in their own layers
+        for key, unit, present in (("experts", "expert", source.num_experts),
+                                   ("mamba_heads", "mamba_head", source.mamba_num_heads and kind in (None, "mamba")),
+                                   ("mamba_groups", "mamba_group", source.mamba_num_heads and kind in (None, "mamba")),
+                                   ("linear_value_heads", "linear_head", kind == "deltanet"),
+                                   ("linear_key_heads", "linear_key", kind == "deltanet")):
+            if present:
+                per_layer[str(layer)][key] = kept.units(unit, layer)[0].tolist()
     return {"layers": kept.layers, "per_layer": per_layer, "hidden": kept.hidden.tolist()}
 
 

@@ -4,7 +4,8 @@ Every layer gets the same widths (homogeneous shapes); which units stay may diff
 (and, in a mixture of experts, which channels stay may differ per expert).
 Grouped-query attention: the kept key/value groups are the best by summed head score, then
 the best query heads within each kept group, so the result is always a legal HF config.
-Mamba-2 heads: every group is kept and keeps its best heads, the same number in each.
+Mamba-2 heads as grouped-query attention: the best groups by summed head score (all of them
+unless the target has fewer), then the best heads within each kept group, the same number in each.
 Gated-DeltaNet heads as grouped-query attention: the best key heads by their value heads' summed
 score, then the best value heads of each kept key head, the same number for each.
 Layers of a hybrid: the best by score, but every kind of layer the source has keeps at least
@@ -92,10 +93,10 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
         out.hidden = scaled(top_k_mask(need("hidden", scores.hidden), target.hidden_size), "hidden")
         if "conv" in source.layer_kinds:  # a short conv's channels follow the hidden size's count
             out.conv = scaled(top_k_mask(need("conv", scores.conv), target.hidden_size), "conv")
-    if target.mamba_num_heads < source.mamba_num_heads:
+    if target.mamba_num_heads < source.mamba_num_heads:  # fewer heads per group, or fewer (whole) groups
         scores_ = need("mamba_head", scores.mamba_head)
-        per_group = top_k_mask(scores_.view(len(scores_), source.mamba_groups, -1), target.mamba_num_heads // source.mamba_groups)
-        out.mamba_head = scaled(per_group.view(len(scores_), -1), "mamba_head")
+        out.mamba_head = scaled(grouped_mask(scores_, source.mamba_groups, target.mamba_groups,
+                                             target.mamba_num_heads // target.mamba_groups), "mamba_head")
     if (target.linear_num_key_heads, target.linear_num_value_heads) != (source.linear_num_key_heads,
                                                                          source.linear_num_value_heads):
         out.linear_head = scaled(grouped_mask(need("linear_head", scores.linear_head), source.linear_num_key_heads,

@@ -20,7 +20,7 @@ from regrow.reading import read_json, read_yaml
 
 DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size")
-HYBRID_KEYS = ("mamba_num_heads", "linear_num_key_heads", "linear_num_value_heads")
+HYBRID_KEYS = ("mamba_num_heads", "mamba_groups", "linear_num_key_heads", "linear_num_value_heads")
 SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS
 LAYER_COUNTS = "num_layers_by_kind"  # a hybrid target's layers per kind, e.g. {attention: 4}
 
@@ -68,7 +68,7 @@ class ArchShape:
         return {"hidden": self.hidden_size, "head": self.num_attention_heads, "kv": self.num_key_value_heads,
                 "mlp": self.intermediate_size, "expert": self.num_experts, "expert_mlp": self.moe_intermediate_size,
                 "shared_mlp": self.shared_expert_intermediate_size, "mamba_head": self.mamba_num_heads,
-                "mamba_bc": 2 * self.mamba_groups * self.mamba_state, "linear_key": self.linear_num_key_heads,
+                "mamba_group": self.mamba_groups, "linear_key": self.linear_num_key_heads,
                 "linear_head": self.linear_num_value_heads,
                 "conv": self.hidden_size}[unit]  # a short conv's channels: as many as the hidden size
 
@@ -152,7 +152,7 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
     if absent:
         what = {"shared_expert_intermediate_size": "no shared expert",
                 "intermediate_size": "no dense MLP layer (every layer is a mixture of experts)",
-                "mamba_num_heads": "no Mamba-2 layer", "linear_num_key_heads": "no gated-DeltaNet layer",
+                "mamba_num_heads": "no Mamba-2 layer", "mamba_groups": "no Mamba-2 layer", "linear_num_key_heads": "no gated-DeltaNet layer",
                 "linear_num_value_heads": "no gated-DeltaNet layer"}.get(absent[0], "no experts (a dense model)")
         raise RegrowError(f"{where}: {absent[0]} names a part the model does not have ({what}); allowed: "
                           f"{', '.join(allowed_keys(source))}")
@@ -196,7 +196,12 @@ def check_target(source: ArchShape, target: ArchShape, family_rules=None, config
         per_group = source.mamba_num_heads // source.mamba_groups
         raise RegrowError(f"target mamba_num_heads {target.mamba_num_heads} does not divide into the {target.mamba_groups} "
                           f"Mamba groups (heads share B and C within a group, each keeps the same number); allowed: "
-                          f"multiples of {target.mamba_groups} up to {source.mamba_num_heads} ({per_group} per group)")
+                          f"multiples of {target.mamba_groups} up to {target.mamba_groups * per_group} ({per_group} per group)")
+    if target.mamba_groups and target.mamba_num_heads // target.mamba_groups > source.mamba_num_heads // source.mamba_groups:
+        per_group = source.mamba_num_heads // source.mamba_groups
+        raise RegrowError(f"target has {target.mamba_num_heads // target.mamba_groups} Mamba heads per group but the source "
+                          f"only {per_group}; with {target.mamba_groups} groups allowed mamba_num_heads: multiples of "
+                          f"{target.mamba_groups} up to {target.mamba_groups * per_group}")
     keys, values = target.linear_num_key_heads, target.linear_num_value_heads
     if values % max(keys, 1):
         raise RegrowError(f"target linear_num_value_heads {values} is not a multiple of linear_num_key_heads {keys}; every "

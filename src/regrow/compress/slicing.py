@@ -46,8 +46,9 @@ class KeptUnits:
         if unit == "linear_key":
             keep = m.linear_key_keep(layer, s.linear_num_key_heads)
             return (torch.arange(s.linear_num_key_heads) if keep is None else torch.nonzero(keep).flatten()), None
-        if unit == "mamba_bc":  # a Mamba group's B and C channels: kept whole
-            return torch.arange(s.units(unit)), None
+        if unit == "mamba_group":  # a Mamba group's B and C channels: kept while one of its heads is
+            keep = m.mamba_group_keep(layer, s.mamba_groups)
+            return (torch.arange(s.mamba_groups) if keep is None else torch.nonzero(keep).flatten()), None
         if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "conv", "linear_head"):
             values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert, "mamba_head": m.mamba_head,
                       "conv": m.conv, "linear_head": m.linear_head}[unit]

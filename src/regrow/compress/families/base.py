@@ -278,6 +278,7 @@ class FamilyAdapter:
                 setattr(new, self.shared_width_key, target.shared_expert_intermediate_size)
         if self.mamba_keys:
             setattr(new, self.mamba_keys["mamba_num_heads"], target.mamba_num_heads)
+            setattr(new, self.mamba_keys["mamba_groups"], target.mamba_groups)
         if self.mamba_expand_key:
             setattr(new, self.mamba_expand_key, target.mamba_num_heads * target.mamba_head_dim // target.hidden_size)
         if self.mamba_width_key:
@@ -324,7 +325,7 @@ class FamilyAdapter:
             rows = Axis(0, "shared_mlp", stacked=(("shared_mlp", 1), ("shared_mlp", 1)))
             axes[f"{r.shared_in_stacked}.weight"], axes[f"{r.shared_in_stacked}.bias"] = (rows, hidden_in), (rows,)
         if r.mamba:
-            axes.update(self.mamba_axes(r.mamba, shape.mamba_head_dim, hidden_in))
+            axes.update(self.mamba_axes(r.mamba, shape, hidden_in))
         if r.deltanet_out:
             writer = "writer" if r.deltanet_out in r.writers else None
             axes.update(self.deltanet_axes(r.deltanet_out.rsplit(".", 1)[0], shape, hidden_in))
@@ -365,13 +366,15 @@ class FamilyAdapter:
             axes[f"{name}.weight"] = ()
         return axes
 
-    def mamba_axes(self, mamba: str, head: int, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
+    def mamba_axes(self, mamba: str, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
         """A Mamba-2 mixer's parameters: whole heads (their z and x channels, dt, A, D, conv and
-        norm channels) are cut; B and C (`mamba_bc`, shared by a group's heads) are kept whole. A
-        head's mask value folds into out_proj's columns, as an attention head's into o_proj's."""
-        rows = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_head", head), ("mamba_bc", 1),
-                                                    ("mamba_head", 1)))
-        conv = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_bc", 1)))
+        norm channels) are cut; a group's B and C (`mamba_group`, shared by its heads) go when all
+        its heads go. A head's mask value folds into out_proj's columns, as an attention head's
+        into o_proj's."""
+        head, state = shape.mamba_head_dim, shape.mamba_state
+        rows = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_head", head), ("mamba_group", state),
+                                                    ("mamba_group", state), ("mamba_head", 1)))
+        conv = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_group", state), ("mamba_group", state)))
         writer = "writer" if f"{mamba}.out_proj" in self.roles.writers else None
         return {
             f"{mamba}.in_proj.weight": (rows, hidden_in), f"{mamba}.in_proj.bias": (rows,),
