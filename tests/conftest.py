@@ -195,6 +195,12 @@ FAMILY_CONFIGS = {
                    "linear_num_key_heads": 2, "linear_num_value_heads": 6, "linear_key_head_dim": 8,
                    "linear_value_head_dim": 12, "linear_conv_kernel_dim": 4, "partial_rotary_factor": 0.5,
                    "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    # OLMo-hybrid: gated-DeltaNet (pre-norm) and OLMo-2 attention (post-norm) layers
+    "olmo_hybrid": {"model_type": "olmo_hybrid", "num_key_value_heads": 4, "intermediate_size": 96,
+                    "layer_types": ["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+                    "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 8,
+                    "linear_value_head_dim": 12, "linear_conv_kernel_dim": 4, "linear_allow_neg_eigval": True,
+                    "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
     # Qwen3.5: the DeltaNet's projections unfused; dense MLPs, or experts with a shared expert in every layer
     "qwen3_5": {"model_type": "qwen3_5_text", "num_key_value_heads": 4, "head_dim": 8, "intermediate_size": 96,
                 "layer_types": ["linear_attention", "linear_attention", "full_attention", "linear_attention"],
@@ -255,6 +261,8 @@ FAMILY_TARGETS = {
     "qwen3_next": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
                    "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
                    "shared_expert_intermediate_size": 24, "linear_num_key_heads": 1, "linear_num_value_heads": 2},
+    "olmo_hybrid": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                    "intermediate_size": 64, "linear_num_key_heads": 1, "linear_num_value_heads": 1},
     "qwen3_5": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
                 "intermediate_size": 64, "linear_num_key_heads": 2, "linear_num_value_heads": 2},
     "qwen3_5_moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
@@ -264,7 +272,7 @@ FAMILY_TARGETS = {
 MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid", "qwen3_next",
                 "qwen3_5_moe", "lfm2_moe")
 HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2", "qwen3_next",
-                   "qwen3_5", "qwen3_5_moe", "lfm2_moe")
+                   "qwen3_5", "qwen3_5_moe", "lfm2_moe", "olmo_hybrid")
 
 
 def depth_target(family: str) -> dict:

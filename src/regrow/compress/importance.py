@@ -45,8 +45,7 @@ class ActivationStats:
                  shape: ArchShape | None = None):
         self.reduction = batch_reduction
         self.block_size = block_size  # > 0: also score every run of `block_size` consecutive layers
-        self.roles = adapter.roles
-        self.norm_writers = adapter.norm_writers()
+        self.adapter = adapter
         shape = shape or adapter.shape(model.config)
         self.shape = shape
         L = shape.num_hidden_layers
@@ -70,7 +69,7 @@ class ActivationStats:
         if model is None:
             return
         for index, layer in enumerate(adapter.layers(model)):
-            self.handles += self.hook_units(layer, lambda index=index: index)
+            self.handles += self.hook_units(layer, lambda index=index: index, adapter.layer_kind(shape, index))
             self.handles.append(layer.register_forward_pre_hook(self._layer_in_hook(index), with_kwargs=True))
             self.handles.append(layer.register_forward_hook(self._layer_out_hook(index)))
 
@@ -78,10 +77,11 @@ class ActivationStats:
     def for_shape(cls, shape: ArchShape, adapter: FamilyAdapter, batch_reduction: str = "l2", block_size: int = 0):
         return cls(None, adapter, batch_reduction, block_size, shape)
 
-    def hook_units(self, layer: nn.Module, index) -> list:
-        """Hooks on one layer's head, MLP and hidden-writing modules; `index()` says which layer
-        the statistics belong to (a streaming caller reuses one module for every layer)."""
-        r = self.roles
+    def hook_units(self, layer: nn.Module, index, kind: str | None = None) -> list:
+        """Hooks on one layer's (of `kind`) head, MLP and hidden-writing modules; `index()` says
+        which layer the statistics belong to (a streaming caller reuses one module for every layer
+        of a kind)."""
+        r = self.adapter.roles_of(kind)
         handles = []
         if (attn_out := find(layer, r.attn_out)) is not None:
             handles.append(attn_out.register_forward_pre_hook(self._head_hook(index, self.head)))
@@ -93,7 +93,7 @@ class ActivationStats:
         for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp), (conv_out, self.conv)):
             if (module := find(layer, name)) is not None:
                 handles.append(module.register_forward_pre_hook(self._mlp_hook(index, acc)))
-        for name in (*r.norms, *self.norm_writers):
+        for name in (*r.norms, *self.adapter.norm_writers(kind)):
             handles.append(layer.get_submodule(name).register_forward_hook(self._hidden_hook))
         if (experts := find(layer, r.experts)) is not None:
             handles.append(RoutedExperts(experts, observe=self._expert_observer(index)))

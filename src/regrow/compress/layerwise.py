@@ -117,6 +117,8 @@ class LayerwiseModel:
             small.tie_word_embeddings = False
             self.skeletons[kind] = empty_model(small, torch.float32).to(device).eval()
         self.layers = {kind: adapter.layers(skeleton)[0] for kind, skeleton in self.skeletons.items()}
+        self.layer_kinds = {kind: adapter.layer_kind(adapter.shape(skeleton.config), 0)  # a hybrid's kind of layer
+                            for kind, skeleton in self.skeletons.items()}
         for kind in self.layers:
             self._release_layer(kind)  # weights are assigned per layer: hold no memory until then
         self._load_outer_modules()

@@ -151,8 +151,9 @@ class MaskHooks:
         self.linear_value_head_dim = shape.linear_value_head_dim
         self.handles: list = []
         self.routed: list[RoutedExperts] = []
-        r = adapter.roles
         for index, layer in enumerate(adapter.layers(model)):
+            kind = adapter.layer_kind(shape, index)
+            r = adapter.roles_of(kind)
             get = layer.get_submodule
             if (attn_out := find(layer, r.attn_out)) is not None:  # a hybrid's Mamba layers have no attention
                 self.handles.append(attn_out.register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
@@ -162,15 +163,15 @@ class MaskHooks:
                 if hasattr(mamba.norm, "weight"):  # Falcon-H1 may have no norm there (nn.Identity)
                     self.handles.append(mamba.norm.register_forward_hook(self._mamba_norm_hook(index), with_kwargs=True))
             conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
-            for name, kind, repeat in ((r.mlp_out, "mlp", 1), (r.shared_out, "shared_mlp", 1), (conv_out, "conv", 1),
+            for name, unit, repeat in ((r.mlp_out, "mlp", 1), (r.shared_out, "shared_mlp", 1), (conv_out, "conv", 1),
                                        (r.deltanet_out, "linear_head", self.linear_value_head_dim)):
                 if (module := find(layer, name)) is not None:
-                    self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, kind, repeat)))
+                    self.handles.append(module.register_forward_pre_hook(self._input_scale_hook(index, unit, repeat)))
             for name in r.norms:
                 self.handles.append(get(name).register_forward_hook(self._norm_hook(None)))
             for name in r.writers:
                 if (module := find(layer, name)) is not None:
-                    hook = self._norm_hook(index) if name in adapter.norm_writers() else self._output_writer_hook(index)
+                    hook = self._norm_hook(index) if name in adapter.norm_writers(kind) else self._output_writer_hook(index)
                     self.handles.append(module.register_forward_hook(hook))
             if r.q_norm:
                 self.handles.append(get(r.q_norm).register_forward_hook(self._head_norm_hook(index, "head")))

@@ -69,10 +69,11 @@ def newton_schulz(weight: torch.Tensor, steps: int = 5) -> torch.Tensor:
 @torch.no_grad()
 def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, perturb: float) -> nn.Module:
     """orthogonalise every projection by Newton-Schulz, gain kept (FIRE)"""
-    r = adapter.roles
-    head_dim = adapter.shape(model.config).head_dim
-    plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out, *r.shared_in, r.shared_out, r.router)
-    for layer in adapter.layers(model):
+    shape = adapter.shape(model.config)
+    head_dim = shape.head_dim
+    for index, layer in enumerate(adapter.layers(model)):
+        r = adapter.roles_of(adapter.layer_kind(shape, index))
+        plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out, *r.shared_in, r.shared_out, r.router)
         for module in filter(None, (find(layer, name) for name in plain)):
             module.weight.copy_(newton_schulz(module.weight))
         if r.qkv_fused:

@@ -23,14 +23,15 @@ def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape,
     `layers`: the kept source layers. Without them, a model whose layers differ in size (dense
     and mixture-of-experts layers) is counted with the mean layer, exact once layers are chosen."""
     source = adapter.shape(model.config)
-    layer_axes = adapter.layer_axes(source)
+    layer_axes = {kind: adapter.layer_axes(source, kind) for kind in (*source.layer_kinds, None)}
     prefix = adapter.layers_path + "."
     per_layer = [0] * source.num_hidden_layers
     outer = 0
     for name, param in model.named_parameters():
         if name.startswith(prefix):
             index_text, rel = name[len(prefix):].split(".", 1)
-            index, axes = int(index_text), layer_axes.get(rel)
+            index = int(index_text)
+            axes = layer_axes[adapter.layer_kind(source, index)].get(rel)
         else:
             index, axes = None, adapter.parameter_axes(name, source)[2]
         if axes is None:

@@ -118,8 +118,9 @@ class LazyCheckpoint:
     def bind(self, model) -> None:
         """Name tensors as `model` (e.g. on the meta device) names its parameters: transformers
         renames some checkpoint keys on load (GPT-NeoX's embed_out is lm_head; Bloom's hub
-        checkpoints lack the transformer. prefix) and stacks per-expert tensors into fused ones
-        (mixtures of experts); both are read that way here. Other conversions are refused."""
+        checkpoints lack the transformer. prefix), stacks per-expert tensors into fused ones
+        (mixtures of experts) and concatenates parts (OLMo-hybrid's q / k / v convolutions); all
+        are read that way here. Other conversions are refused."""
         names = KeyNames(model)
         renamed, merged = {}, {}
         for key in self.shapes:
@@ -131,16 +132,19 @@ class LazyCheckpoint:
             if found is None:
                 raise RegrowError(f"tensor {key!r} of {str(self.folder)!r} is converted by transformers on load; "
                                   "--streaming reads checkpoints stored in the model's own layout or one tensor per expert")
-            part, patterns, target = found
-            expert = int(re.search(re.escape(pattern).replace(r"\*", r"(\d+)"), key).group(1))
-            entry = merged.setdefault(name, Merged(patterns, target, {}))
+            part, patterns, target, stacked = found
+            expert = int(re.search(re.escape(pattern).replace(r"\*", r"(\d+)"), key).group(1)) if stacked else 0
+            entry = merged.setdefault(name, Merged(patterns, target, {}, stacked))
             entry.keys[(part, expert)] = key
         for name, entry in merged.items():
             experts = 1 + max(e for _, e in entry.keys)
             if len(entry.keys) != experts * len(entry.patterns):
-                raise RegrowError(f"{str(self.folder)!r} lacks some experts' tensors of {name!r}")
+                raise RegrowError(f"{str(self.folder)!r} lacks some parts of {name!r}")
             first = self.shapes[entry.keys[(0, 0)]]
-            self.shapes[name] = [experts, first[0] * len(entry.patterns), *first[1:]]
+            if entry.stacked:
+                self.shapes[name] = [experts, first[0] * len(entry.patterns), *first[1:]]
+            else:  # parts one after another along dim 0
+                self.shapes[name] = [sum(self.shapes[entry.keys[(p, 0)]][0] for p in range(len(entry.patterns))), *first[1:]]
             self.dtypes[name] = self.dtypes[entry.keys[(0, 0)]]
             self.file_of[name] = self.file_of[entry.keys[(0, 0)]]
             renamed[name] = name
@@ -157,6 +161,9 @@ class LazyCheckpoint:
         kind = next((m for m in self.merged.values() if name.endswith(m.target)), None)
         if kind is None:
             return {self.disk_name(name): tensor}
+        if not kind.stacked:  # as save_pretrained splits a concatenation: equal chunks, reloaded by concatenating
+            return {self.disk_name(name[: -len(kind.target)] + pattern): piece.contiguous()
+                    for pattern, piece in zip(kind.patterns, tensor.chunk(len(kind.patterns), dim=0))}
         out = {}
         for expert, stacked in enumerate(tensor):
             for pattern, piece in zip(kind.patterns, stacked.chunk(len(kind.patterns), dim=0)):
@@ -180,6 +187,9 @@ class LazyCheckpoint:
             if name in self.merged:  # experts stacked, each expert's parts one after another (gate | up)
                 entry = self.merged[name]
                 parts = self.read_keys(entry.keys.values())
+                if not entry.stacked:
+                    out[name] = torch.cat([parts[entry.keys[(p, 0)]] for p in range(len(entry.patterns))])
+                    continue
                 experts = self.shapes[name][0]
                 out[name] = torch.stack([torch.cat([parts[entry.keys[(p, e)]] for p in range(len(entry.patterns))])
                                          for e in range(experts)])
@@ -200,6 +210,9 @@ class LazyCheckpoint:
         read straight from the file into `out` (converted to its dtype): only those bytes are
         read, with no memory map and no copy of the whole rows - what one process of a sharded
         model owns."""
+        if name in self.merged and not self.merged[name].stacked:  # a small concatenation: read whole, copy the rows
+            out.copy_(self.read([name])[name][start : start + out.shape[0]])
+            return
         if name in self.merged:
             entry = self.merged[name]
             parts = len(entry.patterns)
@@ -289,11 +302,13 @@ def _runs(indices: torch.Tensor) -> list[tuple[int, int]]:
 
 @dataclass
 class Merged:
-    """A fused model tensor stored as one checkpoint tensor per (part, expert)."""
+    """A fused model tensor stored as one checkpoint tensor per (part, expert), or (not
+    `stacked`) as parts concatenated along dim 0 (expert 0 only)."""
 
     patterns: list[str]  # the converter's source patterns, one per part (gate, up)
     target: str  # the end of the model's name (".experts.gate_up_proj")
     keys: dict[tuple[int, int], str]  # (part, expert) -> checkpoint key
+    stacked: bool = True
 
 
 class KeyNames:
@@ -321,16 +336,18 @@ class KeyNames:
 
         return rename_source_key(key, *self._load, self._prefix, self._meta)
 
-    def stacking(self, pattern: str) -> tuple[int, list[str], str] | None:
-        """For a converter that stacks one tensor per expert (and concatenates parts, gate | up):
-        (the pattern's part index, all its source patterns, its target); None for any other."""
+    def stacking(self, pattern: str) -> tuple[int, list[str], str, bool] | None:
+        """For a converter that stacks one tensor per expert (and concatenates parts, gate | up) or
+        only concatenates parts: (the pattern's part index, all its source patterns, its target,
+        whether experts are stacked); None for any other."""
         from transformers.core_model_loading import Concatenate, MergeModulelist
 
         for converter in self._load[1]:
             if pattern in converter.source_patterns and len(converter.target_patterns) == 1:
                 ops = [(type(op), getattr(op, "dim", None)) for op in converter.operations]
-                if ops in ([(MergeModulelist, 0)], [(MergeModulelist, 0), (Concatenate, 1)]):
-                    return converter.source_patterns.index(pattern), list(converter.source_patterns), converter.target_patterns[0]
+                if ops in ([(MergeModulelist, 0)], [(MergeModulelist, 0), (Concatenate, 1)], [(Concatenate, 0)]):
+                    return (converter.source_patterns.index(pattern), list(converter.source_patterns),
+                            converter.target_patterns[0], ops != [(Concatenate, 0)])
         return None
 
     def to_disk(self, name: str) -> str:

@@ -21,6 +21,7 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     nemotron_h,
     olmo,
     olmo2,
+    olmo_hybrid,
     olmoe,
     phi3,
     qwen2_moe,

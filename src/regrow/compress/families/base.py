@@ -106,6 +106,10 @@ class FamilyAdapter:
     final_norm: str = ""
     lm_head: str = ""
     roles: LayerRoles = LayerRoles()
+    # a hybrid whose kinds of layer use one module name in different roles (OLMo-hybrid: the
+    # post-attention norm writes into the residual in attention layers and feeds the MLP in
+    # DeltaNet layers): layer kind -> that kind's roles; other kinds use `roles`
+    kind_roles: dict[str, LayerRoles] = {}
     head_dim_from_hidden: bool = False  # the HF class derives head_dim = hidden_size / heads
     grouped_attention: bool = True  # the HF class has num_key_value_heads
     mlp_ratio_fixed: int | None = None  # the HF class fixes intermediate = ratio * hidden (Bloom)
@@ -240,8 +244,12 @@ class FamilyAdapter:
 
     def config_error(self, config, target: ArchShape) -> str | None:
         """Why the HF config class would refuse the target shape (its own validators), or None."""
+        kinds = self.shape(config).layer_kinds  # a hybrid: the check keeps a layer of each kind, as selection will
+        firsts = [kinds.index(kind) for kind in dict.fromkeys(kinds)]
+        others = [i for i in range(config.num_hidden_layers) if i not in firsts]
+        layers = sorted(firsts + others[: target.num_hidden_layers - len(firsts)])
         try:
-            new = self.target_config(config, target, list(range(target.num_hidden_layers)))
+            new = self.target_config(config, target, layers)
             validate = getattr(new, "validate", None)
             if validate is not None:
                 validate()
@@ -288,10 +296,18 @@ class FamilyAdapter:
         return new
 
     # ---- parameters ---------------------------------------------------------------------------
-    def layer_axes(self, shape: ArchShape) -> dict[str, tuple[Axis, ...]]:
-        """Every parameter of one decoder layer (relative name) -> the unit axes of its dims (the
-        union over the kinds of layer: a parameter a layer lacks is simply not looked up)."""
-        r, head_dim = self.roles, shape.head_dim
+    def roles_of(self, kind: str | None) -> LayerRoles:
+        """The roles in a layer of `kind` (a hybrid's layer kind; None: the family's roles)."""
+        return self.kind_roles.get(kind, self.roles)
+
+    def layer_kind(self, shape: ArchShape, index: int) -> str | None:
+        return shape.layer_kinds[index] if shape.layer_kinds else None
+
+    def layer_axes(self, shape: ArchShape, kind: str | None = None) -> dict[str, tuple[Axis, ...]]:
+        """Every parameter of one decoder layer of `kind` (relative name) -> the unit axes of its
+        dims (without per-kind roles, the union over the kinds of layer: a parameter a layer lacks
+        is simply not looked up)."""
+        r, head_dim = self.roles_of(kind), shape.head_dim
         hidden_in = Axis(1, "hidden", 1, None if self.norm_weights else "unit")
         axes: dict[str, tuple[Axis, ...]] = {}
 
@@ -325,7 +341,7 @@ class FamilyAdapter:
             rows = Axis(0, "shared_mlp", stacked=(("shared_mlp", 1), ("shared_mlp", 1)))
             axes[f"{r.shared_in_stacked}.weight"], axes[f"{r.shared_in_stacked}.bias"] = (rows, hidden_in), (rows,)
         if r.mamba:
-            axes.update(self.mamba_axes(r.mamba, shape, hidden_in))
+            axes.update(self.mamba_axes(r, shape, hidden_in))
         if r.deltanet_out:
             writer = "writer" if r.deltanet_out in r.writers else None
             axes.update(self.deltanet_axes(r.deltanet_out.rsplit(".", 1)[0], shape, hidden_in))
@@ -355,7 +371,7 @@ class FamilyAdapter:
         for name in r.norms:
             axes[f"{name}.weight"] = (Axis(0, "hidden", 1, "unit", self.norm_offset),)
             axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "unit"),)
-        for name in self.norm_writers():  # a norm that writes into the residual (OLMo-2, Gemma-2/3)
+        for name in self.norm_writers(kind):  # a norm that writes into the residual (OLMo-2, Gemma-2/3)
                 axes[f"{name}.weight"] = (Axis(0, "hidden", 1, "writer", self.norm_offset),)
                 axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "writer"),)
         if r.q_norm:
@@ -366,7 +382,7 @@ class FamilyAdapter:
             axes[f"{name}.weight"] = ()
         return axes
 
-    def mamba_axes(self, mamba: str, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
+    def mamba_axes(self, r: LayerRoles, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
         """A Mamba-2 mixer's parameters: whole heads (their z and x channels, dt, A, D, conv and
         norm channels) are cut; a group's B and C (`mamba_group`, shared by its heads) go when all
         its heads go. A head's mask value folds into out_proj's columns, as an attention head's
@@ -375,7 +391,8 @@ class FamilyAdapter:
         rows = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_head", head), ("mamba_group", state),
                                                     ("mamba_group", state), ("mamba_head", 1)))
         conv = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_group", state), ("mamba_group", state)))
-        writer = "writer" if f"{mamba}.out_proj" in self.roles.writers else None
+        mamba = r.mamba
+        writer = "writer" if f"{mamba}.out_proj" in r.writers else None
         return {
             f"{mamba}.in_proj.weight": (rows, hidden_in), f"{mamba}.in_proj.bias": (rows,),
             f"{mamba}.conv1d.weight": (conv,), f"{mamba}.conv1d.bias": (conv,),
@@ -420,7 +437,8 @@ class FamilyAdapter:
         prefix = self.layers_path + "."
         if name.startswith(prefix):
             index_text, rel = name[len(prefix):].split(".", 1)
-            index, axes = int(index_text), self.layer_axes(shape).get(rel)
+            index = int(index_text)
+            axes = self.layer_axes(shape, self.layer_kind(shape, index)).get(rel)
         else:
             index, rel, axes = None, name, self.model_axes().get(name)
         if axes is None:
@@ -437,9 +455,9 @@ class FamilyAdapter:
         return tensor
 
     # ---- masking extras -------------------------------------------------------------------------
-    def norm_writers(self) -> tuple[str, ...]:
+    def norm_writers(self, kind: str | None = None) -> tuple[str, ...]:
         """The writers that are norms (OLMo-2's and Gemma's post-sublayer norms)."""
-        r = self.roles
+        r = self.roles_of(kind)
         mixers = (r.attn_out, r.mlp_out, r.moe_block, r.shared_out, r.deltanet_out, f"{r.mamba}.out_proj" if r.mamba else None,
                   f"{r.short_conv}.out_proj" if r.short_conv else None)
         return tuple(w for w in r.writers if w not in mixers)

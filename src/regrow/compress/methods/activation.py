@@ -42,7 +42,8 @@ def calibrate_layerwise(ctx: PruneContext, block_size: int = 0) -> ActivationSta
         stats.count(ids)
     window = [store]  # hidden states entering the last block_size + 1 layers
     current = [0]
-    handles = [handle for layer in runner.layers.values() for handle in stats.hook_units(layer, lambda: current[0])]
+    handles = [handle for key, layer in runner.layers.items()
+               for handle in stats.hook_units(layer, lambda: current[0], runner.layer_kinds[key])]
     try:
         for i in tqdm(range(runner.num_layers), desc="calibrate layers", unit="layer", disable=not ctx.cfg.progress,
                       dynamic_ncols=True):
