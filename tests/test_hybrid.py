@@ -32,6 +32,23 @@ def prune(model, target: dict, out, data_dir, tmp_path, method="activation", *ex
                  "--out", str(out), *FAST, *extra])
 
 
+def load_without_regrow(out, keys: tuple[str, ...], extra: str = "") -> dict:
+    """The export's config values `keys`, its parameter count and whether its logits are finite,
+    from a process that loads it with plain transformers and never imports regrow; `extra`: more
+    `name: expression` entries for the printed dict (the model is `m`)."""
+    code = (
+        "import json, sys, torch\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r})\n"
+        "assert 'regrow' not in sys.modules\n"
+        "out = m(torch.tensor([[1, 2, 3, 4, 5]])).logits\n"
+        f"print(json.dumps({{k: getattr(m.config, k) for k in {keys!r}}} | {{{extra}"
+        "'parameters': sum(p.numel() for p in m.parameters()), 'finite': bool(torch.isfinite(out).all())}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_mamba_head_score_is_the_norm_of_its_channels_entering_out_proj():
     """Per sample, the mean over tokens of each head's L2 norm at out_proj's input; the L2 over
     samples (Minitron's batch reduction), computed from hooks on plain transformers' mixer."""
@@ -68,20 +85,9 @@ def test_export_loads_in_plain_transformers_with_the_target_config(family_models
     assert prune(family_models["granitemoehybrid"], target, out, data_dir, tmp_path) == 0
     report = json.loads((out / "pruning_report.json").read_text())
     assert report["exactness"]["max_abs_logit_diff"] < 1e-4
-    code = (
-        "import json, sys, torch\n"
-        "from transformers import AutoModelForCausalLM\n"
-        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r})\n"
-        "assert 'regrow' not in sys.modules\n"
-        "c = m.config\n"
-        "out = m(torch.tensor([[1, 2, 3, 4, 5]])).logits\n"
-        "print(json.dumps({k: getattr(c, k) for k in ('num_hidden_layers', 'hidden_size', 'num_attention_heads',"
-        " 'num_key_value_heads', 'num_local_experts', 'intermediate_size', 'shared_intermediate_size', 'mamba_n_heads',"
-        " 'mamba_d_head', 'mamba_n_groups', 'mamba_expand', 'layer_types')}"
-        " | {'parameters': sum(p.numel() for p in m.parameters()), 'finite': bool(torch.isfinite(out).all())}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = load_without_regrow(out, ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                                    "num_local_experts", "intermediate_size", "shared_intermediate_size", "mamba_n_heads",
+                                    "mamba_d_head", "mamba_n_groups", "mamba_expand", "layer_types"))
     assert got["finite"]
     assert {k: got[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
                                 "intermediate_size", "shared_intermediate_size", "mamba_n_heads")} == {
@@ -330,21 +336,11 @@ def test_deltanet_export_loads_in_plain_transformers_with_the_target_config(fami
     assert prune(family_models["qwen3_next"], target, out, data_dir, tmp_path) == 0
     report = json.loads((out / "pruning_report.json").read_text())
     assert report["exactness"]["max_abs_logit_diff"] < 1e-4
-    code = (
-        "import json, sys, torch\n"
-        "from transformers import AutoModelForCausalLM\n"
-        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r})\n"
-        "assert 'regrow' not in sys.modules\n"
-        "c = m.config\n"
-        "out = m(torch.tensor([[1, 2, 3, 4, 5]])).logits\n"
-        "l = m.model.layers[0].linear_attn\n"
-        "print(json.dumps({k: getattr(c, k) for k in ('num_hidden_layers', 'linear_num_key_heads', 'linear_num_value_heads',"
-        " 'num_attention_heads', 'num_key_value_heads', 'num_experts', 'moe_intermediate_size', 'layer_types')}"
-        " | {'qkvz': list(l.in_proj_qkvz.weight.shape), 'conv': list(l.conv1d.weight.shape),"
-        " 'parameters': sum(p.numel() for p in m.parameters()), 'finite': bool(torch.isfinite(out).all())}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = load_without_regrow(out, ("num_hidden_layers", "linear_num_key_heads", "linear_num_value_heads",
+                                    "num_attention_heads", "num_key_value_heads", "num_experts", "moe_intermediate_size",
+                                    "layer_types"),
+                              "'qkvz': list(m.model.layers[0].linear_attn.in_proj_qkvz.weight.shape), "
+                              "'conv': list(m.model.layers[0].linear_attn.conv1d.weight.shape), ")
     assert got["finite"] and got["parameters"] == report["target"]["parameters"]
     assert {k: got[k] for k in target} == target
     assert got["qkvz"] == [2 * 8 + 2 * 2 * 12, 64] and got["conv"] == [2 * 8 + 2 * 12, 1, 4]
