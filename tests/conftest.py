@@ -164,6 +164,22 @@ FAMILY_CONFIGS = {
                    "layers_block_type": ["mamba", "attention", "mlp", "mamba"], "mamba_num_heads": 8,
                    "mamba_head_dim": 12, "n_groups": 2, "ssm_state_size": 8, "chunk_size": 8, "use_bias": True,
                    "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    # Nemotron-H MoE: non-gated experts in 4 groups of 3 (group-limited sigmoid routing with a
+    # score-correction bias), a shared expert; with the experts in a latent space, and without
+    "nemotron_h-moe": {"model_type": "nemotron_h", "num_key_value_heads": 2, "head_dim": 8,
+                       "layers_block_type": ["mamba", "moe", "attention", "moe"], "mamba_num_heads": 4,
+                       "mamba_head_dim": 16, "n_groups": 1, "ssm_state_size": 8, "chunk_size": 8,
+                       "n_routed_experts": 12, "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2,
+                       "moe_intermediate_size": 24, "moe_shared_expert_intermediate_size": 32, "moe_latent_size": 32,
+                       "routed_scaling_factor": 2.5, "norm_topk_prob": True,
+                       "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
+    "nemotron_h-nolatent": {"model_type": "nemotron_h", "num_key_value_heads": 4, "head_dim": 8, "intermediate_size": 48,
+                            "layers_block_type": ["attention", "moe", "mlp", "moe"], "mamba_num_heads": 4,
+                            "mamba_head_dim": 8, "n_groups": 1, "ssm_state_size": 8, "chunk_size": 8,
+                            "n_routed_experts": 8, "num_experts_per_tok": 2, "n_group": 2, "topk_group": 1,
+                            "moe_intermediate_size": 16, "moe_shared_expert_intermediate_size": 24,
+                            "routed_scaling_factor": 1.0, "norm_topk_prob": False,
+                            "pad_token_id": None, "bos_token_id": None, "eos_token_id": None},
     # Falcon-H1: Mamba-2 and attention in parallel in every layer, muP multipliers; with the gated
     # norm normalising before the gate, and without the norm
     "falcon_h1": {"model_type": "falcon_h1", "num_key_value_heads": 4, "intermediate_size": 96, "mamba_n_heads": 8,
@@ -250,6 +266,12 @@ FAMILY_TARGETS = {
                        "shared_expert_intermediate_size": 64, "mamba_num_heads": 3},
     "nemotron_h": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
                    "intermediate_size": 64, "mamba_num_heads": 4},
+    "nemotron_h-moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
+                       "num_experts": 6, "num_experts_per_tok": 2, "topk_group": 1, "n_group": 3,
+                       "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24, "mamba_num_heads": 2},
+    "nemotron_h-nolatent": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4,
+                            "num_key_value_heads": 2, "intermediate_size": 32, "num_experts": 6, "num_experts_per_tok": 2,
+                            "moe_intermediate_size": 8, "shared_expert_intermediate_size": 16},
     "falcon_h1": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
                   "intermediate_size": 64, "mamba_num_heads": 3, "mamba_groups": 1},  # a whole Mamba group goes
     "falcon_h1-nonorm": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 1,
@@ -270,14 +292,14 @@ FAMILY_TARGETS = {
                     "shared_expert_intermediate_size": 24, "linear_num_key_heads": 3, "linear_num_value_heads": 3},
 }
 MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid", "qwen3_next",
-                "qwen3_5_moe", "lfm2_moe")
+                "qwen3_5_moe", "lfm2_moe", "nemotron_h-moe", "nemotron_h-nolatent")
 HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2", "qwen3_next",
-                   "qwen3_5", "qwen3_5_moe", "lfm2_moe", "olmo_hybrid")
+                   "qwen3_5", "qwen3_5_moe", "lfm2_moe", "olmo_hybrid", "nemotron_h-moe", "nemotron_h-nolatent")
 
 
 def depth_target(family: str) -> dict:
     """Half the layers, but a layer of each kind a hybrid has (Nemotron-H's tiny model: three kinds)."""
-    return {"num_hidden_layers": 3 if family == "nemotron_h" else 2}
+    return {"num_hidden_layers": 3 if family.startswith("nemotron_h") else 2}
 
 
 def make_family_model(family: str, vocab_size: int, seed: int = 0):
@@ -300,7 +322,7 @@ def make_family_model(family: str, vocab_size: int, seed: int = 0):
             elif param.dim() == 2 and param.abs().max() == 0:  # routers (and gates) HF starts at zero: route for real
                 param.normal_(0.0, 1.0)
         for name, buffer in model.named_buffers():
-            if name.endswith("expert_bias"):  # a router's selection bias (LFM2-MoE) starts at zero: make it choose
+            if name.endswith(("expert_bias", "e_score_correction_bias")):  # a router's selection bias (LFM2-MoE) starts at zero: make it choose
                 buffer.normal_(0.0, 0.5)
     return model
 

@@ -355,7 +355,7 @@ def test_sparse_training_with_two_processes_matches_one(family_models, tokenizer
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["granitemoehybrid", "nemotron_h", "falcon_h1", "lfm2", "lfm2_moe", "qwen3_next", "qwen3_5",
-                                    "olmo_hybrid"])
+                                    "olmo_hybrid", "nemotron_h-moe"])
 def test_a_pruned_hybrid_trains_with_two_processes_as_with_one(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """A pruned hybrid (Mamba-2 layers, sharded by FSDP2 like any layer) trained by 2 processes,
     stopped half-way and resumed, equals 1 process."""

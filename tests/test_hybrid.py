@@ -155,7 +155,7 @@ def _train(init, tokenizer_dir, data_dir, out, steps, resume=False):
 
 
 @pytest.mark.parametrize("family", ["granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "lfm2", "lfm2_moe", "qwen3_next",
-                                    "qwen3_5", "qwen3_5_moe", "olmo_hybrid"])
+                                    "qwen3_5", "qwen3_5_moe", "olmo_hybrid", "nemotron_h-moe"])
 def test_a_pruned_hybrid_continues_training_and_resumes_exactly(family, family_models, tokenizer_dir, data_dir, tmp_path):
     """The pruned hybrid trains on the CPU (transformers' PyTorch Mamba / DeltaNet paths): the
     weights of its Mamba, short-conv or DeltaNet input projections move; stopped at step 2 and
@@ -205,20 +205,51 @@ def test_nemotron_h_flops_count_its_attention_layers_only():
     assert shape.ssm_flops == 2 * 5 * c.mamba_num_heads * c.mamba_head_dim * c.ssm_state_size
 
 
-def test_nemotron_h_with_experts_is_refused_in_one_line(tokenizer_dir, data_dir, tmp_path, capsys):
-    from conftest import FAMILY_CONFIGS
-    from transformers import AutoConfig
+def test_nemotron_h_moe_export_loads_in_plain_transformers_with_its_groups(family_models, data_dir, tmp_path):
+    """Nemotron-H MoE (latent experts, 12 experts in 4 groups, top-2 groups): pruned to 3 groups of
+    2 experts, top-1 group, with the config's own key names; a process that never imports regrow
+    loads it with exactly those values, HF's parameter count equals the target's, the latent size
+    and each group's shape stay (the router's bias has one entry per kept expert)."""
+    out = tmp_path / "moe"
+    target = {"n_routed_experts": 6, "n_group": 3, "topk_group": 1, "num_experts_per_tok": 2,
+              "moe_shared_expert_intermediate_size": 16, "moe_intermediate_size": 16, "hidden_size": 48}
+    assert prune(family_models["nemotron_h-moe"], target, out, data_dir, tmp_path, "activation") == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    got = load_without_regrow(out, tuple(target) + ("moe_latent_size", "layers_block_type"),
+                              "'bias': list(m.model.layers[1].mixer.gate.e_score_correction_bias.shape), ")
+    assert {k: got[k] for k in target} == target and got["moe_latent_size"] == 32 and got["finite"]
+    assert got["bias"] == [6] and got["parameters"] == report["target"]["parameters"]
+    for kept in report["kept"]["per_layer"].values():  # two kept experts in each of three kept groups of three
+        groups = [e // 3 for e in kept["experts"]]
+        assert len(set(groups)) == 3 and all(groups.count(g) == 2 for g in set(groups))
 
-    fields = dict(FAMILY_CONFIGS["nemotron_h"]) | {"layers_block_type": ["mamba", "moe", "attention", "mlp"],
-                                                    "n_routed_experts": 4, "num_experts_per_tok": 2,
-                                                    "moe_intermediate_size": 16, "moe_shared_expert_intermediate_size": 16}
-    fields.pop("model_type")
-    config = AutoConfig.for_model("nemotron_h", vocab_size=97, hidden_size=32, num_attention_heads=4, **fields)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "moe")
+
+def test_a_ratio_keeps_expert_groups_even(family_models, tmp_path):
+    """--target-ratio on group-limited routing: experts go first, in equal numbers per group."""
+    out = tmp_path / "ratio"
+    assert main(["prune", "--model", str(family_models["nemotron_h-moe"]), "--target-ratio", "0.7", "--method", "magnitude",
+                 "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    experts = report["target"]["shape"]["num_experts"]
+    assert experts in (8, 12) and report["target"]["shape"]["n_group"] == 4
+    for kept in report["kept"]["per_layer"].values():
+        groups = [e // 3 for e in kept["experts"]]
+        assert all(groups.count(g) == experts // 4 for g in range(4))
+
+
+@pytest.mark.parametrize("target, expect", [
+    ({"num_experts": 7}, "target num_experts 7 does not divide into the 4 kept expert groups (n_group) with 2..3 experts "
+                         "in each; allowed num_experts: 8, 12"),
+    ({"n_group": 1, "num_experts": 3}, "target topk_group 2 is larger than the 1 expert groups left (n_group); allowed: 1..1"),
+    ({"topk_group": 1, "num_experts": 8}, "target num_experts_per_tok 3 is more than the experts of the topk_group 1 groups"),
+    ({"n_group": 5}, "target n_group 5 is larger than the source's 4"),
+])
+def test_bad_expert_group_targets_are_refused_before_any_work(target, expect, family_models, data_dir, tmp_path, capsys):
     capsys.readouterr()
-    assert prune(tmp_path / "moe", {"num_hidden_layers": 3}, tmp_path / "out", data_dir, tmp_path, "magnitude") == 2
+    code = prune(family_models["nemotron_h-moe"], target, tmp_path / "out", data_dir, tmp_path, "magnitude")
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nemotron_h with mixture-of-experts layers" in err[0], err
+    assert code == 2 and len(err) == 1 and expect in err[0], err
     assert not (tmp_path / "out").exists()
 
 

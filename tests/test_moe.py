@@ -21,16 +21,19 @@ from regrow.compress.masks import MaskHooks, Masks
 
 EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts",
                "granitemoehybrid": "num_local_experts", "qwen3_next": "num_experts", "qwen3_5_moe": "num_experts",
-               "lfm2_moe": "num_experts"}
+               "lfm2_moe": "num_experts", "nemotron_h-moe": "n_routed_experts", "nemotron_h-nolatent": "n_routed_experts"}
 WIDTH_KEY = {"mixtral": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
              "qwen2_moe": "moe_intermediate_size", "granitemoehybrid": "intermediate_size",
              "qwen3_next": "moe_intermediate_size", "qwen3_5_moe": "moe_intermediate_size",
-             "lfm2_moe": "moe_intermediate_size"}
+             "lfm2_moe": "moe_intermediate_size", "nemotron_h-moe": "moe_intermediate_size",
+             "nemotron_h-nolatent": "moe_intermediate_size"}
+SHARED_KEY = {"granitemoehybrid": "shared_intermediate_size", "nemotron_h-moe": "moe_shared_expert_intermediate_size",
+              "nemotron_h-nolatent": "moe_shared_expert_intermediate_size"}
 
 
 def moe_blocks(model):
     blocks = [getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) or getattr(layer, "feed_forward", None)
-              for layer in model.model.layers]
+              or getattr(layer, "mixer", None) for layer in model.model.layers]
     return [block for block in blocks if hasattr(block, "experts")]
 
 
@@ -44,10 +47,25 @@ def record_routing(model):
     for block in moe_blocks(model):
         entry = {}
         seen.append(entry)
-        handles.append(router(block).register_forward_pre_hook(lambda m, a, entry=entry: entry.update(x=a[0].detach())))
+        handles.append(router(block).register_forward_pre_hook(lambda m, a, entry=entry: entry.update(x=a[0].detach().flatten(0, -2))))
         handles.append(block.experts.register_forward_pre_hook(
             lambda m, a, entry=entry: entry.update(index=a[1].detach(), weight=a[2].detach())))
     return seen, handles
+
+
+def grouped_routing(probs: torch.Tensor, bias: torch.Tensor, groups: int, top_groups: int, k: int):
+    """DeepSeek-V3's routing, written out: groups scored by their best two biased scores, the best
+    `top_groups` groups kept, the top-k biased scores chosen in them; gates = unbiased scores."""
+    choice = probs + bias
+    per_group = choice.shape[-1] // groups
+    group_scores = torch.stack([choice[:, g * per_group:(g + 1) * per_group].topk(2).values.sum(-1)
+                                for g in range(groups)], dim=-1)
+    allowed = torch.zeros_like(choice, dtype=torch.bool)
+    for row, best in enumerate(group_scores.topk(top_groups).indices):
+        for g in best.tolist():
+            allowed[row, g * per_group:(g + 1) * per_group] = True
+    chosen = choice.masked_fill(~allowed, -torch.inf).topk(k).indices
+    return probs.gather(-1, chosen), chosen
 
 
 def expert_output(experts, e: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +82,12 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
     source = adapter.shape(model.config)
     E, k = source.num_experts, source.num_experts_per_tok - 1 or 1
     g = torch.Generator().manual_seed(5)
-    keep = torch.stack([torch.randperm(E, generator=g) < E // 2 + 1 for _ in range(source.num_hidden_layers)]).float()
+    if source.n_group:  # group-limited routing: every group keeps the same number of experts (two here)
+        per_group = E // source.n_group
+        keep = torch.stack([torch.cat([torch.randperm(per_group, generator=g) < 2 for _ in range(source.n_group)])
+                            for _ in range(source.num_hidden_layers)]).float()
+    else:
+        keep = torch.stack([torch.randperm(E, generator=g) < E // 2 + 1 for _ in range(source.num_hidden_layers)]).float()
     ids = torch.randint(0, 97, (2, 12), generator=g)
     hooks = MaskHooks(model, adapter)
     hooks.masks, hooks.final = Masks(expert=keep, experts_per_token=k), True
@@ -83,14 +106,25 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
         kept = torch.nonzero(keep[layer]).flatten()
         assert set(entry["index"].flatten().tolist()) <= set(kept.tolist())  # a masked expert never wins
         logits = (entry["x"] @ router(block).weight.T)[:, kept].double()  # the sliced router
-        if family == "lfm2_moe":  # sigmoid scores, chosen by score + selection bias, scaled
+        if source.n_group:  # Nemotron-H: group-limited sigmoid routing, two experts per kept group
+            probs = torch.sigmoid(logits)
+            bias = router(block).e_score_correction_bias[kept].double()
+            top, chosen = grouped_routing(probs, bias, source.n_group, source.topk_group, k)
+            if model.config.norm_topk_prob:
+                top = top / (top.sum(-1, keepdim=True) + 1e-20)
+            top = top * model.config.routed_scaling_factor
+            order = torch.sort(entry["index"], dim=-1)  # transformers picks its top-k unsorted
+            entry = {"index": order.values, "weight": entry["weight"].gather(-1, order.indices)}
+            resort = torch.sort(chosen, dim=-1)
+            chosen, top = resort.values, top.gather(-1, resort.indices)
+        elif family == "lfm2_moe":  # sigmoid scores, chosen by score + selection bias, scaled
             probs = torch.sigmoid(logits)
             chosen = torch.topk(probs + block.expert_bias[kept].double(), k, dim=-1).indices
             top = probs.gather(-1, chosen)
             top = top / (top.sum(-1, keepdim=True) + 1e-6) * model.config.routed_scaling_factor
         else:
             top, chosen = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
-        if renormalise and family != "lfm2_moe":
+        if renormalise and family != "lfm2_moe" and not source.n_group:
             top = top / top.sum(-1, keepdim=True)
         assert torch.equal(entry["index"], kept[chosen])
         torch.testing.assert_close(entry["weight"].double(), top, rtol=1e-5, atol=1e-6)
@@ -161,7 +195,7 @@ def test_every_method_prunes_a_moe_exactly_and_the_export_generates(family, fami
         assert config.num_experts_per_tok == target["num_experts_per_tok"]
         assert getattr(config, WIDTH_KEY[family]) == target["moe_intermediate_size"]
         if "shared_expert_intermediate_size" in target:
-            shared_key = "shared_intermediate_size" if family == "granitemoehybrid" else "shared_expert_intermediate_size"
+            shared_key = SHARED_KEY.get(family, "shared_expert_intermediate_size")
             assert getattr(config, shared_key) == target["shared_expert_intermediate_size"]
         assert sum(p.numel() for p in model.parameters()) == report["target"]["parameters"]
         assert all(len(kept["experts"]) == target["num_experts"] for kept in report["kept"]["per_layer"].values())

@@ -66,3 +66,19 @@ def test_fire_orthogonalises_q_k_v_separately_and_keeps_embeddings():
     for name in ("gpt_neox.embed_in.weight", "lm_head.weight", "gpt_neox.layers.0.input_layernorm.weight",
                  "gpt_neox.layers.0.mlp.dense_h_to_4h.bias"):
         assert torch.equal(after[name], before[name])
+
+
+def test_fire_orthogonalises_non_gated_experts_and_latent_projections():
+    """Nemotron-H MoE: each expert's up and down matrix on its own (no gate half to split), the
+    latent projections and the shared expert; the router's selection bias is kept."""
+    model = make_family_model("nemotron_h-moe", 97)
+    before = params(model)
+    bias = model.model.layers[1].mixer.gate.e_score_correction_bias.clone()
+    after = params(REINITS["fire"](model, adapter_for(model.config), 0, 0.8, 0.01))
+    prefix = "model.layers.1.mixer."
+    for fused in ("experts.up_proj", "experts.down_proj"):
+        for e in (0, 7):
+            torch.testing.assert_close(after[prefix + fused][e], newton_schulz(before[prefix + fused][e]))
+    for name in ("fc1_latent_proj.weight", "fc2_latent_proj.weight", "shared_experts.up_proj.weight"):
+        torch.testing.assert_close(after[prefix + name], newton_schulz(before[prefix + name]))
+    assert torch.equal(model.model.layers[1].mixer.gate.e_score_correction_bias, bias) and bias.abs().sum() > 0

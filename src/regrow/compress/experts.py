@@ -2,11 +2,12 @@
 and mask inside them.
 
 transformers 5 stores a layer's experts fused (`gate_up_proj` [experts, 2 x width, hidden] with
-[gate | up] rows, `down_proj` [experts, hidden, width]) and dispatches their forward to eager,
+[gate | up] rows, `down_proj` [experts, hidden, width]; Nemotron-H's non-gated experts hold
+`up_proj` [experts, width, hidden] instead) and dispatches their forward to eager,
 batched or grouped kernels: no module boundary shows one expert's channels or output. While
 regrow masks or measures a model, `RoutedExperts` stands in for the experts module's forward
 (an instance attribute, removed afterwards; the module and its weights are untouched): the same
-computation as transformers' eager loop (act(gate) x up, down, times the routing weight, summed
+computation as transformers' eager loop (act(gate) x up or act(up), down, times the routing weight, summed
 per token), with an optional per-expert channel mask and an observer that sees each expert's
 intermediate activations and outputs. For the sparse methods, `ExpertMatrix` shows one
 expert's matrix of a fused tensor as a linear layer of its own; `RoutedExperts(linear=...)`
@@ -25,7 +26,11 @@ from torch.nn import functional as F
 Observer = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 # linear(fused tensor name, expert, input [n, in]) -> output [n, out]
 Linear = Callable[[str, int, torch.Tensor], torch.Tensor]
-FUSED = ("gate_up_proj", "down_proj")  # in call order
+
+
+def fused_names(experts: nn.Module) -> tuple[str, str]:
+    """The fused tensors of an experts module, in call order: gated or not."""
+    return ("gate_up_proj" if hasattr(experts, "gate_up_proj") else "up_proj", "down_proj")
 
 
 class ExpertMatrix(nn.Module):
@@ -58,9 +63,10 @@ class ExpertMatrix(nn.Module):
 def expert_matrices(experts: nn.Module, prefix: str) -> dict[str, ExpertMatrix]:
     """Every expert's matrices of a fused experts module, in call order (expert by expert, gate_up
     before down), named `{prefix}.gate_up_proj[e]`."""
-    count = getattr(experts, FUSED[0]).shape[0]
+    names = fused_names(experts)
+    count = getattr(experts, names[0]).shape[0]
     return {f"{prefix}.{fused}[{e}]": ExpertMatrix(experts, fused, e, f"{prefix}.{fused}")
-            for e in range(count) for fused in FUSED}
+            for e in range(count) for fused in names}
 
 
 def route_through(matrices: list[ExpertMatrix]) -> list[RoutedExperts]:
@@ -83,6 +89,7 @@ class RoutedExperts:
         if "forward" in vars(experts):
             raise RuntimeError("the experts module is already being masked or measured")
         self.experts, self.channel_mask, self.observe = experts, channel_mask, observe
+        self.gated = hasattr(experts, "gate_up_proj")
         self.linear = linear or (lambda fused, e, x: F.linear(x, getattr(experts, fused)[e]))
         experts.forward = self.forward
 
@@ -96,8 +103,11 @@ class RoutedExperts:
         out = torch.zeros_like(hidden)
         for expert in torch.unique(top_k_index).tolist():
             token, slot = torch.where(top_k_index == expert)
-            gate, up = self.linear("gate_up_proj", expert, hidden[token]).chunk(2, dim=-1)
-            inner = experts.act_fn(gate) * up
+            if self.gated:
+                gate, up = self.linear("gate_up_proj", expert, hidden[token]).chunk(2, dim=-1)
+                inner = experts.act_fn(gate) * up
+            else:
+                inner = experts.act_fn(self.linear("up_proj", expert, hidden[token]))
             if mask is not None:
                 inner = inner * mask[expert].to(inner.device, inner.dtype)
             output = self.linear("down_proj", expert, inner)

@@ -43,6 +43,7 @@ class Masks:
     expert's channels) and experts_per_token (the top-k, None = the model's own); hybrids:
     mamba_head [L, H_m], conv [L, d] (a short conv's channels) and linear_head [L, H_v] (a gated
     DeltaNet's value heads): a row for every layer, only the layers with that mixer use theirs.
+    Group-limited routing: topk_group (the groups a token may use, None = the model's own).
     """
 
     layer: torch.Tensor | None = None
@@ -56,6 +57,7 @@ class Masks:
     conv: torch.Tensor | None = None
     linear_head: torch.Tensor | None = None
     experts_per_token: int | None = None
+    topk_group: int | None = None  # group-limited routing: the target's groups per token (None = the model's)
 
     def for_layer(self, index: int) -> Masks:
         """The masks of layer `index` alone, as for a one-layer model (layer-by-layer checks)."""
@@ -65,7 +67,7 @@ class Masks:
         return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden,
                      expert=row(self.expert), expert_mlp=row(self.expert_mlp), shared_mlp=row(self.shared_mlp),
                      mamba_head=row(self.mamba_head), conv=row(self.conv), linear_head=row(self.linear_head),
-                     experts_per_token=self.experts_per_token)
+                     experts_per_token=self.experts_per_token, topk_group=self.topk_group)
 
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
         """Which key/value heads of layer `index` serve at least one kept query head."""
@@ -240,13 +242,14 @@ class MaskHooks:
 
         def hook(module, args, output):
             m = self.masks
-            if m is None or (m.expert is None and m.experts_per_token is None):
+            if m is None or (m.expert is None and m.experts_per_token is None and m.topk_group is None):
                 return None
             logits, scores = output[0], output[1]
             values = m.expert[index].to(logits.device) if m.expert is not None else None
             dropped = values == 0 if values is not None else torch.zeros(logits.shape[-1], dtype=torch.bool,
                                                                           device=logits.device)
-            top, chosen = self.adapter.route(config, logits, dropped, m.experts_per_token or module.top_k, args)
+            top, chosen = self.adapter.route(config, module, args, logits, dropped, m.experts_per_token or module.top_k,
+                                             m.topk_group)
             top = top.to(scores.dtype)
             if values is not None:
                 top = top * values.to(top.dtype)[chosen]

@@ -144,7 +144,7 @@ def _prune(cfg: PruneConfig, method, access, world: World, device, out, started:
         if cfg.rewind_from:  # lottery-ticket rewinding: the mask of the trained weights, the early weights
             rewind_weights(model.module, cfg.rewind_from, cfg.trust_remote_code)
         # select, slice, check, write
-        masks = select(result.scores, source, target, result.values)
+        masks = select(result.scores, source, target, result.values, adapter.first_layer_kinds)
         n_target = count_parameters(model.module, adapter, target, KeptUnits(masks, source).layers)  # exact for mixed layers
         exactness = model.write(adapter, masks, target, result.values is not None, device, tmp)
         check_finite_exactness(exactness, cfg.model)

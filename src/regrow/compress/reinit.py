@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from regrow.compress.experts import find
+from regrow.compress.experts import find, fused_names
 from regrow.compress.families.base import FamilyAdapter
 from regrow.models.hf import fresh_like
 from regrow.registry import Registry
@@ -73,8 +73,9 @@ def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
     head_dim = shape.head_dim
     for index, layer in enumerate(adapter.layers(model)):
         r = adapter.roles_of(adapter.layer_kind(shape, index))
-        plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out, *r.shared_in, r.shared_out, r.router)
-        for module in filter(None, (find(layer, name) for name in plain)):
+        plain = (*r.q, *r.kv, r.attn_out, *r.mlp_in, r.mlp_out, *r.shared_in, r.shared_out, r.router, r.latent_in,
+                 r.latent_out)
+        for module in (m for m in (find(layer, name) for name in plain) if hasattr(m, "weight")):
             module.weight.copy_(newton_schulz(module.weight))
         if r.qkv_fused:
             weight = layer.get_submodule(r.qkv_fused).weight  # rows: [head, q|k|v, head_dim]
@@ -83,7 +84,8 @@ def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
                 part = parts[:, p].reshape(-1, weight.shape[1])
                 parts[:, p] = newton_schulz(part).view_as(parts[:, p])
         if (experts := find(layer, r.experts)) is not None:  # each expert's gate, up and down on their own
-            for fused, pieces in ((experts.gate_up_proj, 2), (experts.down_proj, 1)):
+            for name in fused_names(experts):
+                fused, pieces = getattr(experts, name), 2 if name == "gate_up_proj" else 1
                 for matrix in fused:
                     for piece in matrix.chunk(pieces, dim=0):
                         piece.copy_(newton_schulz(piece))

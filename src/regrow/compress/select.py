@@ -8,6 +8,8 @@ Mamba-2 heads as grouped-query attention: the best groups by summed head score (
 unless the target has fewer), then the best heads within each kept group, the same number in each.
 Gated-DeltaNet heads as grouped-query attention: the best key heads by their value heads' summed
 score, then the best value heads of each kept key head, the same number for each.
+Experts with group-limited routing (DeepSeek-V3, Nemotron-H) likewise: the best groups by summed
+expert score, then the best experts within each kept group, the same number in each.
 Layers of a hybrid: the best by score, but every kind of layer the source has keeps at least
 its best layer (a Granite-4 without attention layers does not run in transformers); a target's
 `num_layers_by_kind` fixes how many of a kind stay (its best), the other kinds share the rest.
@@ -65,10 +67,23 @@ def layer_mask(scores: torch.Tensor, keep: int, kinds: tuple[str, ...],
     return mask
 
 
-def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | None = None) -> Masks:
+def keep_first_layer(mask: torch.Tensor, scores: torch.Tensor, kinds: tuple[str, ...], first_kinds: tuple[str, ...]) -> None:
+    """A model that only runs when its first layer holds a cache (Nemotron-H in transformers:
+    MLP and MoE layers hold none) keeps the source's first layer when that layer is of such a
+    kind, in place of the weakest kept layer of the same kind (each kind's count unchanged)."""
+    if not first_kinds or mask[0] or kinds[0] not in first_kinds:
+        return
+    mine = [i for i, k in enumerate(kinds) if k == kinds[0] and mask[i]]
+    mask[min(mine, key=lambda i: (scores[i], -i))] = 0
+    mask[0] = 1
+
+
+def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | None = None,
+           first_layer_kinds: tuple[str, ...] = ()) -> Masks:
     """Deterministic masks: 1 (or the value to fold, from `values`) for kept units, 0 for dropped.
 
     A kind of unit whose size does not change gets None (kept whole, nothing to fold).
+    `first_layer_kinds`: the kinds of layer the pruned model may start with (keep_first_layer).
     """
 
     def need(kind: str, tensor: torch.Tensor | None) -> torch.Tensor:
@@ -82,8 +97,10 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
 
     out = Masks()
     if target.num_hidden_layers < source.num_hidden_layers:
-        out.layer = scaled(layer_mask(need("layer", scores.layer), target.num_hidden_layers, source.layer_kinds,
-                                      target.layers_by_kind), "layer")
+        layers = layer_mask(need("layer", scores.layer), target.num_hidden_layers, source.layer_kinds,
+                            target.layers_by_kind)
+        keep_first_layer(layers, need("layer", scores.layer), source.layer_kinds, first_layer_kinds)
+        out.layer = scaled(layers, "layer")
     if (target.num_attention_heads, target.num_key_value_heads) != (source.num_attention_heads, source.num_key_value_heads):
         out.head = scaled(grouped_mask(need("head", scores.head), source.num_key_value_heads, target.num_key_value_heads,
                                        target.group_size), "head")
@@ -101,10 +118,17 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
                                                                          source.linear_num_value_heads):
         out.linear_head = scaled(grouped_mask(need("linear_head", scores.linear_head), source.linear_num_key_heads,
                                               target.linear_num_key_heads, target.linear_group_size), "linear_head")
+    if source.n_group and target.num_experts < source.num_experts:  # fewer experts per group, or fewer (whole) groups
+        out.expert = scaled(grouped_mask(need("expert", scores.expert), source.n_group, target.n_group,
+                                         target.num_experts // target.n_group), "expert")
     for kind, key in (("expert", "num_experts"), ("expert_mlp", "moe_intermediate_size"),
                       ("shared_mlp", "shared_expert_intermediate_size")):
+        if kind == "expert" and source.n_group:
+            continue
         if getattr(target, key) < getattr(source, key):
             setattr(out, kind, scaled(top_k_mask(need(kind, getattr(scores, kind)), getattr(target, key)), kind))
     if target.num_experts_per_tok < source.num_experts_per_tok:
         out.experts_per_token = target.num_experts_per_tok
+    if target.topk_group < source.topk_group:
+        out.topk_group = target.topk_group
     return out

@@ -19,7 +19,8 @@ from regrow.errors import RegrowError
 from regrow.reading import read_json, read_yaml
 
 DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
-EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size")
+EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size", "n_group",
+               "topk_group")
 HYBRID_KEYS = ("mamba_num_heads", "mamba_groups", "linear_num_key_heads", "linear_num_value_heads")
 SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS
 LAYER_COUNTS = "num_layers_by_kind"  # a hybrid target's layers per kind, e.g. {attention: 4}
@@ -41,6 +42,9 @@ class ArchShape:
     num_experts_per_tok: int = 0
     moe_intermediate_size: int = 0
     shared_expert_intermediate_size: int = 0
+    n_group: int = 0  # group-limited routing (DeepSeek-V3, Nemotron-H): experts in n_group equal groups,
+    topk_group: int = 0  # a token's experts chosen from its best topk_group groups
+    moe_latent_size: int = 0  # experts computed in a latent space of this size (Nemotron-H; kept whole)
     mamba_num_heads: int = 0
     mamba_head_dim: int = 0
     mamba_groups: int = 0
@@ -85,6 +89,8 @@ class ArchShape:
             text += f", mlp {self.intermediate_size}"
         if self.num_experts:
             text += f", experts {self.num_experts} (top-{self.num_experts_per_tok}, width {self.moe_intermediate_size})"
+        if self.n_group > 1:
+            text += f" in {self.n_group} groups (top-{self.topk_group} groups)"
         if self.shared_expert_intermediate_size:
             text += f", shared expert {self.shared_expert_intermediate_size}"
         if self.mamba_num_heads:
@@ -164,6 +170,24 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
     return source.replace(**values, layers_by_kind=by_kind)
 
 
+def check_expert_groups(source: ArchShape, target: ArchShape) -> None:
+    """Group-limited routing: the kept experts fill the kept groups evenly (at least two each: the
+    router scores a group by its best two), the kept groups can serve a token's top-k."""
+    experts, groups, top_groups = target.num_experts, target.n_group, target.topk_group
+    per_group = source.num_experts // source.n_group
+    if experts % groups or not 2 <= experts // groups <= per_group:
+        allowed = ", ".join(str(groups * n) for n in range(2, per_group + 1))
+        raise RegrowError(f"target num_experts {experts} does not divide into the {groups} kept expert groups (n_group) "
+                          f"with 2..{per_group} experts in each; allowed num_experts: {allowed}")
+    if top_groups > groups:
+        raise RegrowError(f"target topk_group {top_groups} is larger than the {groups} expert groups left (n_group); "
+                          f"allowed: 1..{groups}")
+    if target.num_experts_per_tok > top_groups * (experts // groups):
+        raise RegrowError(f"target num_experts_per_tok {target.num_experts_per_tok} is more than the experts of the "
+                          f"topk_group {top_groups} groups a token may use ({top_groups} x {experts // groups}); allowed: "
+                          f"1..{top_groups * (experts // groups)}")
+
+
 def check_target(source: ArchShape, target: ArchShape, family_rules=None, config_error=None) -> None:
     """Rules every family shares: positive, no larger than the source, legal grouped attention;
     `family_rules(source, target)` runs between the size and the grouping checks; last,
@@ -178,6 +202,8 @@ def check_target(source: ArchShape, target: ArchShape, family_rules=None, config
     if target.num_experts_per_tok > target.num_experts:
         raise RegrowError(f"target num_experts_per_tok {target.num_experts_per_tok} is above the kept experts "
                           f"({target.num_experts}); allowed: 1..{target.num_experts}")
+    if source.n_group:
+        check_expert_groups(source, target)
     kinds = sorted(set(source.layer_kinds))
     if target.num_hidden_layers < len(kinds):
         raise RegrowError(f"target num_hidden_layers {target.num_hidden_layers} cannot keep a layer of each kind the "

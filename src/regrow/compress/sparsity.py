@@ -80,10 +80,11 @@ def sparse_units(model: nn.Module, adapter) -> dict[int, dict[str, nn.Module]]:
     """The matrices a sparse method prunes, by decoder layer, in call order: every nn.Linear inside a
     layer but the router and the shared expert's gate (full module names as keys), and each
     expert's matrix of a fused experts tensor as its own `ExpertMatrix` (`...experts.down_proj[3]`)."""
-    roles = adapter.roles
-    skipped = {roles.router, roles.shared_gate} - {None}
+    shape = adapter.shape(model.config)
     out = {}
     for index, layer in enumerate(adapter.layers(model)):
+        roles = adapter.roles_of(adapter.layer_kind(shape, index))
+        skipped = {roles.router, roles.shared_gate} - {None}
         prefix = f"{adapter.layers_path}.{index}."
         experts = find(layer, roles.experts)
         units = {}

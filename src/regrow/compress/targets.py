@@ -86,6 +86,15 @@ def expert_floor(source: ArchShape) -> int:
     return max(source.num_experts_per_tok, math.ceil(EXPERT_FLOOR * source.num_experts))
 
 
+def grouped_ok(source: ArchShape, experts: int) -> bool:
+    """Whether `experts` fill the source's routing groups evenly, two or more in each, and serve
+    a token's top-k within its topk_group groups (always true without group-limited routing)."""
+    if not source.n_group:
+        return True
+    per_group = experts // source.n_group
+    return experts % source.n_group == 0 and per_group >= 2 and source.topk_group * per_group >= source.num_experts_per_tok
+
+
 def describe_split(source: ArchShape, target: ArchShape) -> str:
     """How a ratio target shared the cut between experts, widths and layers (printed, reported)."""
     parts = []
@@ -109,7 +118,8 @@ def shape_for_ratio(model: nn.Module, adapter: FamilyAdapter, ratio: float, dept
         candidates = [source.replace(num_hidden_layers=n) for n in range(1, source.num_hidden_layers + 1)]
     elif source.num_experts:  # experts first, down to the floor; then every width at the floor
         floor = expert_floor(source)
-        experts = [source.replace(num_experts=e) for e in range(floor, source.num_experts + 1)]
+        experts = [source.replace(num_experts=e) for e in range(floor, source.num_experts + 1) if grouped_ok(source, e)]
+        floor = experts[0].num_experts
         closest = min(experts, key=lambda s: abs(count_parameters(model, adapter, s) - goal))
         if abs(count_parameters(model, adapter, closest) - goal) <= NEAR * total:
             candidates = [closest]

@@ -83,6 +83,9 @@ class LayerRoles:
     shared_gate: str | None = None  # Linear(hidden, 1): sigmoid gate of the shared expert
     router_bias: str | None = None  # a per-expert bias added to the scores that choose experts (a saved buffer)
     shared_in_stacked: str | None = None  # the shared expert's fused [gate | up] projection (Granite-4)
+    experts_gated: bool = True  # False: the experts hold up_proj [experts, width, in] and act(up) feeds down (Nemotron-H)
+    latent_in: str | None = None  # Linear(hidden, latent): the experts run in a latent space (Nemotron-H's
+    latent_out: str | None = None  # moe_latent_size, kept whole); Linear(latent, hidden) writes their sum back
     # a Mamba-2 mixer (hybrids): in_proj rows [z | x | B | C | dt], conv1d over [x | B | C], per-head
     # dt_bias / A_log / D, a gated RMSNorm over groups of channels (`norm`), out_proj; layers
     # without it (attention layers) simply lack the module, as dense layers lack the experts
@@ -125,6 +128,7 @@ class FamilyAdapter:
     mamba_expand_key: str | None = None
     mamba_width_key: str | None = None  # or the config states the Mamba width itself (Falcon-H1: mamba_d_ssm)
     query_gate: bool = False  # gated attention (Qwen3-Next): q_proj rows are per head [query | output gate]
+    first_layer_kinds: tuple[str, ...] = ()  # the kinds a pruned model may start with (select.keep_first_layer); () any
 
     # ---- reading the model -------------------------------------------------------------------
     def shape(self, config) -> ArchShape:
@@ -139,6 +143,9 @@ class FamilyAdapter:
             shape = shape.replace(**{key: getattr(config, key) for key in DELTANET_KEYS})
         if self.experts_key is None:
             return shape
+        if getattr(config, "n_group", None):  # group-limited routing (DeepSeek-V3, Nemotron-H)
+            shape = shape.replace(n_group=config.n_group, topk_group=config.topk_group,
+                                  moe_latent_size=getattr(config, "moe_latent_size", None) or 0)
         moe = self.moe_layers(config)
         return shape.replace(
             intermediate_size=intermediate if self.expert_width_key != "intermediate_size" and not all(moe) else 0,
@@ -161,11 +168,12 @@ class FamilyAdapter:
         """Whether the router divides the chosen experts' probabilities by their sum."""
         return bool(getattr(config, "norm_topk_prob", False))
 
-    def route(self, config, logits: torch.Tensor, dropped: torch.Tensor, top_k: int,
-              router_args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        """The family's routing among the kept experts (`dropped`: bool [experts]; the router's
-        logits and its call's arguments given): (gate weights, chosen experts), what the sliced
-        router computes. Here: softmax, top-k, renormalised over the chosen if the family does."""
+    def route(self, config, router: nn.Module, router_args: tuple, logits: torch.Tensor, dropped: torch.Tensor,
+              top_k: int, top_groups: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The family's routing among the kept experts (`dropped`: bool [experts]; the router
+        module, its call's arguments and its logits given; `top_groups`: the target's topk_group
+        where it changes): (gate weights, chosen experts), what the sliced router computes. Here:
+        softmax, top-k, renormalised over the chosen if the family does."""
         masked = logits.float().masked_fill(dropped, torch.finfo(torch.float32).min)
         top, chosen = torch.topk(torch.softmax(masked, dim=-1), top_k, dim=-1)
         if self.renormalises_top_k(config):
@@ -284,6 +292,8 @@ class FamilyAdapter:
             new.num_experts_per_tok = target.num_experts_per_tok
             if self.shared_width_key:
                 setattr(new, self.shared_width_key, target.shared_expert_intermediate_size)
+            if target.n_group:
+                new.n_group, new.topk_group = target.n_group, target.topk_group
         if self.mamba_keys:
             setattr(new, self.mamba_keys["mamba_num_heads"], target.mamba_num_heads)
             setattr(new, self.mamba_keys["mamba_groups"], target.mamba_groups)
@@ -364,10 +374,7 @@ class FamilyAdapter:
         if r.router_bias:
             axes[r.router_bias] = (Axis(0, "expert"),)
         if r.experts:
-            width = Axis(1, "expert_mlp", stacked=(("expert_mlp", 1), ("expert_mlp", 1)))
-            axes[f"{r.experts}.gate_up_proj"] = (Axis(0, "expert"), width, Axis(2, "hidden", 1, hidden_in.fold))
-            axes[f"{r.experts}.down_proj"] = (Axis(0, "expert", 1, "unit"), Axis(1, "hidden", 1, "writer"),
-                                              Axis(2, "expert_mlp", 1, "unit"))
+            axes.update(self.expert_axes(r, shape, hidden_in))
         for name in r.norms:
             axes[f"{name}.weight"] = (Axis(0, "hidden", 1, "unit", self.norm_offset),)
             axes[f"{name}.bias"] = (Axis(0, "hidden", 1, "unit"),)
@@ -380,6 +387,22 @@ class FamilyAdapter:
             axes[f"{r.k_norm}.weight"] = (Axis(0, "kv", head_dim),)
         for name in r.head_norms:
             axes[f"{name}.weight"] = ()
+        return axes
+
+    def expert_axes(self, r: LayerRoles, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
+        """Fused experts: gate_up_proj [experts, gate | up rows, in] (or up_proj [experts, width,
+        in]) and down_proj [experts, out, width]; in and out are the hidden size, or a latent size
+        (kept whole) between the latent projections, which then take the hidden axes."""
+        width = Axis(1, "expert_mlp", stacked=(("expert_mlp", 1), ("expert_mlp", 1)) if r.experts_gated else ())
+        latent = bool(shape.moe_latent_size and r.latent_in)
+        inner = () if latent else (Axis(2, "hidden", 1, hidden_in.fold),)
+        outer = () if latent else (Axis(1, "hidden", 1, "writer"),)
+        axes = {f"{r.experts}.{'gate_up_proj' if r.experts_gated else 'up_proj'}": (Axis(0, "expert"), width, *inner),
+                f"{r.experts}.down_proj": (Axis(0, "expert", 1, "unit"), *outer, Axis(2, "expert_mlp", 1, "unit"))}
+        if latent:
+            axes.update({f"{r.latent_in}.weight": (hidden_in,), f"{r.latent_in}.bias": (),
+                         f"{r.latent_out}.weight": (Axis(0, "hidden", 1, "writer"),),
+                         f"{r.latent_out}.bias": (Axis(0, "hidden", 1, "writer"),)})
         return axes
 
     def mamba_axes(self, r: LayerRoles, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:

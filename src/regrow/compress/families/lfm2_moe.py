@@ -44,7 +44,7 @@ class Lfm2MoeAdapter(Lfm2Adapter):
     def layer_overrides(self, config, index: int) -> dict:
         return {**super().layer_overrides(config, index), "num_dense_layers": int(index < config.num_dense_layers)}
 
-    def route(self, config, logits, dropped, top_k, router_args):
+    def route(self, config, router, router_args, logits, dropped, top_k, top_groups=None):
         scores = logits.float().sigmoid()
         choice = scores if len(router_args) < 2 or router_args[1] is None else scores + router_args[1].float()
         _, chosen = torch.topk(choice.masked_fill(dropped, -torch.inf), top_k, dim=-1)

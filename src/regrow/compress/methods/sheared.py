@@ -110,6 +110,7 @@ def _as_masks(values: dict[str, torch.Tensor], source: ArchShape, target: ArchSh
         conv=get("conv"),
         linear_head=get("linear_head"),
         experts_per_token=target.num_experts_per_tok if target.num_experts_per_tok < source.num_experts_per_tok else None,
+        topk_group=target.topk_group if target.topk_group < source.topk_group else None,
     )
 
 
