@@ -75,6 +75,61 @@ def test_mamba_head_score_is_the_norm_of_its_channels_entering_out_proj():
     assert not scores[1].any()  # the attention layer has no Mamba heads to score
 
 
+def test_mamba_channel_score_is_the_norm_over_heads_entering_out_proj():
+    """A Mamba head's channel p (the same in every head): per token the L2 norm over the heads of
+    out_proj's input at p, mean over tokens, L2 over samples (from hooks on plain transformers)."""
+    model = make_family_model("nemotron_h", vocab_size=97).eval()
+    ids = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(4))
+    seen = {}
+    handles = [layer.mixer.out_proj.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].detach()))
+               for i, layer in enumerate(model.model.layers) if hasattr(layer.mixer, "A_log")]
+    with torch.no_grad():
+        model(ids)
+    for handle in handles:
+        handle.remove()
+    stats = ActivationStats(model, adapter_for(model.config))
+    with torch.no_grad():
+        model(ids)
+    stats.remove()
+    scores = stats.scores().mamba_channel
+    heads, head_dim = model.config.mamba_num_heads, model.config.mamba_head_dim
+    assert set(seen) == {0, 3} and scores.shape == (4, head_dim)
+    for layer, x in seen.items():
+        per_sample = x.view(3, 12, heads, head_dim).double().norm(dim=2).mean(1)  # [samples, channels]
+        torch.testing.assert_close(scores[layer], per_sample.square().sum(0).sqrt(), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("family, key, width_key", [("falcon_h1", "mamba_d_head", "mamba_d_ssm"),
+                                                    ("nemotron_h", "mamba_head_dim", None)])
+def test_a_smaller_mamba_head_size_exports_the_config_that_builds_it(family, key, width_key, family_models, data_dir, tmp_path):
+    """mamba_head_dim (under the family's own name) keeps the same channels of every head: the
+    export states it (and Falcon-H1's Mamba width, heads x head size), loads without regrow with
+    the target's parameter count, and its in_proj keeps exactly the z and x rows of those channels."""
+    out = tmp_path / family
+    assert prune(family_models[family], {key: 8, "mamba_num_heads": 4}, out, data_dir, tmp_path, "activation") == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["exactness"]["max_abs_logit_diff"] < 1e-4
+    got = load_without_regrow(out, (key, width_key) if width_key else (key,))
+    assert got[key] == 8 and got["finite"] and got["parameters"] == report["target"]["parameters"]
+    if width_key:
+        assert got[width_key] == 4 * 8
+    source = AutoModelForCausalLM.from_pretrained(family_models[family])
+    pruned = AutoModelForCausalLM.from_pretrained(out)
+    def mixer(model, index):  # Falcon-H1's `mamba`, Nemotron-H's `mixer` (Mamba in some layers)
+        return getattr(model.model.layers[index], "mamba", None) or model.model.layers[index].mixer
+
+    layer = next(i for i in range(len(source.model.layers)) if hasattr(mixer(source, i), "A_log"))
+    kept = report["kept"]["per_layer"][str(layer)]
+    heads, channels, head_dim = kept["mamba_heads"], kept["mamba_channels"], 12
+    assert len(channels) == 8 and len(heads) == 4
+    rows = [h * head_dim + c for h in heads for c in channels]  # z rows, then x rows
+    width = source.config.mamba_num_heads if family == "nemotron_h" else source.config.mamba_n_heads
+    z_and_x = mixer(source, layer).in_proj.weight.detach()[rows + [width * head_dim + r for r in rows]]
+    new_layer = report["kept"]["layers"].index(layer)
+    torch.testing.assert_close(mixer(pruned, new_layer).in_proj.weight.detach()[: 2 * len(rows)],
+                               z_and_x[:, report["kept"]["hidden"]])
+
+
 def test_export_loads_in_plain_transformers_with_the_target_config(family_models, data_dir, tmp_path):
     """Pruned with the family's own keys (mamba_n_heads, shared_intermediate_size, intermediate_size
     as the expert width): a process that never imports regrow loads it, its config says the target
@@ -104,17 +159,18 @@ def test_export_loads_in_plain_transformers_with_the_target_config(family_models
 
 def test_sheared_learns_masks_on_mamba_heads(family_models, data_dir, tmp_path):
     out = tmp_path / "sheared"
-    target = {"mamba_num_heads": 4, "num_attention_heads": 4, "num_key_value_heads": 2}
+    target = {"mamba_num_heads": 4, "mamba_d_head": 8, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2}
     assert prune(family_models["granitemoehybrid"], target, out, data_dir, tmp_path, "sheared",
                  "--set", "sheared.steps=4") == 0
     report = json.loads((out / "pruning_report.json").read_text())
     learned = report["method_details"]["learned"]
     assert learned["mamba_head"] == {"rows": 4, "units": 8, "target_sparsity": 0.5}
+    assert learned["mamba_channel"] == {"rows": 4, "units": 16, "target_sparsity": 0.5}
     history = report["method_details"]["history"]
     assert history[-1]["step"] == 4 and "mamba_head" in history[-1]["expected_sparsity"]
     assert report["exactness"]["max_abs_logit_diff"] < 1e-4
     config = json.loads((out / "config.json").read_text())
-    assert config["mamba_n_heads"] == 4 and config["mamba_expand"] == 1
+    assert config["mamba_n_heads"] == 4 and config["mamba_d_head"] == 8 and config["mamba_expand"] == 1
 
 
 @pytest.mark.parametrize("target, expect", [
@@ -125,6 +181,8 @@ def test_sheared_learns_masks_on_mamba_heads(family_models, data_dir, tmp_path):
     ({"mamba_n_groups": 1, "mamba_n_heads": 6}, "target has 6 Mamba heads per group but the source only 4; with 1 groups "
                                                 "allowed mamba_num_heads: multiples of 1 up to 4"),
     ({"mamba_n_heads": 4, "mamba_num_heads": 6}, "mamba_n_heads 4 and mamba_num_heads 6 name the same size"),
+    ({"mamba_d_head": 20}, "target mamba_head_dim 20 is larger than the source's 16"),
+    ({"mamba_d_head": 12}, "mamba heads 8 x head_dim 12 = 96 is not a multiple of hidden_size 64"),
 ])
 def test_bad_hybrid_targets_are_refused_before_any_work(target, expect, family_models, data_dir, tmp_path, capsys):
     capsys.readouterr()

@@ -39,7 +39,10 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
         scores.conv = torch.rand(L, d, generator=g)
     if source.linear_num_value_heads:
         scores.linear_head = torch.rand(L, source.linear_num_value_heads, generator=g)
-    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head", "conv", "linear_head")
+    if source.mamba_num_heads:  # drawn last: the other kinds' scores stay those of earlier versions
+        scores.mamba_channel = torch.rand(L, source.mamba_head_dim, generator=g)
+    kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head", "conv", "linear_head",
+             "mamba_channel")
     values = Masks(**{k: 0.9 + 0.1 * torch.rand(getattr(scores, k).shape, generator=g) for k in kinds
                       if getattr(scores, k) is not None})
     return scores, values

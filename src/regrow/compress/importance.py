@@ -54,6 +54,7 @@ class ActivationStats:
         self.hidden = torch.zeros(shape.hidden_size, dtype=torch.float64)
         self.shared_mlp = torch.zeros(L, shape.shared_expert_intermediate_size, dtype=torch.float64)
         self.mamba_head = torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64)
+        self.mamba_channel = torch.zeros(L, shape.mamba_head_dim, dtype=torch.float64)
         self.linear_head = torch.zeros(L, shape.linear_num_value_heads, dtype=torch.float64)
         self.has_conv = "conv" in shape.layer_kinds
         self.conv = torch.zeros(L, shape.hidden_size if self.has_conv else 0, dtype=torch.float64)
@@ -86,7 +87,9 @@ class ActivationStats:
         if (attn_out := find(layer, r.attn_out)) is not None:
             handles.append(attn_out.register_forward_pre_hook(self._head_hook(index, self.head)))
         if (mamba := find_mamba(layer, r.mamba)) is not None:
-            handles.append(mamba.get_submodule("out_proj").register_forward_pre_hook(self._head_hook(index, self.mamba_head)))
+            out_proj = mamba.get_submodule("out_proj")
+            handles.append(out_proj.register_forward_pre_hook(self._head_hook(index, self.mamba_head)))
+            handles.append(out_proj.register_forward_pre_hook(self._channel_hook(index, self.mamba_channel)))
         if (deltanet_out := find(layer, r.deltanet_out)) is not None:
             handles.append(deltanet_out.register_forward_pre_hook(self._head_hook(index, self.linear_head)))
         conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
@@ -121,6 +124,17 @@ class ActivationStats:
             x = args[0]
             per_head = x.view(*x.shape[:-1], acc.shape[1], -1).float().norm(dim=-1)
             self._add(acc[index()], per_head.mean(1))
+
+        return hook
+
+    def _channel_hook(self, index, acc: torch.Tensor):
+        """A Mamba-2 head's channels (the same channel of every head, out_proj's input): per token
+        the L2 norm over the heads, mean over tokens, as a head's score."""
+
+        def hook(module, args):
+            x = args[0]
+            per_channel = x.view(*x.shape[:-1], -1, acc.shape[1]).float().norm(dim=-2)
+            self._add(acc[index()], per_channel.mean(1))
 
         return hook
 
@@ -188,7 +202,7 @@ class ActivationStats:
             hidden=self._reduce(self.hidden),
         )
         if self.shape.mamba_num_heads:
-            masks.mamba_head = self._reduce(self.mamba_head)
+            masks.mamba_head, masks.mamba_channel = self._reduce(self.mamba_head), self._reduce(self.mamba_channel)
         if self.shape.linear_num_value_heads:
             masks.linear_head = self._reduce(self.linear_head)
         if self.has_conv:
@@ -225,6 +239,7 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         "expert_mlp": torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64),
         "mamba_head": torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64),
         "mamba_group": torch.zeros(L, shape.mamba_groups, dtype=torch.float64),
+        "mamba_channel": torch.zeros(L, shape.mamba_head_dim, dtype=torch.float64),
         "linear_key": torch.zeros(L, shape.linear_num_key_heads, dtype=torch.float64),
         "linear_head": torch.zeros(L, shape.linear_num_value_heads, dtype=torch.float64),
         "conv": torch.zeros(L, shape.hidden_size, dtype=torch.float64),
@@ -250,9 +265,11 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
                         continue
                     squares = rows if axis.dim - per_expert == 0 else cols
                     segments = axis.segments(shape)
-                    pieces = squares.split([count * block for _, block, _, count in segments])
-                    for part, (unit, block, first, count) in zip(pieces, segments):
+                    pieces = squares.split([count * block for _, block, _, count, _ in segments])
+                    for part, (unit, block, first, count, inner) in zip(pieces, segments):
                         values, units = part.view(-1, block).sum(-1), slice(first, first + count)
+                        if inner:  # the same channel of every head: its squares summed over the heads
+                            sums[inner][index] += part.view(-1, block).sum(0)
                         if unit == "hidden":
                             hidden += values
                         elif unit == "expert_mlp":
@@ -264,6 +281,7 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
     if shape.mamba_num_heads:
         per = shape.mamba_num_heads // shape.mamba_groups  # a group's B and C are shared by its heads
         masks.mamba_head = (sums["mamba_head"] + (sums["mamba_group"] / per).repeat_interleave(per, dim=1)).sqrt()
+        masks.mamba_channel = sums["mamba_channel"].sqrt()
     if shape.linear_num_value_heads:
         r = shape.linear_group_size
         masks.linear_head = (sums["linear_head"] + (sums["linear_key"] / r).repeat_interleave(r, dim=1)).sqrt()

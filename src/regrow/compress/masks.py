@@ -41,7 +41,7 @@ class Masks:
     layer [L], head [L, H] (query heads), mlp [L, m], hidden [d]; mixtures of experts: expert
     [L, E], expert_mlp [L, E, m_e] (each expert's channels), shared_mlp [L, m_s] (the shared
     expert's channels) and experts_per_token (the top-k, None = the model's own); hybrids:
-    mamba_head [L, H_m], conv [L, d] (a short conv's channels) and linear_head [L, H_v] (a gated
+    mamba_head [L, H_m], mamba_channel [L, P] (the same channels of every Mamba head), conv [L, d] (a short conv's channels) and linear_head [L, H_v] (a gated
     DeltaNet's value heads): a row for every layer, only the layers with that mixer use theirs.
     Group-limited routing: topk_group (the groups a token may use, None = the model's own).
     """
@@ -54,6 +54,7 @@ class Masks:
     expert_mlp: torch.Tensor | None = None
     shared_mlp: torch.Tensor | None = None
     mamba_head: torch.Tensor | None = None
+    mamba_channel: torch.Tensor | None = None
     conv: torch.Tensor | None = None
     linear_head: torch.Tensor | None = None
     experts_per_token: int | None = None
@@ -66,7 +67,7 @@ class Masks:
 
         return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden,
                      expert=row(self.expert), expert_mlp=row(self.expert_mlp), shared_mlp=row(self.shared_mlp),
-                     mamba_head=row(self.mamba_head), conv=row(self.conv), linear_head=row(self.linear_head),
+                     mamba_head=row(self.mamba_head), mamba_channel=row(self.mamba_channel), conv=row(self.conv), linear_head=row(self.linear_head),
                      experts_per_token=self.experts_per_token, topk_group=self.topk_group)
 
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
@@ -150,6 +151,7 @@ class MaskHooks:
         shape = adapter.shape(config)
         self.head_dim, self.kv_heads = shape.head_dim, shape.num_key_value_heads
         self.mamba_head_dim, self.mamba_groups = shape.mamba_head_dim, shape.mamba_groups
+        self.mamba_heads = shape.mamba_num_heads
         self.linear_value_head_dim = shape.linear_value_head_dim
         self.handles: list = []
         self.routed: list[RoutedExperts] = []
@@ -160,8 +162,7 @@ class MaskHooks:
             if (attn_out := find(layer, r.attn_out)) is not None:  # a hybrid's Mamba layers have no attention
                 self.handles.append(attn_out.register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
             if (mamba := find_mamba(layer, r.mamba)) is not None:
-                self.handles.append(mamba.out_proj.register_forward_pre_hook(
-                    self._input_scale_hook(index, "mamba_head", self.mamba_head_dim)))
+                self.handles.append(mamba.out_proj.register_forward_pre_hook(self._mamba_out_hook(index)))
                 if hasattr(mamba.norm, "weight"):  # Falcon-H1 may have no norm there (nn.Identity)
                     self.handles.append(mamba.norm.register_forward_hook(self._mamba_norm_hook(index), with_kwargs=True))
             conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
@@ -280,11 +281,30 @@ class MaskHooks:
 
         def hook(module, args, kwargs, output):
             m = self.masks
-            if m is None or m.mamba_head is None:
+            if m is None or (m.mamba_head is None and m.mamba_channel is None):
                 return None
-            keep = m.mamba_head[index].ne(0).repeat_interleave(self.mamba_head_dim)
+            keep = self._mamba_channels(index).ne(0)
             gate = args[1] if len(args) > 1 else kwargs.get("gate")
             return masked_gated_norm(module, args[0], gate, keep, self.mamba_groups)
+
+        return hook
+
+    def _mamba_channels(self, index: int) -> torch.Tensor:
+        """[heads x head_dim] mask values of a Mamba layer's channels: head value x channel value."""
+        m = self.masks
+        heads = m.mamba_head[index] if m.mamba_head is not None else torch.ones(self.mamba_heads)
+        channels = m.mamba_channel[index] if m.mamba_channel is not None else torch.ones(self.mamba_head_dim)
+        return (heads.view(-1, 1) * channels.to(heads.device).view(1, -1)).flatten()
+
+    def _mamba_out_hook(self, index: int):
+        """Scale out_proj's input by the Mamba heads' and their channels' mask values."""
+
+        def hook(module, args):
+            m = self.masks
+            if m is None or (m.mamba_head is None and m.mamba_channel is None):
+                return None
+            (x, *rest) = args
+            return (_times(x, self._mamba_channels(index)), *rest)
 
         return hook
 

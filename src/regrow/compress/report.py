@@ -13,7 +13,8 @@ CONFIG = "prune_config.yaml"
 
 def scores_for_report(scores: Masks) -> dict:
     return {kind: [round(float(v), 6) for v in t.flatten()] if t.dim() == 1 else [[round(float(v), 6) for v in row] for row in t]
-            for kind in ("layer", "head", "mlp", "hidden", "expert", "mamba_head", "linear_head", "conv")
+            for kind in ("layer", "head", "mlp", "hidden", "expert", "mamba_head", "mamba_channel", "linear_head",
+                         "conv")
             if (t := getattr(scores, kind)) is not None}
 
 
@@ -30,6 +31,7 @@ def kept_report(masks: Masks, source) -> dict:
         for key, unit, present in (("experts", "expert", source.num_experts),
                                    ("mamba_heads", "mamba_head", source.mamba_num_heads and kind in (None, "mamba")),
                                    ("mamba_groups", "mamba_group", source.mamba_num_heads and kind in (None, "mamba")),
+                                   ("mamba_channels", "mamba_channel", source.mamba_num_heads and kind in (None, "mamba")),
                                    ("linear_value_heads", "linear_head", kind == "deltanet"),
                                    ("linear_key_heads", "linear_key", kind == "deltanet")):
             if present:

@@ -5,7 +5,8 @@ Every layer gets the same widths (homogeneous shapes); which units stay may diff
 Grouped-query attention: the kept key/value groups are the best by summed head score, then
 the best query heads within each kept group, so the result is always a legal HF config.
 Mamba-2 heads as grouped-query attention: the best groups by summed head score (all of them
-unless the target has fewer), then the best heads within each kept group, the same number in each.
+unless the target has fewer), then the best heads within each kept group, the same number in each;
+a smaller Mamba head size keeps the best channels, the same ones in every head of a layer.
 Gated-DeltaNet heads as grouped-query attention: the best key heads by their value heads' summed
 score, then the best value heads of each kept key head, the same number for each.
 Experts with group-limited routing (DeepSeek-V3, Nemotron-H) likewise: the best groups by summed
@@ -114,6 +115,9 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
         scores_ = need("mamba_head", scores.mamba_head)
         out.mamba_head = scaled(grouped_mask(scores_, source.mamba_groups, target.mamba_groups,
                                              target.mamba_num_heads // target.mamba_groups), "mamba_head")
+    if target.mamba_head_dim < source.mamba_head_dim:  # the same channels of every head
+        out.mamba_channel = scaled(top_k_mask(need("mamba_channel", scores.mamba_channel), target.mamba_head_dim),
+                                   "mamba_channel")
     if (target.linear_num_key_heads, target.linear_num_value_heads) != (source.linear_num_key_heads,
                                                                          source.linear_num_value_heads):
         out.linear_head = scaled(grouped_mask(need("linear_head", scores.linear_head), source.linear_num_key_heads,

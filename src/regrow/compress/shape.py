@@ -1,8 +1,9 @@
 """Architecture shapes: the prunable sizes of a decoder, and the target a user asks for.
 
 Five sizes every decoder has (layers, hidden, heads, kv heads, MLP width), four a mixture of
-experts adds (experts, experts per token, expert width, shared-expert width) and the Mamba-2
-heads of a hybrid (`mamba_num_heads`; their head size, groups and state size are kept) and its
+experts adds (experts, experts per token, expert width, shared-expert width; with group-limited
+routing its groups and groups per token) and the Mamba-2 heads of a hybrid (`mamba_num_heads`,
+their size `mamba_head_dim` and groups `mamba_groups`; the state size is kept) and its
 gated-DeltaNet key and value heads (`linear_num_key_heads`, `linear_num_value_heads`; their head
 sizes are kept; each key head serves the same number of consecutive value heads). A target is a
 YAML/JSON file with any of the model's keys (others kept), an existing HF `config.json` to
@@ -21,7 +22,7 @@ from regrow.reading import read_json, read_yaml
 DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size", "n_group",
                "topk_group")
-HYBRID_KEYS = ("mamba_num_heads", "mamba_groups", "linear_num_key_heads", "linear_num_value_heads")
+HYBRID_KEYS = ("mamba_num_heads", "mamba_head_dim", "mamba_groups", "linear_num_key_heads", "linear_num_value_heads")
 SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS
 LAYER_COUNTS = "num_layers_by_kind"  # a hybrid target's layers per kind, e.g. {attention: 4}
 
@@ -72,6 +73,7 @@ class ArchShape:
         return {"hidden": self.hidden_size, "head": self.num_attention_heads, "kv": self.num_key_value_heads,
                 "mlp": self.intermediate_size, "expert": self.num_experts, "expert_mlp": self.moe_intermediate_size,
                 "shared_mlp": self.shared_expert_intermediate_size, "mamba_head": self.mamba_num_heads,
+                "mamba_channel": self.mamba_head_dim,
                 "mamba_group": self.mamba_groups, "linear_key": self.linear_num_key_heads,
                 "linear_head": self.linear_num_value_heads,
                 "conv": self.hidden_size}[unit]  # a short conv's channels: as many as the hidden size
@@ -158,7 +160,8 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
     if absent:
         what = {"shared_expert_intermediate_size": "no shared expert",
                 "intermediate_size": "no dense MLP layer (every layer is a mixture of experts)",
-                "mamba_num_heads": "no Mamba-2 layer", "mamba_groups": "no Mamba-2 layer", "linear_num_key_heads": "no gated-DeltaNet layer",
+                "mamba_num_heads": "no Mamba-2 layer", "mamba_groups": "no Mamba-2 layer",
+                "mamba_head_dim": "no Mamba-2 layer", "linear_num_key_heads": "no gated-DeltaNet layer",
                 "linear_num_value_heads": "no gated-DeltaNet layer"}.get(absent[0], "no experts (a dense model)")
         raise RegrowError(f"{where}: {absent[0]} names a part the model does not have ({what}); allowed: "
                           f"{', '.join(allowed_keys(source))}")

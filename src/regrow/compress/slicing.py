@@ -14,9 +14,11 @@ from regrow.compress.masks import Masks
 from regrow.compress.shape import ArchShape
 
 
-def element_index(units: torch.Tensor, block: int) -> torch.Tensor:
-    """Kept units -> kept tensor rows/columns when every unit spans `block` consecutive entries."""
-    return (units.view(-1, 1) * block + torch.arange(block)).flatten()
+def element_index(units: torch.Tensor, block: int, inner: torch.Tensor | None = None) -> torch.Tensor:
+    """Kept units -> kept tensor rows/columns when every unit spans `block` consecutive entries
+    (of which the `inner` ones are kept, if given)."""
+    offsets = torch.arange(block) if inner is None else inner
+    return (units.view(-1, 1) * block + offsets).flatten()
 
 
 class KeptUnits:
@@ -49,9 +51,9 @@ class KeptUnits:
         if unit == "mamba_group":  # a Mamba group's B and C channels: kept while one of its heads is
             keep = m.mamba_group_keep(layer, s.mamba_groups)
             return (torch.arange(s.mamba_groups) if keep is None else torch.nonzero(keep).flatten()), None
-        if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "conv", "linear_head"):
+        if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "mamba_channel", "conv", "linear_head"):
             values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert, "mamba_head": m.mamba_head,
-                      "conv": m.conv, "linear_head": m.linear_head}[unit]
+                      "mamba_channel": m.mamba_channel, "conv": m.conv, "linear_head": m.linear_head}[unit]
             kept = self._kept(None if values is None else values[layer], s.units(unit))
             return kept, None if values is None else values[layer][kept]
         if unit == "expert_mlp":  # per kept expert its own channels: [kept experts, kept channels]
@@ -75,13 +77,15 @@ class KeptUnits:
         return 1.0 if self.masks.layer is None else float(self.masks.layer[layer])
 
 
-def select_units(tensor: torch.Tensor, dim: int, units: torch.Tensor, block: int) -> torch.Tensor:
-    """The kept entries along `dim`: the same for every slice (units [n]), or per expert (units
-    [experts, n]: dim 0 is the expert axis, already cut to the kept experts)."""
+def select_units(tensor: torch.Tensor, dim: int, units: torch.Tensor, block: int,
+                 inner: torch.Tensor | None = None) -> torch.Tensor:
+    """The kept entries along `dim`: the same for every slice (units [n]; of each unit's block the
+    `inner` entries, if given), or per expert (units [experts, n]: dim 0 is the expert axis,
+    already cut to the kept experts)."""
     if units.dim() == 1:
-        if len(units) * block == tensor.shape[dim]:  # all kept: no copy
+        if len(units) * (block if inner is None else len(inner)) == tensor.shape[dim]:  # all kept: no copy
             return tensor
-        return tensor.index_select(dim, element_index(units, block).to(tensor.device))
+        return tensor.index_select(dim, element_index(units, block, inner).to(tensor.device))
     index = (units.unsqueeze(-1) * block + torch.arange(block)).flatten(1).to(tensor.device)  # [experts, n x block]
     shape = [1] * tensor.dim()
     shape[0], shape[dim] = index.shape
@@ -95,22 +99,29 @@ def prune_tensor(tensor: torch.Tensor, axes: tuple[Axis, ...], kept: KeptUnits, 
     for axis in axes:
         if axis.stacked:  # a fused projection: slice each unit range on its own
             segments = axis.segments(kept.source)
-            pieces = out.split([count * block for _, block, _, count in segments], axis.dim)
-            out = torch.cat([select_units(piece, axis.dim, kept.units_in(unit, layer, first, count), block)
-                             for piece, (unit, block, first, count) in zip(pieces, segments)], axis.dim)
+            pieces = out.split([count * block for _, block, _, count, _ in segments], axis.dim)
+            out = torch.cat([select_units(piece, axis.dim, kept.units_in(unit, layer, first, count), block,
+                                          kept.units(inner, layer)[0] if inner else None)
+                             for piece, (unit, block, first, count, inner) in zip(pieces, segments)], axis.dim)
             continue
         units, values = kept.units(axis.unit, layer)
-        out = select_units(out, axis.dim, units, axis.block)
+        inner, inner_values = kept.units(axis.inner, layer) if axis.inner else (None, None)
+        out = select_units(out, axis.dim, units, axis.block, inner)
         if not fold or axis.fold is None:
             continue
-        if axis.fold == "unit":
+        repeat = axis.block if inner is None else len(inner)
+        if axis.fold == "unit" and inner_values is not None:  # a head's value times each kept channel's
+            heads = torch.ones(len(units)) if values is None else values
+            factor = (heads.view(-1, 1) * inner_values.view(1, -1)).flatten()
+            repeat = 1
+        elif axis.fold == "unit":
             factor = values
         else:  # "writer": the layer gate times the hidden mask
             _, hidden = kept.units("hidden", None)
             factor = torch.full((len(units),), kept.gate(layer)) if hidden is None else hidden * kept.gate(layer)
         if factor is None:
             continue
-        factor = factor.repeat_interleave(axis.block, dim=-1).to(out.device, out.dtype)
+        factor = factor.repeat_interleave(repeat, dim=-1).to(out.device, out.dtype)
         shape = [1] * out.dim()
         shape[axis.dim] = -1
         if factor.dim() == 2:  # per expert

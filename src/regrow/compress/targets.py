@@ -38,7 +38,7 @@ def count_parameters(model: nn.Module, adapter: FamilyAdapter, shape: ArchShape,
             adapter.parameter_axes(name, source)  # raises: not described by the adapter
         dims = list(param.shape)
         for axis in axes:
-            dims[axis.dim] = sum(shape.units(unit) * block for unit, block in axis.parts())
+            dims[axis.dim] = sum(shape.units(unit) * (shape.units(inner) if inner else block) for unit, block, inner in axis.parts())
         if index is None:
             outer += math.prod(dims)
         else:

@@ -34,6 +34,8 @@ class Axis:
     groups: the stacked parts repeat once per unit of this kind, each repeat over that unit's
     share of every part's units (Qwen3-Next's in_proj_qkvz: per key head [its q | its k | its value
     heads' v | their z]).
+    inner: each unit's `block` entries are themselves units of this kind, the same kept ones in
+    every unit (a Mamba-2 head's channels, `mamba_channel`); a stacked part names it third.
     """
 
     dim: int
@@ -41,18 +43,19 @@ class Axis:
     block: int = 1
     fold: str | None = None
     offset: float = 0.0  # a norm gain applied as (offset + weight) (Gemma: 1): folds as (offset + w) m - offset
-    stacked: tuple[tuple[str, int], ...] = ()
+    stacked: tuple[tuple, ...] = ()  # (unit, block) or (unit, block, inner) parts
     groups: str | None = None
+    inner: str | None = None
 
-    def parts(self) -> tuple[tuple[str, int], ...]:
-        """The (unit, block) ranges along the dimension, in order (one repeat of them, if grouped)."""
-        return self.stacked or ((self.unit, self.block),)
+    def parts(self) -> tuple[tuple[str, int, str | None], ...]:
+        """The (unit, block, inner) ranges along the dimension, in order (one repeat of them, if grouped)."""
+        return tuple((*part, None)[:3] for part in self.stacked) or ((self.unit, self.block, self.inner),)
 
-    def segments(self, shape: ArchShape) -> list[tuple[str, int, int, int]]:
-        """The dimension as consecutive (unit, block, first unit, unit count) runs."""
+    def segments(self, shape: ArchShape) -> list[tuple[str, int, int, int, str | None]]:
+        """The dimension as consecutive (unit, block, first unit, unit count, inner) runs."""
         repeats = shape.units(self.groups) if self.groups else 1
-        return [(unit, block, g * (shape.units(unit) // repeats), shape.units(unit) // repeats)
-                for g in range(repeats) for unit, block in self.parts()]
+        return [(unit, block, g * (shape.units(unit) // repeats), shape.units(unit) // repeats, inner)
+                for g in range(repeats) for unit, block, inner in self.parts()]
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,7 @@ class FamilyAdapter:
                 new.n_group, new.topk_group = target.n_group, target.topk_group
         if self.mamba_keys:
             setattr(new, self.mamba_keys["mamba_num_heads"], target.mamba_num_heads)
+            setattr(new, self.mamba_keys["mamba_head_dim"], target.mamba_head_dim)
             setattr(new, self.mamba_keys["mamba_groups"], target.mamba_groups)
         if self.mamba_expand_key:
             setattr(new, self.mamba_expand_key, target.mamba_num_heads * target.mamba_head_dim // target.hidden_size)
@@ -408,20 +412,22 @@ class FamilyAdapter:
     def mamba_axes(self, r: LayerRoles, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
         """A Mamba-2 mixer's parameters: whole heads (their z and x channels, dt, A, D, conv and
         norm channels) are cut; a group's B and C (`mamba_group`, shared by its heads) go when all
-        its heads go. A head's mask value folds into out_proj's columns, as an attention head's
-        into o_proj's."""
-        head, state = shape.mamba_head_dim, shape.mamba_state
-        rows = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_head", head), ("mamba_group", state),
-                                                    ("mamba_group", state), ("mamba_head", 1)))
-        conv = Axis(0, "mamba_head", head, stacked=(("mamba_head", head), ("mamba_group", state), ("mamba_group", state)))
+        its heads go; the heads' channels (`mamba_channel`: the same ones in every head) go from
+        z, x, conv, norm and out_proj. A head's and a channel's mask values fold into out_proj's
+        columns, as an attention head's into o_proj's."""
+        head, state, channel = shape.mamba_head_dim, shape.mamba_state, "mamba_channel"
+        rows = Axis(0, "mamba_head", head, stacked=(("mamba_head", head, channel), ("mamba_head", head, channel),
+                                                    ("mamba_group", state), ("mamba_group", state), ("mamba_head", 1)))
+        conv = Axis(0, "mamba_head", head, stacked=(("mamba_head", head, channel), ("mamba_group", state),
+                                                    ("mamba_group", state)))
         mamba = r.mamba
         writer = "writer" if f"{mamba}.out_proj" in r.writers else None
         return {
             f"{mamba}.in_proj.weight": (rows, hidden_in), f"{mamba}.in_proj.bias": (rows,),
             f"{mamba}.conv1d.weight": (conv,), f"{mamba}.conv1d.bias": (conv,),
             **{f"{mamba}.{name}": (Axis(0, "mamba_head"),) for name in ("dt_bias", "A_log", "D")},
-            f"{mamba}.norm.weight": (Axis(0, "mamba_head", head),),
-            f"{mamba}.out_proj.weight": (Axis(0, "hidden", 1, writer), Axis(1, "mamba_head", head, "unit")),
+            f"{mamba}.norm.weight": (Axis(0, "mamba_head", head, inner=channel),),
+            f"{mamba}.out_proj.weight": (Axis(0, "hidden", 1, writer), Axis(1, "mamba_head", head, "unit", inner=channel)),
             f"{mamba}.out_proj.bias": (Axis(0, "hidden", 1, writer),),
         }
 

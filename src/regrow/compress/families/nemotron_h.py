@@ -78,7 +78,7 @@ class NemotronHAdapter(GroupLimitedRouting, FamilyAdapter):
                 "num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size",
                 "n_group", "topk_group", "moe_latent_size")})
         if "mamba" not in kinds:  # nor its Mamba fields
-            shape = shape.replace(mamba_num_heads=0, mamba_groups=0)
+            shape = shape.replace(mamba_num_heads=0, mamba_head_dim=0, mamba_groups=0)
         return shape
 
     def moe_layers(self, config) -> list[bool]:
@@ -93,6 +93,7 @@ class NemotronHAdapter(GroupLimitedRouting, FamilyAdapter):
             new.intermediate_size = config.intermediate_size
         if not target.mamba_num_heads:
             new.mamba_num_heads, new.n_groups = config.mamba_num_heads, config.n_groups
+            new.mamba_head_dim = config.mamba_head_dim
         return new
 
     def check_model(self, model) -> None:

@@ -34,4 +34,6 @@ class RandomPruning(PruningMethod):
             scores.expert_mlp = torch.rand(L, s.num_experts, s.moe_intermediate_size, generator=g)
         if s.shared_expert_intermediate_size:
             scores.shared_mlp = torch.rand(L, s.shared_expert_intermediate_size, generator=g)
+        if s.mamba_num_heads:
+            scores.mamba_channel = torch.rand(L, s.mamba_head_dim, generator=g)
         return MethodResult(scores, details={"seed": ctx.cfg.seed})

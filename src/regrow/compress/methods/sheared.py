@@ -88,6 +88,8 @@ def mask_layout(source: ArchShape, target: ArchShape) -> dict[str, tuple[int, in
         layout["shared_mlp"] = (L, width, 1 - target.shared_expert_intermediate_size / width)
     if target.mamba_num_heads < source.mamba_num_heads:  # a row per layer; attention layers' rows go unused
         layout["mamba_head"] = (L, source.mamba_num_heads, 1 - target.mamba_num_heads / source.mamba_num_heads)
+    if target.mamba_head_dim < source.mamba_head_dim:  # a head's channels, the same in every head of a layer
+        layout["mamba_channel"] = (L, source.mamba_head_dim, 1 - target.mamba_head_dim / source.mamba_head_dim)
     if target.linear_num_value_heads < source.linear_num_value_heads:  # key heads follow their value heads
         width = source.linear_num_value_heads
         layout["linear_head"] = (L, width, 1 - target.linear_num_value_heads / width)
@@ -107,6 +109,7 @@ def _as_masks(values: dict[str, torch.Tensor], source: ArchShape, target: ArchSh
         expert_mlp=None if get("expert_mlp") is None else values["expert_mlp"].view(source.num_hidden_layers, source.num_experts, -1),
         shared_mlp=get("shared_mlp"),
         mamba_head=get("mamba_head"),
+        mamba_channel=get("mamba_channel"),
         conv=get("conv"),
         linear_head=get("linear_head"),
         experts_per_token=target.num_experts_per_tok if target.num_experts_per_tok < source.num_experts_per_tok else None,
