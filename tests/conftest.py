@@ -148,6 +148,24 @@ FAMILY_CONFIGS = {
     "qwen2_moe": {"model_type": "qwen2_moe", "num_key_value_heads": 2, "intermediate_size": 96, "moe_intermediate_size": 24,
                   "shared_expert_intermediate_size": 48, "num_experts": 6, "num_experts_per_tok": 2,
                   "decoder_sparse_step": 2},
+    # GLM-4.5: a dense first layer, then DeepSeek-V3's experts (group-limited sigmoid routing,
+    # score-correction bias) with two shared experts; q/k biases and per-head q/k norms
+    "glm4_moe": {"model_type": "glm4_moe", "num_key_value_heads": 4, "head_dim": 8, "intermediate_size": 96,
+                 "moe_intermediate_size": 16, "n_routed_experts": 8, "n_group": 2, "topk_group": 1,
+                 "num_experts_per_tok": 2, "n_shared_experts": 2, "first_k_dense_replace": 1, "use_qk_norm": True,
+                 "attention_bias": True, "routed_scaling_factor": 2.0, "tie_word_embeddings": False},
+    # DeepSeek-V3: multi-head latent attention (query and key/value latents, a shared rope key) and
+    # DeepSeek's experts; DeepSeek-V2 without a query latent, softmax group-limited greedy routing
+    "deepseek_v3": {"model_type": "deepseek_v3", "num_key_value_heads": 8, "q_lora_rank": 24, "kv_lora_rank": 16,
+                    "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6, "intermediate_size": 96,
+                    "moe_intermediate_size": 16, "n_routed_experts": 8, "n_group": 2, "topk_group": 1,
+                    "num_experts_per_tok": 2, "n_shared_experts": 1, "first_k_dense_replace": 1,
+                    "routed_scaling_factor": 2.5, "norm_topk_prob": True},
+    "deepseek_v2": {"model_type": "deepseek_v2", "num_key_value_heads": 8, "q_lora_rank": None, "kv_lora_rank": 16,
+                    "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8, "intermediate_size": 96,
+                    "moe_intermediate_size": 16, "n_routed_experts": 8, "n_group": 4, "topk_group": 2,
+                    "topk_method": "group_limited_greedy", "num_experts_per_tok": 2, "n_shared_experts": 2,
+                    "first_k_dense_replace": 1, "routed_scaling_factor": 1.5},
     # hybrids: Mamba-2 and attention layers (Granite-4), with experts + a shared MLP, or the shared MLP alone
     "granitemoehybrid": {"model_type": "granitemoehybrid", "num_key_value_heads": 4, "intermediate_size": 32,
                          "shared_intermediate_size": 48, "num_local_experts": 4, "num_experts_per_tok": 2,
@@ -259,6 +277,15 @@ FAMILY_TARGETS = {
     "qwen2_moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
                   "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 1, "moe_intermediate_size": 16,
                   "shared_expert_intermediate_size": 32},
+    "glm4_moe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                 "intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+                 "shared_expert_intermediate_size": 16},
+    "deepseek_v3": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "intermediate_size": 64,
+                    "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+                    "shared_expert_intermediate_size": 8, "q_lora_rank": 16, "kv_lora_rank": 8},
+    "deepseek_v2": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "intermediate_size": 64,
+                    "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+                    "shared_expert_intermediate_size": 16, "kv_lora_rank": 8},
     "granitemoehybrid": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
                          "num_experts": 3, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
                          "shared_expert_intermediate_size": 32, "mamba_num_heads": 6, "mamba_head_dim": 8},
@@ -294,7 +321,8 @@ FAMILY_TARGETS = {
                     "shared_expert_intermediate_size": 24, "linear_num_key_heads": 3, "linear_num_value_heads": 3},
 }
 MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid", "qwen3_next",
-                "qwen3_5_moe", "lfm2_moe", "nemotron_h-moe", "nemotron_h-nolatent")
+                "qwen3_5_moe", "lfm2_moe", "nemotron_h-moe", "nemotron_h-nolatent", "glm4_moe", "deepseek_v3",
+                "deepseek_v2")
 HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2", "qwen3_next",
                    "qwen3_5", "qwen3_5_moe", "lfm2_moe", "olmo_hybrid", "nemotron_h-moe", "nemotron_h-nolatent")
 

@@ -21,12 +21,15 @@ from regrow.compress.masks import MaskHooks, Masks
 
 EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts",
                "granitemoehybrid": "num_local_experts", "qwen3_next": "num_experts", "qwen3_5_moe": "num_experts",
-               "lfm2_moe": "num_experts", "nemotron_h-moe": "n_routed_experts", "nemotron_h-nolatent": "n_routed_experts"}
+               "lfm2_moe": "num_experts", "nemotron_h-moe": "n_routed_experts", "nemotron_h-nolatent": "n_routed_experts",
+               "glm4_moe": "n_routed_experts", "deepseek_v3": "n_routed_experts", "deepseek_v2": "n_routed_experts"}
 WIDTH_KEY = {"mixtral": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
              "qwen2_moe": "moe_intermediate_size", "granitemoehybrid": "intermediate_size",
              "qwen3_next": "moe_intermediate_size", "qwen3_5_moe": "moe_intermediate_size",
              "lfm2_moe": "moe_intermediate_size", "nemotron_h-moe": "moe_intermediate_size",
-             "nemotron_h-nolatent": "moe_intermediate_size"}
+             "nemotron_h-nolatent": "moe_intermediate_size", "glm4_moe": "moe_intermediate_size",
+             "deepseek_v3": "moe_intermediate_size", "deepseek_v2": "moe_intermediate_size"}
+DEEPSEEK_LAYOUT = ("glm4_moe", "deepseek_v3", "deepseek_v2")
 SHARED_KEY = {"granitemoehybrid": "shared_intermediate_size", "nemotron_h-moe": "moe_shared_expert_intermediate_size",
               "nemotron_h-nolatent": "moe_shared_expert_intermediate_size"}
 
@@ -82,9 +85,9 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
     source = adapter.shape(model.config)
     E, k = source.num_experts, source.num_experts_per_tok - 1 or 1
     g = torch.Generator().manual_seed(5)
-    if source.n_group:  # group-limited routing: every group keeps the same number of experts (two here)
-        per_group = E // source.n_group
-        keep = torch.stack([torch.cat([torch.randperm(per_group, generator=g) < 2 for _ in range(source.n_group)])
+    if source.n_group:  # group-limited routing: every group keeps the same number of experts (V2: one, else two)
+        per_group, kept_per_group = E // source.n_group, 1 if family == "deepseek_v2" else 2
+        keep = torch.stack([torch.cat([torch.randperm(per_group, generator=g) < kept_per_group for _ in range(source.n_group)])
                             for _ in range(source.num_hidden_layers)]).float()
     else:
         keep = torch.stack([torch.randperm(E, generator=g) < E // 2 + 1 for _ in range(source.num_hidden_layers)]).float()
@@ -106,17 +109,20 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
         kept = torch.nonzero(keep[layer]).flatten()
         assert set(entry["index"].flatten().tolist()) <= set(kept.tolist())  # a masked expert never wins
         logits = (entry["x"] @ router(block).weight.T)[:, kept].double()  # the sliced router
-        if source.n_group:  # Nemotron-H: group-limited sigmoid routing, two experts per kept group
+        if family == "deepseek_v2":  # softmax over the kept, groups scored by their best, no renormalisation
+            probs = torch.softmax(logits, dim=-1)
+            per = len(kept) // source.n_group
+            group_best = probs.view(len(probs), source.n_group, per).max(-1).values
+            allowed = torch.zeros_like(group_best, dtype=torch.bool).scatter_(1, group_best.topk(source.topk_group).indices, True)
+            top, chosen = probs.masked_fill(~allowed.repeat_interleave(per, dim=1), 0.0).topk(k)
+            top = top * model.config.routed_scaling_factor
+        elif source.n_group:  # DeepSeek-V3's group-limited sigmoid routing, two experts per kept group
             probs = torch.sigmoid(logits)
             bias = router(block).e_score_correction_bias[kept].double()
             top, chosen = grouped_routing(probs, bias, source.n_group, source.topk_group, k)
             if model.config.norm_topk_prob:
                 top = top / (top.sum(-1, keepdim=True) + 1e-20)
             top = top * model.config.routed_scaling_factor
-            order = torch.sort(entry["index"], dim=-1)  # transformers picks its top-k unsorted
-            entry = {"index": order.values, "weight": entry["weight"].gather(-1, order.indices)}
-            resort = torch.sort(chosen, dim=-1)
-            chosen, top = resort.values, top.gather(-1, resort.indices)
         elif family == "lfm2_moe":  # sigmoid scores, chosen by score + selection bias, scaled
             probs = torch.sigmoid(logits)
             chosen = torch.topk(probs + block.expert_bias[kept].double(), k, dim=-1).indices
@@ -126,6 +132,10 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
             top, chosen = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
         if renormalise and family != "lfm2_moe" and not source.n_group:
             top = top / top.sum(-1, keepdim=True)
+        if source.n_group:  # transformers picks these top-k unsorted: compare in expert order
+            order, resort = torch.sort(entry["index"], dim=-1), torch.sort(chosen, dim=-1)
+            entry = {"index": order.values, "weight": entry["weight"].gather(-1, order.indices)}
+            chosen, top = resort.values, top.gather(-1, resort.indices)
         assert torch.equal(entry["index"], kept[chosen])
         torch.testing.assert_close(entry["weight"].double(), top, rtol=1e-5, atol=1e-6)
 
@@ -195,8 +205,11 @@ def test_every_method_prunes_a_moe_exactly_and_the_export_generates(family, fami
         assert config.num_experts_per_tok == target["num_experts_per_tok"]
         assert getattr(config, WIDTH_KEY[family]) == target["moe_intermediate_size"]
         if "shared_expert_intermediate_size" in target:
-            shared_key = SHARED_KEY.get(family, "shared_expert_intermediate_size")
-            assert getattr(config, shared_key) == target["shared_expert_intermediate_size"]
+            if family in DEEPSEEK_LAYOUT:  # n_shared_experts shared experts of the expert width
+                shared = config.n_shared_experts * config.moe_intermediate_size
+            else:
+                shared = getattr(config, SHARED_KEY.get(family, "shared_expert_intermediate_size"))
+            assert shared == target["shared_expert_intermediate_size"]
         assert sum(p.numel() for p in model.parameters()) == report["target"]["parameters"]
         assert all(len(kept["experts"]) == target["num_experts"] for kept in report["kept"]["per_layer"].values())
         ids = torch.tensor([[1, 5, 9, 2]])

@@ -41,8 +41,11 @@ def random_masks(source, seed: int) -> tuple[Masks, Masks]:
         scores.linear_head = torch.rand(L, source.linear_num_value_heads, generator=g)
     if source.mamba_num_heads:  # drawn last: the other kinds' scores stay those of earlier versions
         scores.mamba_channel = torch.rand(L, source.mamba_head_dim, generator=g)
+    if source.kv_lora_rank:  # latent attention's ranks
+        scores.q_latent = torch.rand(L, source.q_lora_rank, generator=g)
+        scores.kv_latent = torch.rand(L, source.kv_lora_rank, generator=g)
     kinds = ("layer", "head", "mlp", "hidden", "expert", "expert_mlp", "shared_mlp", "mamba_head", "conv", "linear_head",
-             "mamba_channel")
+             "mamba_channel", "q_latent", "kv_latent")
     values = Masks(**{k: 0.9 + 0.1 * torch.rand(getattr(scores, k).shape, generator=g) for k in kinds
                       if getattr(scores, k) is not None})
     return scores, values

@@ -56,6 +56,8 @@ class ActivationStats:
         self.mamba_head = torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64)
         self.mamba_channel = torch.zeros(L, shape.mamba_head_dim, dtype=torch.float64)
         self.linear_head = torch.zeros(L, shape.linear_num_value_heads, dtype=torch.float64)
+        self.q_latent = torch.zeros(L, shape.q_lora_rank, dtype=torch.float64)
+        self.kv_latent = torch.zeros(L, shape.kv_lora_rank, dtype=torch.float64)
         self.has_conv = "conv" in shape.layer_kinds
         self.conv = torch.zeros(L, shape.hidden_size if self.has_conv else 0, dtype=torch.float64)
         self.expert_mlp = torch.zeros(L, shape.num_experts, shape.moe_intermediate_size, dtype=torch.float64)
@@ -93,7 +95,8 @@ class ActivationStats:
         if (deltanet_out := find(layer, r.deltanet_out)) is not None:
             handles.append(deltanet_out.register_forward_pre_hook(self._head_hook(index, self.linear_head)))
         conv_out = f"{r.short_conv}.out_proj" if r.short_conv else None
-        for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp), (conv_out, self.conv)):
+        latents = ((f"{r.mla}.q_b_proj", self.q_latent), (f"{r.mla}.kv_b_proj", self.kv_latent)) if r.mla else ()
+        for name, acc in ((r.mlp_out, self.mlp), (r.shared_out, self.shared_mlp), (conv_out, self.conv), *latents):
             if (module := find(layer, name)) is not None:
                 handles.append(module.register_forward_pre_hook(self._mlp_hook(index, acc)))
         for name in (*r.norms, *self.adapter.norm_writers(kind)):
@@ -140,8 +143,9 @@ class ActivationStats:
 
     def _mlp_hook(self, index, acc: torch.Tensor):
         def hook(module, args):
-            x = args[0]
-            per_sample = x.float().abs().mean(1) if x.dim() == 3 else x.float().abs().mean(0, keepdim=True)
+            x = args[0]  # [batch, tokens, units] (MLA's kv latent: [batch, 1, tokens, units]), or [tokens, units]
+            x = x.flatten(1, -2) if x.dim() > 2 else x.unsqueeze(0)
+            per_sample = x.float().abs().mean(1)
             self._add(acc[index()], per_sample)
 
         return hook
@@ -207,6 +211,8 @@ class ActivationStats:
             masks.linear_head = self._reduce(self.linear_head)
         if self.has_conv:
             masks.conv = self._reduce(self.conv)
+        if self.shape.kv_lora_rank:
+            masks.q_latent, masks.kv_latent = self._reduce(self.q_latent), self._reduce(self.kv_latent)
         if self.shape.shared_expert_intermediate_size:
             masks.shared_mlp = self._reduce(self.shared_mlp)
         if self.shape.num_experts:
@@ -240,6 +246,9 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         "mamba_head": torch.zeros(L, shape.mamba_num_heads, dtype=torch.float64),
         "mamba_group": torch.zeros(L, shape.mamba_groups, dtype=torch.float64),
         "mamba_channel": torch.zeros(L, shape.mamba_head_dim, dtype=torch.float64),
+        "q_latent": torch.zeros(L, shape.q_lora_rank, dtype=torch.float64),
+        "kv_latent": torch.zeros(L, shape.kv_lora_rank, dtype=torch.float64),
+        "rope_key": torch.zeros(L, 1, dtype=torch.float64),  # never pruned
         "linear_key": torch.zeros(L, shape.linear_num_key_heads, dtype=torch.float64),
         "linear_head": torch.zeros(L, shape.linear_num_value_heads, dtype=torch.float64),
         "conv": torch.zeros(L, shape.hidden_size, dtype=torch.float64),
@@ -287,6 +296,8 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
         masks.linear_head = (sums["linear_head"] + (sums["linear_key"] / r).repeat_interleave(r, dim=1)).sqrt()
     if "conv" in shape.layer_kinds:
         masks.conv = sums["conv"].sqrt()
+    if shape.kv_lora_rank:
+        masks.q_latent, masks.kv_latent = sums["q_latent"].sqrt(), sums["kv_latent"].sqrt()
     if shape.shared_expert_intermediate_size:
         masks.shared_mlp = sums["shared_mlp"].sqrt()
     if shape.num_experts:

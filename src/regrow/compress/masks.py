@@ -43,6 +43,7 @@ class Masks:
     expert's channels) and experts_per_token (the top-k, None = the model's own); hybrids:
     mamba_head [L, H_m], mamba_channel [L, P] (the same channels of every Mamba head), conv [L, d] (a short conv's channels) and linear_head [L, H_v] (a gated
     DeltaNet's value heads): a row for every layer, only the layers with that mixer use theirs.
+    Latent attention: q_latent [L, r_q], kv_latent [L, r_kv] (the latents' channels).
     Group-limited routing: topk_group (the groups a token may use, None = the model's own).
     """
 
@@ -57,6 +58,8 @@ class Masks:
     mamba_channel: torch.Tensor | None = None
     conv: torch.Tensor | None = None
     linear_head: torch.Tensor | None = None
+    q_latent: torch.Tensor | None = None
+    kv_latent: torch.Tensor | None = None
     experts_per_token: int | None = None
     topk_group: int | None = None  # group-limited routing: the target's groups per token (None = the model's)
 
@@ -67,7 +70,8 @@ class Masks:
 
         return Masks(layer=row(self.layer), head=row(self.head), mlp=row(self.mlp), hidden=self.hidden,
                      expert=row(self.expert), expert_mlp=row(self.expert_mlp), shared_mlp=row(self.shared_mlp),
-                     mamba_head=row(self.mamba_head), mamba_channel=row(self.mamba_channel), conv=row(self.conv), linear_head=row(self.linear_head),
+                     mamba_head=row(self.mamba_head), mamba_channel=row(self.mamba_channel), conv=row(self.conv),
+                     linear_head=row(self.linear_head), q_latent=row(self.q_latent), kv_latent=row(self.kv_latent),
                      experts_per_token=self.experts_per_token, topk_group=self.topk_group)
 
     def kv_keep(self, index: int, kv_heads: int) -> torch.Tensor | None:
@@ -160,7 +164,12 @@ class MaskHooks:
             r = adapter.roles_of(kind)
             get = layer.get_submodule
             if (attn_out := find(layer, r.attn_out)) is not None:  # a hybrid's Mamba layers have no attention
-                self.handles.append(attn_out.register_forward_pre_hook(self._input_scale_hook(index, "head", self.head_dim)))
+                self.handles.append(attn_out.register_forward_pre_hook(self._input_scale_hook(index, "head", shape.head_out_dim)))
+            if r.mla:  # a latent's norm over its kept channels, its mask values at the up-projection's input
+                for norm, up, unit in (("q_a_layernorm", "q_b_proj", "q_latent"), ("kv_a_layernorm", "kv_b_proj", "kv_latent")):
+                    if getattr(get(r.mla), norm, None) is not None:
+                        self.handles.append(get(f"{r.mla}.{norm}").register_forward_hook(self._latent_norm_hook(index, unit)))
+                        self.handles.append(get(f"{r.mla}.{up}").register_forward_pre_hook(self._input_scale_hook(index, unit, 1)))
             if (mamba := find_mamba(layer, r.mamba)) is not None:
                 self.handles.append(mamba.out_proj.register_forward_pre_hook(self._mamba_out_hook(index)))
                 if hasattr(mamba.norm, "weight"):  # Falcon-H1 may have no norm there (nn.Identity)
@@ -286,6 +295,17 @@ class MaskHooks:
             keep = self._mamba_channels(index).ne(0)
             gate = args[1] if len(args) > 1 else kwargs.get("gate")
             return masked_gated_norm(module, args[0], gate, keep, self.mamba_groups)
+
+        return hook
+
+    def _latent_norm_hook(self, index: int, unit: str):
+        """An attention latent's RMSNorm over its kept channels only (the dropped ones zero)."""
+
+        def hook(module, args, output):
+            values = getattr(self.masks, unit) if self.masks is not None else None
+            if values is None:
+                return None
+            return masked_norm(module, args[0], values[index].ne(0), self.adapter.norm_offset)
 
         return hook
 

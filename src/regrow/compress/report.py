@@ -14,7 +14,7 @@ CONFIG = "prune_config.yaml"
 def scores_for_report(scores: Masks) -> dict:
     return {kind: [round(float(v), 6) for v in t.flatten()] if t.dim() == 1 else [[round(float(v), 6) for v in row] for row in t]
             for kind in ("layer", "head", "mlp", "hidden", "expert", "mamba_head", "mamba_channel", "linear_head",
-                         "conv")
+                         "conv", "q_latent", "kv_latent")
             if (t := getattr(scores, kind)) is not None}
 
 
@@ -33,6 +33,7 @@ def kept_report(masks: Masks, source) -> dict:
                                    ("mamba_groups", "mamba_group", source.mamba_num_heads and kind in (None, "mamba")),
                                    ("mamba_channels", "mamba_channel", source.mamba_num_heads and kind in (None, "mamba")),
                                    ("linear_value_heads", "linear_head", kind == "deltanet"),
+                                   ("q_latent", "q_latent", source.q_lora_rank), ("kv_latent", "kv_latent", source.kv_lora_rank),
                                    ("linear_key_heads", "linear_key", kind == "deltanet")):
             if present:
                 per_layer[str(layer)][key] = kept.units(unit, layer)[0].tolist()

@@ -115,6 +115,9 @@ def select(scores: Masks, source: ArchShape, target: ArchShape, values: Masks | 
         scores_ = need("mamba_head", scores.mamba_head)
         out.mamba_head = scaled(grouped_mask(scores_, source.mamba_groups, target.mamba_groups,
                                              target.mamba_num_heads // target.mamba_groups), "mamba_head")
+    for kind, key in (("q_latent", "q_lora_rank"), ("kv_latent", "kv_lora_rank")):  # a latent's best channels
+        if getattr(target, key) < getattr(source, key):
+            setattr(out, kind, scaled(top_k_mask(need(kind, getattr(scores, kind)), getattr(target, key)), kind))
     if target.mamba_head_dim < source.mamba_head_dim:  # the same channels of every head
         out.mamba_channel = scaled(top_k_mask(need("mamba_channel", scores.mamba_channel), target.mamba_head_dim),
                                    "mamba_channel")

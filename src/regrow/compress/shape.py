@@ -22,8 +22,9 @@ from regrow.reading import read_json, read_yaml
 DENSE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 EXPERT_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size", "n_group",
                "topk_group")
+LATENT_KEYS = ("q_lora_rank", "kv_lora_rank")  # multi-head latent attention (DeepSeek-V2/V3)
 HYBRID_KEYS = ("mamba_num_heads", "mamba_head_dim", "mamba_groups", "linear_num_key_heads", "linear_num_value_heads")
-SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS
+SHAPE_KEYS = DENSE_KEYS + EXPERT_KEYS + HYBRID_KEYS + LATENT_KEYS
 LAYER_COUNTS = "num_layers_by_kind"  # a hybrid target's layers per kind, e.g. {attention: 4}
 
 
@@ -54,6 +55,10 @@ class ArchShape:
     linear_num_value_heads: int = 0  # value heads, a whole multiple of the key heads
     linear_key_head_dim: int = 0
     linear_value_head_dim: int = 0
+    q_lora_rank: int = 0  # multi-head latent attention (DeepSeek-V2/V3): the query's latent rank (0: no latent)
+    kv_lora_rank: int = 0  # the keys' and values' shared latent rank
+    qk_rope_head_dim: int = 0  # a head's query/key dims with RoPE (the rope key is shared by every head; head_dim is then the rest)
+    v_head_dim: int = 0  # a head's value dims when they differ from head_dim (what o_proj reads per head)
     # a hybrid's layers by kind ("mamba", "attention"; () = one kind): a fact of the model the shape
     # was read from, not a size, so shapes compare without it
     layer_kinds: tuple[str, ...] = dataclasses.field(default=(), compare=False)
@@ -76,6 +81,7 @@ class ArchShape:
                 "mamba_channel": self.mamba_head_dim,
                 "mamba_group": self.mamba_groups, "linear_key": self.linear_num_key_heads,
                 "linear_head": self.linear_num_value_heads,
+                "q_latent": self.q_lora_rank, "kv_latent": self.kv_lora_rank, "rope_key": 1,  # one shared rope key
                 "conv": self.hidden_size}[unit]  # a short conv's channels: as many as the hidden size
 
     def replace(self, **changes) -> ArchShape:
@@ -97,10 +103,17 @@ class ArchShape:
             text += f", shared expert {self.shared_expert_intermediate_size}"
         if self.mamba_num_heads:
             text += f", mamba heads {self.mamba_num_heads} (head_dim {self.mamba_head_dim}, groups {self.mamba_groups})"
+        if self.kv_lora_rank:
+            text += f", latent ranks q {self.q_lora_rank or 'none'} / kv {self.kv_lora_rank}"
         if self.linear_num_value_heads:
             text += (f", linear-attention heads {self.linear_num_key_heads} key x {self.linear_key_head_dim} / "
                      f"{self.linear_num_value_heads} value x {self.linear_value_head_dim}")
         return text
+
+    @property
+    def head_out_dim(self) -> int:
+        """What one attention head hands the output projection (MLA: its value dims)."""
+        return self.v_head_dim or self.head_dim
 
     @property
     def linear_group_size(self) -> int:
@@ -161,7 +174,8 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
         what = {"shared_expert_intermediate_size": "no shared expert",
                 "intermediate_size": "no dense MLP layer (every layer is a mixture of experts)",
                 "mamba_num_heads": "no Mamba-2 layer", "mamba_groups": "no Mamba-2 layer",
-                "mamba_head_dim": "no Mamba-2 layer", "linear_num_key_heads": "no gated-DeltaNet layer",
+                "mamba_head_dim": "no Mamba-2 layer", "q_lora_rank": "no query latent (q_lora_rank is null)",
+                "kv_lora_rank": "no latent attention", "linear_num_key_heads": "no gated-DeltaNet layer",
                 "linear_num_value_heads": "no gated-DeltaNet layer"}.get(absent[0], "no experts (a dense model)")
         raise RegrowError(f"{where}: {absent[0]} names a part the model does not have ({what}); allowed: "
                           f"{', '.join(allowed_keys(source))}")
@@ -173,15 +187,15 @@ def shape_from_spec(spec: dict, source: ArchShape, where: str) -> ArchShape:
     return source.replace(**values, layers_by_kind=by_kind)
 
 
-def check_expert_groups(source: ArchShape, target: ArchShape) -> None:
-    """Group-limited routing: the kept experts fill the kept groups evenly (at least two each: the
-    router scores a group by its best two), the kept groups can serve a token's top-k."""
+def check_expert_groups(source: ArchShape, target: ArchShape, least: int = 2) -> None:
+    """Group-limited routing: the kept experts fill the kept groups evenly (at least `least` each:
+    DeepSeek-V3's router scores a group by its best two), the kept groups can serve a token's top-k."""
     experts, groups, top_groups = target.num_experts, target.n_group, target.topk_group
     per_group = source.num_experts // source.n_group
-    if experts % groups or not 2 <= experts // groups <= per_group:
-        allowed = ", ".join(str(groups * n) for n in range(2, per_group + 1))
+    if experts % groups or not least <= experts // groups <= per_group:
+        allowed = ", ".join(str(groups * n) for n in range(least, per_group + 1))
         raise RegrowError(f"target num_experts {experts} does not divide into the {groups} kept expert groups (n_group) "
-                          f"with 2..{per_group} experts in each; allowed num_experts: {allowed}")
+                          f"with {least}..{per_group} experts in each; allowed num_experts: {allowed}")
     if top_groups > groups:
         raise RegrowError(f"target topk_group {top_groups} is larger than the {groups} expert groups left (n_group); "
                           f"allowed: 1..{groups}")
@@ -205,8 +219,6 @@ def check_target(source: ArchShape, target: ArchShape, family_rules=None, config
     if target.num_experts_per_tok > target.num_experts:
         raise RegrowError(f"target num_experts_per_tok {target.num_experts_per_tok} is above the kept experts "
                           f"({target.num_experts}); allowed: 1..{target.num_experts}")
-    if source.n_group:
-        check_expert_groups(source, target)
     kinds = sorted(set(source.layer_kinds))
     if target.num_hidden_layers < len(kinds):
         raise RegrowError(f"target num_hidden_layers {target.num_hidden_layers} cannot keep a layer of each kind the "

@@ -51,9 +51,13 @@ class KeptUnits:
         if unit == "mamba_group":  # a Mamba group's B and C channels: kept while one of its heads is
             keep = m.mamba_group_keep(layer, s.mamba_groups)
             return (torch.arange(s.mamba_groups) if keep is None else torch.nonzero(keep).flatten()), None
-        if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "mamba_channel", "conv", "linear_head"):
+        if unit == "rope_key":  # MLA's shared rope key: always kept
+            return torch.arange(1), None
+        if unit in ("mlp", "shared_mlp", "expert", "mamba_head", "mamba_channel", "conv", "linear_head", "q_latent",
+                    "kv_latent"):
             values = {"mlp": m.mlp, "shared_mlp": m.shared_mlp, "expert": m.expert, "mamba_head": m.mamba_head,
-                      "mamba_channel": m.mamba_channel, "conv": m.conv, "linear_head": m.linear_head}[unit]
+                      "mamba_channel": m.mamba_channel, "conv": m.conv, "linear_head": m.linear_head,
+                      "q_latent": m.q_latent, "kv_latent": m.kv_latent}[unit]
             kept = self._kept(None if values is None else values[layer], s.units(unit))
             return kept, None if values is None else values[layer][kept]
         if unit == "expert_mlp":  # per kept expert its own channels: [kept experts, kept channels]

@@ -7,7 +7,9 @@ weights ([experts, ...] tensors) count k/E: N_nonembedding is the active paramet
 In a hybrid only the attention layers pay the attention term (num_layers counts those; a short
 convolution is parameters, in 6N), and each Mamba-2 layer adds its scan, 5 x heads x head_dim x
 state FLOPs per token forward, each gated-DeltaNet layer its recurrence, 7 x value heads x
-key head_dim x value head_dim (docs/ALGORITHMS.md §14).
+key head_dim x value head_dim (docs/ALGORITHMS.md §14). Multi-head latent attention's scores run
+over nope + rope dims and its values over v_head_dim: 12 x L x H x d_head x T with d_head their
+mean (docs/ALGORITHMS.md §15).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ NOT_ATTENDING = ("conv", "mlp", "moe")  # LFM2's short-conv layers, Nemotron-H's
 class ModelShape:
     num_layers: int  # layers with attention
     num_heads: int
-    head_dim: int
+    head_dim: float  # MLA: the mean of its query/key and value sizes (the attention term uses their sum)
     nonembedding_params: int
     lm_head_params: int
     ssm_flops: float = 0.0  # forward FLOPs per token of every Mamba-2 scan and DeltaNet recurrence together
@@ -86,6 +88,8 @@ def model_shape(model) -> ModelShape:
         layers = sum(("attention" in kind and kind not in MAMBA_LAYER_TYPES) or kind == PARALLEL for kind in types)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    if getattr(config, "kv_lora_rank", None):  # MLA: scores over nope + rope dims, values of v_head_dim
+        head_dim = (config.qk_nope_head_dim + config.qk_rope_head_dim + config.v_head_dim) / 2
     return ModelShape(layers, heads, head_dim, nonembedding, head_params, ssm)
 
 

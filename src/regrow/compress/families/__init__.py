@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from regrow.compress.families import (  # noqa: F401  (registration)
     bloom,
+    deepseek_v2,
+    deepseek_v3,
     falcon_h1,
     gemma2,
     gemma3,
+    glm4_moe,
     gpt_neox,
     granitemoehybrid,
     lfm2,

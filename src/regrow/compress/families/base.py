@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from regrow.compress.shape import SHAPE_KEYS, ArchShape
+from regrow.compress.shape import SHAPE_KEYS, ArchShape, check_expert_groups
 from regrow.errors import RegrowError
 from regrow.registry import Registry
 
@@ -99,6 +99,9 @@ class LayerRoles:
     # a gated DeltaNet (Qwen3-Next, Qwen3.5): the output projection, whose input is the value heads'
     # gated-normed outputs (head_v_dim each); its other parameters are the family's `deltanet_axes`
     deltanet_out: str | None = None
+    # multi-head latent attention (DeepSeek-V2/V3): the attention module holding q_a_proj, q_a_layernorm,
+    # q_b_proj (or q_proj), kv_a_proj_with_mqa, kv_a_layernorm and kv_b_proj; `attn_out` is its o_proj
+    mla: str | None = None
 
 
 class FamilyAdapter:
@@ -131,6 +134,7 @@ class FamilyAdapter:
     mamba_expand_key: str | None = None
     mamba_width_key: str | None = None  # or the config states the Mamba width itself (Falcon-H1: mamba_d_ssm)
     query_gate: bool = False  # gated attention (Qwen3-Next): q_proj rows are per head [query | output gate]
+    min_experts_per_group: int = 2  # group-limited routing: the fewest experts a kept group may keep
     first_layer_kinds: tuple[str, ...] = ()  # the kinds a pruned model may start with (select.keep_first_layer); () any
 
     # ---- reading the model -------------------------------------------------------------------
@@ -230,6 +234,8 @@ class FamilyAdapter:
 
     def check_target(self, source: ArchShape, target: ArchShape) -> None:
         """Family rules on top of the shared ones (shape.check_target)."""
+        if source.n_group:
+            check_expert_groups(source, target, self.min_experts_per_group)
         if not self.grouped_attention and target.num_key_value_heads != target.num_attention_heads:
             raise RegrowError(f"{self.name} has no grouped-query attention: target num_key_value_heads must equal "
                               f"num_attention_heads ({target.num_attention_heads})")
@@ -343,7 +349,7 @@ class FamilyAdapter:
                 rows = Axis(0, parts[0][0], parts[0][1], stacked=parts)
                 axes[f"{name}.weight"], axes[f"{name}.bias"] = (rows, hidden_in), (rows,)
         block_writes = r.moe_block is not None and r.moe_block in r.writers  # the whole MLP block writes
-        for name, unit, block in ((r.attn_out, "head", head_dim), (r.mlp_out, "mlp", 1), (r.shared_out, "shared_mlp", 1)):
+        for name, unit, block in ((r.attn_out, "head", shape.head_out_dim), (r.mlp_out, "mlp", 1), (r.shared_out, "shared_mlp", 1)):
             if not name:
                 continue
             writer = "writer" if name in r.writers or (block_writes and name != r.attn_out) else None
@@ -356,6 +362,8 @@ class FamilyAdapter:
             axes[f"{r.shared_in_stacked}.weight"], axes[f"{r.shared_in_stacked}.bias"] = (rows, hidden_in), (rows,)
         if r.mamba:
             axes.update(self.mamba_axes(r, shape, hidden_in))
+        if r.mla:
+            axes.update(self.mla_axes(r.mla, shape, hidden_in))
         if r.deltanet_out:
             writer = "writer" if r.deltanet_out in r.writers else None
             axes.update(self.deltanet_axes(r.deltanet_out.rsplit(".", 1)[0], shape, hidden_in))
@@ -430,6 +438,25 @@ class FamilyAdapter:
             f"{mamba}.out_proj.weight": (Axis(0, "hidden", 1, writer), Axis(1, "mamba_head", head, "unit", inner=channel)),
             f"{mamba}.out_proj.bias": (Axis(0, "hidden", 1, writer),),
         }
+
+    def mla_axes(self, attention: str, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
+        """Multi-head latent attention's input side: a head's query rows [nope | rope] in q_b_proj
+        (or q_proj) and its key-nope and value rows in kv_b_proj; the latents (`q_latent`,
+        `kv_latent`) are rows of q_a_proj / kv_a_proj_with_mqa, their norms' channels and columns of
+        q_b_proj / kv_b_proj (where their mask values fold); the shared rope key rows of
+        kv_a_proj_with_mqa stay whole."""
+        qk, kv = shape.head_dim + shape.qk_rope_head_dim, shape.head_dim + shape.head_out_dim  # head_dim: the nope part
+        kv_rows = Axis(0, "kv_latent", stacked=(("kv_latent", 1), ("rope_key", shape.qk_rope_head_dim)))
+        axes = {
+            f"{attention}.q_proj.weight": (Axis(0, "head", qk), hidden_in),
+            f"{attention}.q_a_proj.weight": (Axis(0, "q_latent"), hidden_in), f"{attention}.q_a_proj.bias": (Axis(0, "q_latent"),),
+            f"{attention}.q_a_layernorm.weight": (Axis(0, "q_latent"),),
+            f"{attention}.q_b_proj.weight": (Axis(0, "head", qk), Axis(1, "q_latent", 1, "unit")),
+            f"{attention}.kv_a_proj_with_mqa.weight": (kv_rows, hidden_in), f"{attention}.kv_a_proj_with_mqa.bias": (kv_rows,),
+            f"{attention}.kv_a_layernorm.weight": (Axis(0, "kv_latent"),),
+            f"{attention}.kv_b_proj.weight": (Axis(0, "head", kv), Axis(1, "kv_latent", 1, "unit")),
+        }
+        return axes
 
     def deltanet_axes(self, mixer: str, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
         """A gated DeltaNet's input side, laid out as Qwen3.5's: in_proj_qkv rows [all q | all k |

@@ -36,4 +36,7 @@ class RandomPruning(PruningMethod):
             scores.shared_mlp = torch.rand(L, s.shared_expert_intermediate_size, generator=g)
         if s.mamba_num_heads:
             scores.mamba_channel = torch.rand(L, s.mamba_head_dim, generator=g)
+        if s.kv_lora_rank:
+            scores.q_latent = torch.rand(L, s.q_lora_rank, generator=g)
+            scores.kv_latent = torch.rand(L, s.kv_lora_rank, generator=g)
         return MethodResult(scores, details={"seed": ctx.cfg.seed})

@@ -88,6 +88,9 @@ def mask_layout(source: ArchShape, target: ArchShape) -> dict[str, tuple[int, in
         layout["shared_mlp"] = (L, width, 1 - target.shared_expert_intermediate_size / width)
     if target.mamba_num_heads < source.mamba_num_heads:  # a row per layer; attention layers' rows go unused
         layout["mamba_head"] = (L, source.mamba_num_heads, 1 - target.mamba_num_heads / source.mamba_num_heads)
+    for kind, key in (("q_latent", "q_lora_rank"), ("kv_latent", "kv_lora_rank")):
+        if getattr(target, key) < getattr(source, key):
+            layout[kind] = (L, getattr(source, key), 1 - getattr(target, key) / getattr(source, key))
     if target.mamba_head_dim < source.mamba_head_dim:  # a head's channels, the same in every head of a layer
         layout["mamba_channel"] = (L, source.mamba_head_dim, 1 - target.mamba_head_dim / source.mamba_head_dim)
     if target.linear_num_value_heads < source.linear_num_value_heads:  # key heads follow their value heads
@@ -110,6 +113,8 @@ def _as_masks(values: dict[str, torch.Tensor], source: ArchShape, target: ArchSh
         shared_mlp=get("shared_mlp"),
         mamba_head=get("mamba_head"),
         mamba_channel=get("mamba_channel"),
+        q_latent=get("q_latent"),
+        kv_latent=get("kv_latent"),
         conv=get("conv"),
         linear_head=get("linear_head"),
         experts_per_token=target.num_experts_per_tok if target.num_experts_per_tok < source.num_experts_per_tok else None,
