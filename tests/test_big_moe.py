@@ -14,12 +14,10 @@ import pytest
 import torch
 import yaml
 from conftest import FAMILY_TARGETS, make_family_model, recipe
-from test_hybrid import load_without_regrow, prune
+from test_hybrid import inputs_and_scores, load_without_regrow, prune
 from transformers import AutoModelForCausalLM
 
 from regrow.cli.main import main
-from regrow.compress.families import adapter_for
-from regrow.compress.importance import ActivationStats
 
 
 def test_mla_export_loads_in_plain_transformers_with_its_latent_ranks(family_models, data_dir, tmp_path):
@@ -60,25 +58,12 @@ def test_mla_export_loads_in_plain_transformers_with_its_latent_ranks(family_mod
 def test_the_latent_score_is_the_mean_magnitude_entering_the_up_projection():
     """A latent channel scores as an MLP channel: per sample the mean |x| over tokens where the
     normed latent enters q_b_proj / kv_b_proj, L2 over samples (hooks on plain transformers)."""
-    model = make_family_model("deepseek_v3", vocab_size=97).eval()
-    ids = torch.randint(0, 97, (3, 10), generator=torch.Generator().manual_seed(8))
-    seen = {}
-    handles = [getattr(layer.self_attn, up).register_forward_pre_hook(
-        lambda m, a, key=(i, up): seen.__setitem__(key, a[0].detach())) for i, layer in enumerate(model.model.layers)
-        for up in ("q_b_proj", "kv_b_proj")]
-    with torch.no_grad():
-        model(ids)
-    for handle in handles:
-        handle.remove()
-    stats = ActivationStats(model, adapter_for(model.config))
-    with torch.no_grad():
-        model(ids)
-    stats.remove()
-    scores = stats.scores()
-    for (layer, up), x in seen.items():
-        per_sample = x.reshape(3, 10, -1).double().abs().mean(1)
-        got = (scores.q_latent if up == "q_b_proj" else scores.kv_latent)[layer]
-        torch.testing.assert_close(got, per_sample.square().sum(0).sqrt(), rtol=1e-5, atol=1e-8)
+    for up, unit in (("q_b_proj", "q_latent"), ("kv_b_proj", "kv_latent")):
+        _, seen, scores = inputs_and_scores("deepseek_v3", lambda layer, up=up: getattr(layer.self_attn, up), 8)
+        assert set(seen) == {0, 1, 2, 3}
+        for layer, x in seen.items():
+            per_sample = x.reshape(3, 12, -1).double().abs().mean(1)
+            torch.testing.assert_close(getattr(scores, unit)[layer], per_sample.square().sum(0).sqrt(), rtol=1e-5, atol=1e-8)
 
 
 def test_mla_flops_count_query_key_and_value_sizes():

@@ -49,14 +49,14 @@ def load_without_regrow(out, keys: tuple[str, ...], extra: str = "") -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def inputs_and_scores(family: str, mixer_of, seed: int):
-    """A tiny model's out_proj inputs by layer (hooks on plain transformers, `mixer_of(layer)`: the
-    layer's mixer or None), and regrow's activation scores over the same batch of 3 x 12 tokens."""
+def inputs_and_scores(family: str, module_of, seed: int):
+    """A tiny model's inputs to one module per layer (hooks on plain transformers, `module_of(layer)`:
+    that module or None), and regrow's activation scores over the same batch of 3 x 12 tokens."""
     model = make_family_model(family, vocab_size=97).eval()
     ids = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(seed))
     seen = {}
-    handles = [mixer_of(layer).out_proj.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].detach()))
-               for i, layer in enumerate(model.model.layers) if mixer_of(layer) is not None]
+    handles = [module_of(layer).register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].detach()))
+               for i, layer in enumerate(model.model.layers) if module_of(layer) is not None]
     with torch.no_grad():
         model(ids)
     for handle in handles:
@@ -71,7 +71,7 @@ def inputs_and_scores(family: str, mixer_of, seed: int):
 def test_mamba_head_score_is_the_norm_of_its_channels_entering_out_proj():
     """Per sample, the mean over tokens of each head's L2 norm at out_proj's input; the L2 over
     samples (Minitron's batch reduction), computed from hooks on plain transformers' mixer."""
-    model, seen, scores = inputs_and_scores("granitemoehybrid", lambda layer: layer.mamba, 3)
+    model, seen, scores = inputs_and_scores("granitemoehybrid", lambda layer: layer.mamba and layer.mamba.out_proj, 3)
     scores = scores.mamba_head
     heads, head_dim = model.config.mamba_n_heads, model.config.mamba_d_head
     assert set(seen) == {0, 2, 3}
@@ -84,7 +84,7 @@ def test_mamba_head_score_is_the_norm_of_its_channels_entering_out_proj():
 def test_mamba_channel_score_is_the_norm_over_heads_entering_out_proj():
     """A Mamba head's channel p (the same in every head): per token the L2 norm over the heads of
     out_proj's input at p, mean over tokens, L2 over samples (from hooks on plain transformers)."""
-    model, seen, scores = inputs_and_scores("nemotron_h", lambda layer: layer.mixer if hasattr(layer.mixer, "A_log") else None, 4)
+    model, seen, scores = inputs_and_scores("nemotron_h", lambda layer: layer.mixer.out_proj if hasattr(layer.mixer, "A_log") else None, 4)
     scores = scores.mamba_channel
     heads, head_dim = model.config.mamba_num_heads, model.config.mamba_head_dim
     assert set(seen) == {0, 3} and scores.shape == (4, head_dim)
@@ -362,7 +362,8 @@ def test_sensitivity_runs_on_a_hybrid(family, family_models, data_dir, capsys):
 def test_deltanet_value_head_score_is_the_norm_of_its_channels_entering_out_proj():
     """As for Mamba heads: per sample the mean over tokens of each value head's L2 norm at the
     DeltaNet's out_proj input, then the L2 over samples (hooks on plain transformers' mixer)."""
-    model, seen, scores = inputs_and_scores("qwen3_next", lambda layer: getattr(layer, "linear_attn", None), 3)
+    model, seen, scores = inputs_and_scores(
+        "qwen3_next", lambda layer: layer.linear_attn.out_proj if hasattr(layer, "linear_attn") else None, 3)
     scores = scores.linear_head
     heads, head_dim = model.config.linear_num_value_heads, model.config.linear_value_head_dim
     assert set(seen) == {0, 2, 3}
