@@ -140,6 +140,10 @@ FAMILY_CONFIGS = {
     # mixtures of experts (fused experts of transformers 5); Qwen-MoE with dense MLP layers in between
     "mixtral": {"model_type": "mixtral", "num_key_value_heads": 2, "intermediate_size": 32, "num_local_experts": 8,
                 "num_experts_per_tok": 2},
+    # gpt-oss: attention sinks, alternating sliding/full layers, transposed experts with interleaved
+    # gate/up columns, biases and a clamped SwiGLU; top-k logits softmaxed
+    "gpt_oss": {"model_type": "gpt_oss", "num_key_value_heads": 4, "head_dim": 8, "intermediate_size": 32,
+                "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": 8, "swiglu_limit": 1.5},
     "olmoe": {"model_type": "olmoe", "num_key_value_heads": 4, "intermediate_size": 32, "num_experts": 8,
               "num_experts_per_tok": 2, "norm_topk_prob": False},
     "qwen3_moe": {"model_type": "qwen3_moe", "num_key_value_heads": 4, "head_dim": 12, "intermediate_size": 96,
@@ -270,6 +274,8 @@ FAMILY_TARGETS = {
     "bloom": {"num_hidden_layers": 3, "num_attention_heads": 4},
     "mixtral": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 1,
                 "num_experts": 5, "num_experts_per_tok": 2, "moe_intermediate_size": 24},
+    "gpt_oss": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "num_experts": 5, "num_experts_per_tok": 2, "moe_intermediate_size": 24},
     "olmoe": {"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 3,
               "num_experts": 4, "num_experts_per_tok": 1, "moe_intermediate_size": 24},
     "qwen3_moe": {"num_hidden_layers": 3, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -320,7 +326,7 @@ FAMILY_TARGETS = {
                     "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
                     "shared_expert_intermediate_size": 24, "linear_num_key_heads": 3, "linear_num_value_heads": 3},
 }
-MOE_FAMILIES = ("mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid", "qwen3_next",
+MOE_FAMILIES = ("mixtral", "gpt_oss", "olmoe", "qwen3_moe", "qwen2_moe", "granitemoehybrid", "qwen3_next",
                 "qwen3_5_moe", "lfm2_moe", "nemotron_h-moe", "nemotron_h-nolatent", "glm4_moe", "deepseek_v3",
                 "deepseek_v2")
 HYBRID_FAMILIES = ("granitemoehybrid", "granite4-dense", "nemotron_h", "falcon_h1", "falcon_h1-nonorm", "lfm2", "qwen3_next",

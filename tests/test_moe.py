@@ -19,11 +19,11 @@ from regrow.compress.families import adapter_for
 from regrow.compress.importance import ActivationStats
 from regrow.compress.masks import MaskHooks, Masks
 
-EXPERTS_KEY = {"mixtral": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts",
+EXPERTS_KEY = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts", "olmoe": "num_experts", "qwen3_moe": "num_experts", "qwen2_moe": "num_experts",
                "granitemoehybrid": "num_local_experts", "qwen3_next": "num_experts", "qwen3_5_moe": "num_experts",
                "lfm2_moe": "num_experts", "nemotron_h-moe": "n_routed_experts", "nemotron_h-nolatent": "n_routed_experts",
                "glm4_moe": "n_routed_experts", "deepseek_v3": "n_routed_experts", "deepseek_v2": "n_routed_experts"}
-WIDTH_KEY = {"mixtral": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
+WIDTH_KEY = {"mixtral": "intermediate_size", "gpt_oss": "intermediate_size", "olmoe": "intermediate_size", "qwen3_moe": "moe_intermediate_size",
              "qwen2_moe": "moe_intermediate_size", "granitemoehybrid": "intermediate_size",
              "qwen3_next": "moe_intermediate_size", "qwen3_5_moe": "moe_intermediate_size",
              "lfm2_moe": "moe_intermediate_size", "nemotron_h-moe": "moe_intermediate_size",
@@ -103,7 +103,7 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
         hooks.remove()
         for h in handles:
             h.remove()
-    renormalise = family in ("mixtral", "granitemoehybrid", "qwen3_5_moe") or model.config.norm_topk_prob  # Qwen3.5 always
+    renormalise = family in ("mixtral", "granitemoehybrid", "qwen3_5_moe") or getattr(model.config, "norm_topk_prob", False)
     assert len(seen) == len(moe_layers) > 0
     for layer, entry, block in zip(moe_layers, seen, moe_blocks(model)):
         kept = torch.nonzero(keep[layer]).flatten()
@@ -123,6 +123,9 @@ def test_masked_experts_are_never_routed_and_gates_renormalise_as_sliced(family)
             if model.config.norm_topk_prob:
                 top = top / (top.sum(-1, keepdim=True) + 1e-20)
             top = top * model.config.routed_scaling_factor
+        elif family == "gpt_oss":  # the k largest biased logits, softmaxed among themselves
+            top, chosen = torch.topk(logits + router(block).bias[kept].double(), k, dim=-1)
+            top = torch.softmax(top, dim=-1)
         elif family == "lfm2_moe":  # sigmoid scores, chosen by score + selection bias, scaled
             probs = torch.sigmoid(logits)
             chosen = torch.topk(probs + block.expert_bias[kept].double(), k, dim=-1).indices

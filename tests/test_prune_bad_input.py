@@ -101,7 +101,7 @@ def test_unsupported_family(tokenizer_dir, tmp_path, capsys):
     out = tmp_path / "out"
     err = run_error(capsys, ["prune", "--model", str(folder), "--target-ratio", "0.5", "--method", "random", "--out", str(out)], out)
     assert ("model_type 'gpt2' is not supported for pruning; supported: bloom, deepseek_v2, deepseek_v3, falcon_h1, gemma2, gemma3_text, glm4_moe, gpt_neox, "
-            "granite, granitemoehybrid, lfm2, lfm2_moe, llama, mistral, mixtral, nemotron_h, olmo, olmo2, olmo3, olmo_hybrid, olmoe, phi3, qwen2, "
+            "gpt_oss, granite, granitemoehybrid, lfm2, lfm2_moe, llama, mistral, mixtral, nemotron_h, olmo, olmo2, olmo3, olmo_hybrid, olmoe, phi3, qwen2, "
             "qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, qwen3_next, smollm3") in err
 
 

@@ -3,12 +3,15 @@ and mask inside them.
 
 transformers 5 stores a layer's experts fused (`gate_up_proj` [experts, 2 x width, hidden] with
 [gate | up] rows, `down_proj` [experts, hidden, width]; Nemotron-H's non-gated experts hold
-`up_proj` [experts, width, hidden] instead) and dispatches their forward to eager,
-batched or grouped kernels: no module boundary shows one expert's channels or output. While
+`up_proj` [experts, width, hidden] instead; gpt-oss stores them transposed, [experts, in, out],
+with interleaved gate/up columns, biases and its own clamped gate) and states the layout on the
+module (`has_gate`, `has_bias`, `is_transposed`, `_apply_gate`), from which it dispatches the
+forward to eager, batched or grouped kernels: no module boundary shows one expert's channels or
+output. While
 regrow masks or measures a model, `RoutedExperts` stands in for the experts module's forward
 (an instance attribute, removed afterwards; the module and its weights are untouched): the same
-computation as transformers' eager loop (act(gate) x up or act(up), down, times the routing weight, summed
-per token), with an optional per-expert channel mask and an observer that sees each expert's
+computation as transformers' eager loop (the experts' gate of gate_up or act(up), down, plus biases,
+times the routing weight, summed per token), with an optional per-expert channel mask and an observer that sees each expert's
 intermediate activations and outputs. For the sparse methods, `ExpertMatrix` shows one
 expert's matrix of a fused tensor as a linear layer of its own; `RoutedExperts(linear=...)`
 computes through those so that their hooks see each expert's inputs.
@@ -33,6 +36,32 @@ def fused_names(experts: nn.Module) -> tuple[str, str]:
     return ("gate_up_proj" if hasattr(experts, "gate_up_proj") else "up_proj", "down_proj")
 
 
+def expert_weight(experts: nn.Module, fused: str, expert: int) -> torch.Tensor:
+    """One expert's matrix of a fused tensor as a linear layer's weight, [out, in] (a view)."""
+    weight = getattr(experts, fused)[expert]
+    return weight.T if getattr(experts, "is_transposed", False) else weight
+
+
+def expert_bias(experts: nn.Module, fused: str, expert: int) -> torch.Tensor | None:
+    return getattr(experts, f"{fused}_bias")[expert] if getattr(experts, "has_bias", False) else None
+
+
+def gate_and_up(experts: nn.Module, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of one expert's gate and up rows of gate_up_proj, [width, in] each: concatenated
+    [gate | up] or interleaved [gate0, up0, gate1, ...] (gpt-oss)."""
+    weight = expert_weight(experts, "gate_up_proj", expert)
+    return weight.chunk(2, dim=0) if getattr(experts, "is_concatenated", True) else (weight[0::2], weight[1::2])
+
+
+def gated(experts: nn.Module, gate_up: torch.Tensor) -> torch.Tensor:
+    """The experts' own gating of gate_up_proj's output (transformers' `_apply_gate`, gpt-oss's
+    clamped SwiGLU), or act(gate) x up of a concatenated [gate | up]."""
+    if hasattr(experts, "_apply_gate"):
+        return experts._apply_gate(gate_up)
+    gate, up = gate_up.chunk(2, dim=-1)
+    return experts.act_fn(gate) * up
+
+
 class ExpertMatrix(nn.Module):
     """One expert's matrix of a fused experts tensor (`gate_up_proj[e]`, `down_proj[e]`: [out, in],
     like a linear's weight) standing in for a linear layer: a sparse method treats each expert's
@@ -50,14 +79,14 @@ class ExpertMatrix(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return getattr(self.experts, self.fused)[self.expert]
+        return expert_weight(self.experts, self.fused, self.expert)
 
     @property
     def in_features(self) -> int:
         return self.weight.shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+        return F.linear(x, self.weight, expert_bias(self.experts, self.fused, self.expert))
 
 
 def expert_matrices(experts: nn.Module, prefix: str) -> dict[str, ExpertMatrix]:
@@ -90,7 +119,8 @@ class RoutedExperts:
             raise RuntimeError("the experts module is already being masked or measured")
         self.experts, self.channel_mask, self.observe = experts, channel_mask, observe
         self.gated = hasattr(experts, "gate_up_proj")
-        self.linear = linear or (lambda fused, e, x: F.linear(x, getattr(experts, fused)[e]))
+        self.linear = linear or (lambda fused, e, x: F.linear(x, expert_weight(experts, fused, e),
+                                                              expert_bias(experts, fused, e)))
         experts.forward = self.forward
 
     def remove(self) -> None:
@@ -104,8 +134,7 @@ class RoutedExperts:
         for expert in torch.unique(top_k_index).tolist():
             token, slot = torch.where(top_k_index == expert)
             if self.gated:
-                gate, up = self.linear("gate_up_proj", expert, hidden[token]).chunk(2, dim=-1)
-                inner = experts.act_fn(gate) * up
+                inner = gated(experts, self.linear("gate_up_proj", expert, hidden[token]))
             else:
                 inner = experts.act_fn(self.linear("up_proj", expert, hidden[token]))
             if mask is not None:

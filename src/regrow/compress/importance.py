@@ -263,7 +263,8 @@ def magnitude_of(named_tensors: Iterable[tuple[str, torch.Tensor]], adapter: Fam
             offset = max((axis.offset for axis in axes), default=0.0)
             if offset:  # a norm gain applied as offset + weight (Gemma): that is the unit's weight
                 tensor = tensor.float() + offset
-            per_expert = tensor.dim() == 3 and axes[0].unit == "expert"  # fused experts [experts, rows, columns]: one at a time
+            # fused experts [experts, rows, columns] (or a bias [experts, entries]): one expert at a time
+            per_expert = tensor.dim() >= 2 and len(axes) > 1 and axes[0].unit == "expert"
             for expert, piece in enumerate(tensor) if per_expert else [(None, tensor)]:
                 rows, cols = _squares_by_row_and_column(piece)
                 if index is not None:

@@ -242,6 +242,8 @@ class MaskHooks:
             gate = m.layer[index] if m.layer is not None else None
             if gate is None and m.hidden is None:
                 return None
+            if isinstance(output, tuple):  # gpt-oss's MLP returns (output, router scores)
+                return (_times(output[0], gate, m.hidden), *output[1:])
             return _times(output, gate, m.hidden)
 
         return hook

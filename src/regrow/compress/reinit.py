@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from regrow.compress.experts import find, fused_names
+from regrow.compress.experts import expert_weight, find, fused_names, gate_and_up
 from regrow.compress.families.base import FamilyAdapter
 from regrow.models.hf import fresh_like
 from regrow.registry import Registry
@@ -85,9 +85,9 @@ def fire(model: nn.Module, adapter: FamilyAdapter, seed: int, shrink: float, per
                 parts[:, p] = newton_schulz(part).view_as(parts[:, p])
         if (experts := find(layer, r.experts)) is not None:  # each expert's gate, up and down on their own
             for name in fused_names(experts):
-                fused, pieces = getattr(experts, name), 2 if name == "gate_up_proj" else 1
-                for matrix in fused:
-                    for piece in matrix.chunk(pieces, dim=0):
+                for e in range(getattr(experts, name).shape[0]):
+                    pieces = gate_and_up(experts, e) if name == "gate_up_proj" else (expert_weight(experts, name, e),)
+                    for piece in pieces:
                         piece.copy_(newton_schulz(piece))
     return model
 

@@ -29,6 +29,7 @@ def kept_report(masks: Masks, source) -> dict:
         }
         kind = source.layer_kinds[layer] if source.layer_kinds else None  # a hybrid's mixers: in their own layers
         for key, unit, present in (("experts", "expert", source.num_experts),
+                                   ("expert_channels", "expert_mlp", source.num_experts),  # [kept expert][channel]
                                    ("mamba_heads", "mamba_head", source.mamba_num_heads and kind in (None, "mamba")),
                                    ("mamba_groups", "mamba_group", source.mamba_num_heads and kind in (None, "mamba")),
                                    ("mamba_channels", "mamba_channel", source.mamba_num_heads and kind in (None, "mamba")),

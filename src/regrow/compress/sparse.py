@@ -116,11 +116,13 @@ def _check_finite(model: nn.Module, where: str) -> None:
 def _check_masks(model: nn.Module, masks: dict[str, torch.Tensor], target: SparsityTarget) -> None:
     """Every mask has its weight's shape and exactly the target's pattern: N kept in every group of
     M, or each row's share of zeros (a method's bug, not the user's: nothing is written then). A
-    fused experts tensor's rows are its experts' rows."""
+    fused experts tensor's rows are its experts' rows (as linear layers: [out, in])."""
     params = dict(model.named_parameters())
     for name, kept in masks.items():
         if kept.dtype != torch.bool or kept.shape != params[name].shape:
             raise RuntimeError(f"sparsity mask of {name}: {kept.dtype} {tuple(kept.shape)} does not fit the weight")
+        if kept.dim() == 3 and getattr(model.get_submodule(name.rpartition(".")[0]), "is_transposed", False):
+            kept = kept.transpose(1, 2)  # gpt-oss's experts are stored [experts, in, out]
         kept = kept.reshape(-1, kept.shape[-1])
         if target.m is not None:
             groups = kept.reshape(kept.shape[0], -1, target.m).sum(-1)

@@ -103,15 +103,18 @@ def sparse_weight_count(model: nn.Module, adapter) -> int:
 
 def masks_by_parameter(units: dict[str, nn.Module], kept: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The units' masks by parameter name: a linear's `.weight`, a fused experts tensor's masks
-    stacked expert by expert (what `sparsity_mask.safetensors` holds)."""
-    out, fused = {}, {}
+    stacked expert by expert in the tensor's own layout (what `sparsity_mask.safetensors` holds)."""
+    out, fused, transposed = {}, {}, set()
     for name, unit in units.items():
         if isinstance(unit, ExpertMatrix):
             fused.setdefault(unit.parameter, {})[unit.expert] = kept[name]
+            if getattr(unit.experts, "is_transposed", False):
+                transposed.add(unit.parameter)
         else:
             out[f"{name}.weight"] = kept[name]
     for parameter, experts in fused.items():
-        out[parameter] = torch.stack([experts[e] for e in range(len(experts))])
+        stacked = torch.stack([experts[e] for e in range(len(experts))])
+        out[parameter] = stacked.transpose(1, 2) if parameter in transposed else stacked
     return out
 
 

@@ -72,10 +72,11 @@ def model_shape(model) -> ModelShape:
     experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0
     active = config.num_experts_per_tok / experts if experts else 1.0
 
-    def active_numel(p) -> float:  # fused experts [experts, ...]: k of them run per token
-        return p.numel() * active if experts and p.dim() == 3 and p.shape[0] == experts else p.numel()
+    def active_numel(name: str, p) -> float:  # fused experts [experts, ...] and their biases: k of them run per token
+        fused = p.dim() == 3 or (p.dim() == 2 and ".experts." in name and name.endswith("_bias"))  # gpt-oss's biases
+        return p.numel() * active if experts and fused and p.shape[0] == experts else p.numel()
 
-    nonembedding = round(sum(active_numel(p) for p in model.parameters() if id(p) not in counted))
+    nonembedding = round(sum(active_numel(n, p) for n, p in model.named_parameters() if id(p) not in counted))
     # learned absolute position tables (GPT-2 style) are embeddings too
     for name, param in model.named_parameters():
         if name.endswith(("wpe.weight", "embed_positions.weight")):

@@ -16,6 +16,7 @@ from regrow.compress.families import (  # noqa: F401  (registration)
     gemma3,
     glm4_moe,
     gpt_neox,
+    gpt_oss,
     granitemoehybrid,
     lfm2,
     lfm2_moe,

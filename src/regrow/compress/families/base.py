@@ -75,6 +75,7 @@ class LayerRoles:
     q_norm: str | None = None  # norm over the whole query projection (OLMo-2)
     k_norm: str | None = None  # norm over the whole key projection (OLMo-2)
     head_norms: tuple[str, ...] = ()  # norms over one head's head_dim, shared by every head (Qwen3): kept whole
+    head_params: tuple[str, ...] = ()  # parameters with one entry per query head (gpt-oss's attention sinks)
     # a mixture of experts (transformers 5 layout): the router's weight is [experts, hidden]; the
     # experts module holds gate_up_proj [experts, 2 x width, hidden] ([gate | up] rows) and
     # down_proj [experts, hidden, width]; the block (`moe_block`) writes into the residual stream
@@ -399,6 +400,8 @@ class FamilyAdapter:
             axes[f"{r.k_norm}.weight"] = (Axis(0, "kv", head_dim),)
         for name in r.head_norms:
             axes[f"{name}.weight"] = ()
+        for name in r.head_params:
+            axes[name] = (Axis(0, "head"),)
         return axes
 
     def expert_axes(self, r: LayerRoles, shape: ArchShape, hidden_in: Axis) -> dict[str, tuple[Axis, ...]]:
